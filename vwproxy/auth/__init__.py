@@ -1,0 +1,1 @@
+"""auth layer of vwproxy; see DESIGN.md "Layers"."""

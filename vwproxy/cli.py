@@ -1,0 +1,108 @@
+"""The `vwproxy` command: `serve` (the proxy on the example topology) and `shard` (the embedded shard alone)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+import uvicorn
+
+from vwproxy.control.manifests import ManifestError, load_folder
+from vwproxy.control.seed import seed_workspaces
+from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, build_shard_app
+from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, Shard
+from vwproxy.store.sqlite import StorageError
+
+log = logging.getLogger("vwproxy")
+
+DEFAULT_SERVE_PORT = 6443
+DEFAULT_SHARD_PORT = 6444
+
+
+def example_topology() -> Path:
+    return Path(str(resources.files("vwproxy") / "data" / "example"))
+
+
+def _shard_options(parser: argparse.ArgumentParser, default_port: int, default_dir: str) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path(default_dir), help=f"where the SQLite database lives (default: {default_dir})")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=default_port, help=f"listen port (default: {default_port})")
+    parser.add_argument("--history", type=int, default=DEFAULT_HISTORY_SIZE, help="watch events kept per resource for resuming (default: %(default)s)")
+    parser.add_argument("--durable", action="store_true", help="fsync every write (survive power loss, not only process crashes)")
+    parser.add_argument("--bookmark-interval", type=float, default=DEFAULT_BOOKMARK_INTERVAL, help="seconds between watch BOOKMARKs (default: %(default)s)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vwproxy", description="A stand-in for kcp's virtual workspaces.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run vwproxy on the embedded shard with the example topology (or --config)")
+    _shard_options(serve, DEFAULT_SERVE_PORT, ".vwproxy")
+    serve.add_argument("--config", type=Path, default=None, help="folder of kcp YAML manifests (default: the example topology)")
+    serve.add_argument("--external-url", default="", help="the URL clients use to reach this server (default: the listen address)")
+    shard = sub.add_parser("shard", help="run the embedded shard alone (a Kubernetes API for many logical clusters)")
+    _shard_options(shard, DEFAULT_SHARD_PORT, ".vwproxy-shard")
+    return parser
+
+
+def _open_shard(args: argparse.Namespace) -> Shard:
+    if args.history < 1:
+        raise SystemExit("vwproxy: --history must be at least 1")
+    try:
+        return Shard(args.data_dir, history_size=args.history, durable=args.durable)
+    except StorageError as exc:
+        raise SystemExit(f"vwproxy: {exc}") from None
+
+
+def _run(app: object, args: argparse.Namespace) -> None:
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",
+        timeout_graceful_shutdown=2,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "shard":
+        shard = _open_shard(args)
+        log.info("embedded shard: %s, revision %d, serving on http://%s:%d", shard.data_dir, shard.revision, args.host, args.port)
+        try:
+            _run(build_shard_app(shard, args.bookmark_interval), args)
+        finally:
+            shard.close()
+        return 0
+    config = args.config or example_topology()
+    try:
+        manifests = load_folder(config)
+    except ManifestError as exc:
+        print(f"vwproxy: {exc}", file=sys.stderr)
+        return 2
+    shard = _open_shard(args)
+    external = args.external_url.rstrip("/") or f"http://{args.host}:{args.port}"
+    try:
+        clusters = seed_workspaces(shard, manifests, external)
+    except ManifestError as exc:
+        print(f"vwproxy: {exc}", file=sys.stderr)
+        return 2
+    for path, name in sorted(clusters.items()):
+        log.info("workspace %s → logical cluster %s (%s/clusters/%s)", path, name, external, path)
+    log.info("serving on %s", external)
+    try:
+        _run(build_shard_app(shard, args.bookmark_interval), args)
+    finally:
+        shard.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""control layer of vwproxy; see DESIGN.md "Layers"."""

@@ -1,0 +1,60 @@
+"""Reading a folder of kcp YAML manifests, with errors that name the file and the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be used; the message names the file, document and field."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str  # "file.yaml#2" (document index within the file, from 1)
+    obj: dict[str, Any]
+
+    @property
+    def api_version(self) -> str:
+        return str(self.obj.get("apiVersion", ""))
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("name", ""))
+
+
+def load_folder(folder: Path) -> list[Manifest]:
+    """Every object in the `*.yaml`/`*.yml` files of `folder`, in file-name order."""
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: not a directory")
+    out: list[Manifest] = []
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    for path in files:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text()))
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+        except OSError as exc:
+            raise ManifestError(f"{path}: cannot read: {exc}") from None
+        for index, doc in enumerate(documents, start=1):
+            if doc is None:
+                continue
+            where = f"{path}#{index}"
+            if not isinstance(doc, dict):
+                raise ManifestError(f"{where}: a manifest must be a YAML mapping")
+            for field in ("apiVersion", "kind"):
+                if not isinstance(doc.get(field), str) or not doc[field]:
+                    raise ManifestError(f"{where}: field {field} is required")
+            md = doc.get("metadata")
+            if not isinstance(md, dict) or not isinstance(md.get("name"), str) or not md["name"]:
+                raise ManifestError(f"{where}: field metadata.name is required")
+            out.append(Manifest(where, doc))
+    return out

@@ -1,0 +1,1 @@
+"""core layer of vwproxy; see DESIGN.md "Layers"."""

@@ -1,0 +1,1 @@
+"""kube layer of vwproxy; see DESIGN.md "Layers"."""

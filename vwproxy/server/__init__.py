@@ -1,0 +1,1 @@
+"""server layer of vwproxy; see DESIGN.md "Layers"."""

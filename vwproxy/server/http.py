@@ -1,0 +1,77 @@
+"""HTTP helpers shared by the apps: Status responses, body decoding, query reading."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import yaml
+from starlette.requests import Request
+from starlette.responses import Response
+
+from vwproxy.kube import errors
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+YAML = "application/yaml"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+# kube-apiserver refuses bodies over 3 MiB (its maxRequestBodyBytes).
+MAX_BODY_BYTES = 3 * 1024 * 1024
+
+
+def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def object_response(obj: Any, status: int = 200) -> Response:
+    return json_response(orjson.dumps(obj), status)
+
+
+def status_response(exc: errors.StatusError) -> Response:
+    return json_response(orjson.dumps(exc.to_status()), exc.code, exc.headers or None)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", JSON).split(";", 1)[0].strip().lower() or JSON
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise errors.StatusError(413, "RequestEntityTooLarge", "the request body is larger than 3 MiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise errors.StatusError(413, "RequestEntityTooLarge", "the request body is larger than 3 MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_object(body: bytes, content_type: str) -> dict[str, Any]:
+    """A JSON (or YAML) object body; anything else is a 400 or 415 Status."""
+    if content_type == PROTOBUF:
+        raise errors.StatusError(
+            415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (protobuf is not supported yet)"
+        )
+    if content_type not in (JSON, YAML, "application/x-yaml", "text/yaml", "*/*"):
+        raise errors.unsupported_media_type(content_type)
+    if not body.strip():
+        raise errors.bad_request("the request body is empty; an object is required")
+    try:
+        if content_type == JSON or content_type == "*/*":
+            obj = orjson.loads(body)
+        else:
+            obj = yaml.safe_load(body)
+    except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise errors.bad_request(f"the object provided is unrecognized or malformed: {exc}") from None
+    if not isinstance(obj, dict):
+        raise errors.bad_request("the object provided is unrecognized or malformed: the body must be a JSON object")
+    return obj
+
+
+def query(request: Request) -> dict[str, str]:
+    return dict(request.query_params)

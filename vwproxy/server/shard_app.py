@@ -1,0 +1,340 @@
+"""The embedded shard's HTTP API: the Kubernetes REST verbs over `Shard`, per logical cluster.
+
+Paths are `/clusters/<name>/api…` and `/clusters/<name>/apis…`; `/clusters/*/…` lists and
+watches across every logical cluster. Paths without a `/clusters/` prefix address `root`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from vwproxy.kube import conversion, discovery, errors
+from vwproxy.kube import patch as patching
+from vwproxy.kube import watch as wire
+from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
+from vwproxy.kube.listoptions import ListOptions, parse_list_options
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster
+from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
+from vwproxy.kube.selectors import FieldSelector
+from vwproxy.server import http
+from vwproxy.store.objects import StoredObject
+from vwproxy.store.shard import Shard
+
+log = logging.getLogger(__name__)
+
+# Periodic BOOKMARKs keep a watcher's resume point fresh; kube-apiserver sends them about
+# once a minute, and clients treat a silent stream as healthy for far longer.
+DEFAULT_BOOKMARK_INTERVAL = 60.0
+# A watch without timeoutSeconds ends after a random 30-60 minutes, as kube-apiserver does
+# (--min-request-timeout=1800), so reconnects of many clients do not line up.
+MIN_WATCH_SECONDS = 1800
+# Items per chunk of a streamed list body: big enough to amortise the send, small enough that a
+# 100k-item list never sits in memory as one bytes object.
+LIST_CHUNK_ITEMS = 2000
+
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def encoder_for(info: ResourceInfo) -> Callable[[StoredObject], bytes]:
+    """How stored bytes are served as `info`'s version: as they are, or converted."""
+    if not conversion.needs_conversion(info):
+        return lambda obj: obj.raw
+    return lambda obj: orjson.dumps(conversion.to_served(obj.decode(), info))
+
+
+def _dry_run(params: dict[str, str]) -> bool:
+    value = params.get("dryRun", "")
+    if value and value != "All":
+        raise errors.invalid("DryRun", "", [errors.Cause("FieldValueNotSupported", f'Unsupported value: "{value}": supported values: "All"', "dryRun")], "meta.k8s.io")
+    return value == "All"
+
+
+class ShardAPI:
+    """Request handling for one `Shard`."""
+
+    def __init__(self, shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> None:
+        self.shard = shard
+        self.bookmark_interval = bookmark_interval
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._dispatch(request)
+        except errors.StatusError as exc:
+            return http.status_response(exc)
+        except Exception:
+            log.exception("unhandled error serving %s %s", request.method, request.url.path)
+            return http.status_response(errors.internal_error())
+
+    async def _dispatch(self, request: Request) -> Response:
+        path = request.url.path
+        if path.startswith("/clusters/"):
+            cluster, rest = split_cluster(path)
+        else:
+            cluster, rest = ROOT_CLUSTER, path
+        target = parse_api_path(rest)
+        if isinstance(target, DiscoveryPath):
+            if request.method not in ("GET", "HEAD"):
+                raise errors.StatusError(405, "MethodNotAllowed", f"{request.method} is not supported on {rest}")
+            return self._discovery(cluster, target)
+        return await self._resource(request, cluster, target)
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def _discovery(self, cluster: str, target: DiscoveryPath) -> Response:
+        wildcard = cluster == WILDCARD_CLUSTER
+        if not wildcard:
+            self.shard.require_cluster(cluster)
+        resources = self.shard.resources(None if wildcard else cluster)
+        doc: dict[str, Any] | None
+        if target.what == "version":
+            doc = discovery.version_info()
+        elif target.what == "api":
+            doc = discovery.api_versions()
+        elif target.what == "apis":
+            doc = discovery.api_group_list(resources, BUILTIN_GROUP_ORDER)
+        elif target.what == "group":
+            doc = discovery.api_group(resources, target.group)
+        elif target.what == "groupversion":
+            doc = discovery.api_resource_list(resources, target.group, target.version)
+        else:
+            doc = None
+        if doc is None:
+            raise errors.path_not_found()
+        return http.object_response(doc)
+
+    # -- resources -----------------------------------------------------------------------------
+
+    async def _resource(self, request: Request, cluster: str, target: ResourcePath) -> Response:
+        wildcard = cluster == WILDCARD_CLUSTER
+        info = self.shard.resolve(None if wildcard else cluster, target.group, target.version, target.resource)
+        if target.namespace and not info.namespaced:
+            raise errors.path_not_found()
+        if target.subresource and not (target.subresource == "status" and info.status):
+            raise errors.path_not_found()
+        params = http.query(request)
+        method = request.method
+        if wildcard:
+            verb = self._verb(method, target, params)
+            if verb not in ("list", "watch"):
+                raise errors.method_not_allowed(verb, info.resource, info.group, "in the `*` logical cluster")
+            if target.namespace:
+                raise errors.bad_request(f"cross-cluster LIST and WATCH are required to be cross-namespace, not scoped to namespace {target.namespace}")
+        if method in ("GET", "HEAD"):
+            if target.name and not target.legacy_watch and not self._wants_watch(params):
+                self.shard.require_cluster(cluster)
+                return http.json_response(encoder_for(info)(self.shard.get(info, cluster, target.namespace, target.name)))
+            opts = parse_list_options(params, watch_path=target.legacy_watch)
+            if target.name:
+                opts = _with_name(opts, target.name)
+            if not wildcard:
+                self.shard.require_cluster(cluster)
+            scope = None if wildcard else cluster
+            if opts.watch:
+                return self._watch(info, scope, target.namespace, opts)
+            return self._list(info, scope, target.namespace, opts)
+        if target.legacy_watch:
+            raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported on watch paths")
+        if method == "POST":
+            if target.name:
+                raise errors.StatusError(405, "MethodNotAllowed", f"POST is not supported on a named {info.resource} path")
+            return await self._create(request, info, cluster, target, params)
+        if method == "PUT":
+            if not target.name:
+                raise errors.StatusError(405, "MethodNotAllowed", f"PUT is not supported on a {info.resource} collection")
+            return await self._update(request, info, cluster, target, params)
+        if method == "PATCH":
+            if not target.name:
+                raise errors.StatusError(405, "MethodNotAllowed", f"PATCH is not supported on a {info.resource} collection")
+            return await self._patch(request, info, cluster, target, params)
+        if method == "DELETE":
+            if target.subresource:
+                raise errors.StatusError(405, "MethodNotAllowed", f"DELETE is not supported on {info.resource}/{target.subresource}")
+            return await self._delete(request, info, cluster, target, params)
+        raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported")
+
+    @staticmethod
+    def _wants_watch(params: dict[str, str]) -> bool:
+        return params.get("watch", "").strip().lower() in ("true", "1", "t", "yes", "y", "on")
+
+    def _verb(self, method: str, target: ResourcePath, params: dict[str, str]) -> str:
+        if method in ("GET", "HEAD"):
+            if target.legacy_watch or self._wants_watch(params):
+                return "watch"
+            return "get" if target.name else "list"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or (
+            "delete" if target.name else "deletecollection"
+        )
+
+    def _list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> Response:
+        result = self.shard.list(info, cluster, namespace, opts)
+        list_meta: dict[str, Any] = {"resourceVersion": str(result.rv)}
+        if result.continue_token:
+            list_meta["continue"] = result.continue_token
+        if result.remaining is not None:
+            list_meta["remainingItemCount"] = result.remaining
+        head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta})[:-1] + b',"items":['
+        encode = encoder_for(info)
+        items = result.items
+        if len(items) <= LIST_CHUNK_ITEMS:
+            return http.json_response(head + b",".join(encode(o) for o in items) + b"]}")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield head
+            for start in range(0, len(items), LIST_CHUNK_ITEMS):
+                body = b",".join(encode(o) for o in items[start : start + LIST_CHUNK_ITEMS])
+                yield body if start == 0 else b"," + body
+            yield b"]}"
+
+        return StreamingResponse(chunks(), media_type=http.JSON)
+
+    def _watch(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> Response:
+        shard = self.shard
+        watcher = shard.watch(info, cluster, namespace, opts, info.api_version, encoder_for(info))
+        timeout = opts.timeout_seconds if opts.timeout_seconds else random.uniform(MIN_WATCH_SECONDS, 2 * MIN_WATCH_SECONDS)
+        interval = self.bookmark_interval
+
+        async def frames() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            next_bookmark = loop.time() + interval
+            try:
+                while True:
+                    now = loop.time()
+                    if now >= deadline:
+                        return
+                    wait = min(deadline, next_bookmark) - now if opts.allow_bookmarks else deadline - now
+                    batch = watcher.drain() if not watcher.idle else await watcher.wait(max(wait, 0.0))
+                    if batch:
+                        yield b"".join(batch)
+                    if watcher.closed:
+                        return
+                    if opts.allow_bookmarks and loop.time() >= next_bookmark and watcher.idle:
+                        yield wire.bookmark_frame(info.api_version, info.kind, shard.revision)
+                        next_bookmark = loop.time() + interval
+            finally:
+                shard.stop_watch(info, watcher)
+
+        return StreamingResponse(frames(), media_type=http.JSON)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _incoming(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
+        """Check kind and apiVersion of a written object and bring it to storage form."""
+        api_version = obj.get("apiVersion")
+        if api_version not in (None, "") and api_version != info.api_version:
+            raise errors.bad_request(f"the API version in the data ({api_version}) does not match the expected API version ({info.api_version})")
+        kind = obj.get("kind")
+        if kind not in (None, "") and kind != info.kind:
+            raise errors.bad_request(f"the kind in the data ({kind}) does not match the expected kind ({info.kind})")
+        md = obj.get("metadata")
+        if md is not None and not isinstance(md, dict):
+            raise errors.bad_request("the object provided is unrecognized or malformed: metadata must be an object")
+        obj = {"apiVersion": info.api_version, "kind": info.kind, **{k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}}
+        return conversion.to_stored(obj, info) if conversion.needs_conversion(info) else obj
+
+    def _check_identity(self, obj: dict[str, Any], target: ResourcePath) -> None:
+        md = obj.get("metadata") or {}
+        name, namespace = md.get("name"), md.get("namespace")
+        if target.name and name not in (None, "") and name != target.name:
+            raise errors.bad_request(f"the name of the object ({name}) does not match the name on the URL ({target.name})")
+        if target.namespace and namespace not in (None, "") and namespace != target.namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+
+    async def _create(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
+        obj = http.decode_object(await http.read_body(request), http.media_type(request))
+        self._check_identity(obj, target)
+        stored = self.shard.create(info, cluster, target.namespace, self._incoming(info, obj), _dry_run(params))
+        return http.json_response(encoder_for(info)(stored), 201)
+
+    async def _update(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
+        obj = http.decode_object(await http.read_body(request), http.media_type(request))
+        self._check_identity(obj, target)
+        stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, obj), target.subresource, _dry_run(params))
+        return http.json_response(encoder_for(info)(stored))
+
+    async def _patch(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
+        content_type = http.media_type(request)
+        if content_type == STRATEGIC_MERGE_PATCH:
+            raise errors.StatusError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (strategic merge patch is not supported for {info.group_resource} yet)")
+        if content_type == APPLY_PATCH:
+            raise errors.StatusError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (server-side apply is not supported yet)")
+        patch = patching.parse_patch_body(await http.read_body(request), content_type)
+        self.shard.require_cluster(cluster)
+        current = self.shard.get(info, cluster, target.namespace, target.name)
+        served = orjson.loads(encoder_for(info)(current))
+        if content_type == patching.JSON_PATCH:
+            patched = patching.apply_json_patch(served, patch)
+        else:
+            patched = patching.apply_merge_patch(served, patch)
+        if not isinstance(patched, dict):
+            raise errors.StatusError(422, "Invalid", "the patched object is not a JSON object")
+        self._check_identity(patched, target)
+        stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, patched), target.subresource, _dry_run(params))
+        return http.json_response(encoder_for(info)(stored))
+
+    async def _delete(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
+        body = await http.read_body(request)
+        options: dict[str, Any] = http.decode_object(body, http.JSON) if body.strip() else {}
+        policy = params.get("propagationPolicy") or options.get("propagationPolicy")
+        if policy not in (None, "", "Background", "Foreground", "Orphan"):
+            raise errors.bad_request(f'invalid propagationPolicy "{policy}": must be one of Background, Foreground, Orphan')
+        dry_run = _dry_run(params) or options.get("dryRun") == ["All"]
+        if not target.name:
+            opts = parse_list_options(params)
+            gone = self.shard.delete_collection(info, cluster, target.namespace, opts, options, dry_run)
+            head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": {"resourceVersion": str(self.shard.revision)}})[:-1]
+            encode = encoder_for(info)
+            return http.json_response(head + b',"items":[' + b",".join(encode(o) for o in gone) + b"]}")
+        stored, gone_now = self.shard.delete(info, cluster, target.namespace, target.name, options, dry_run)
+        if not gone_now:
+            return http.json_response(encoder_for(info)(stored), 202)
+        if info.crd:
+            return http.json_response(encoder_for(info)(stored))
+        uid = (stored.decode().get("metadata") or {}).get("uid", "")
+        return http.object_response(errors.success_status(target.name, info.resource, uid, info.group))
+
+
+def _with_name(opts: ListOptions, name: str) -> ListOptions:
+    """A watch (or list) of one named object is a `metadata.name` field selector."""
+    text = f"metadata.name={name}"
+    if not opts.fields.empty:
+        text = f"{opts.fields},{text}"
+    return replace(opts, fields=FieldSelector.parse(text))
+
+
+def build_shard_app(shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> Starlette:
+    """The embedded shard as an ASGI app (standalone or mounted by the proxy and the fixture)."""
+    api = ShardAPI(shard, bookmark_interval)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def version(request: Request) -> Response:
+        return http.object_response(discovery.version_info())
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    routes = [
+        Route("/healthz", healthz),
+        Route("/livez", healthz),
+        Route("/readyz", healthz),
+        Route("/version", version),
+        Route("/version/", version),
+        Route("/{rest:path}", api.handle, methods=methods),
+    ]
+    app = Starlette(routes=routes)
+    app.state.shard = shard
+    app.state.started = time.time()
+    return app

@@ -1,0 +1,1 @@
+"""store layer of vwproxy; see DESIGN.md "Layers"."""

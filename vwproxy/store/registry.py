@@ -1,0 +1,97 @@
+"""Which resources a logical cluster serves: the built-ins plus its established CRDs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
+
+CRD_STORAGE_KEY = "apiextensions.k8s.io/customresourcedefinitions"
+
+_BUILTIN_BY_GVR = {(r.group, r.version, r.resource): r for r in BUILTIN_RESOURCES}
+_BUILTIN_GROUP_RESOURCES = {(r.group, r.resource) for r in BUILTIN_RESOURCES}
+
+
+def crd_resources(crd: dict[str, Any]) -> list[ResourceInfo]:
+    """The served versions a (validated) CRD defines."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec.get("group", "")
+    plural = names.get("plural", "")
+    if (group, plural) in _BUILTIN_GROUP_RESOURCES:
+        return []  # a built-in always wins over a CRD of the same name
+    versions = spec.get("versions") or []
+    storage = next((v.get("name", "") for v in versions if v.get("storage")), "")
+    out = []
+    for version in versions:
+        if not version.get("served", True):
+            continue
+        subresources = version.get("subresources") or {}
+        out.append(
+            ResourceInfo(
+                group=group,
+                version=version.get("name", ""),
+                resource=plural,
+                kind=names.get("kind", ""),
+                namespaced=spec.get("scope") == "Namespaced",
+                singular=names.get("singular") or names.get("kind", "").lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                status="status" in subresources,
+                generation=True,
+                storage_version=storage,
+                crd=True,
+                crd_version=version,
+            )
+        )
+    return out
+
+
+class ResourceRegistry:
+    """Per logical cluster: (group, version, resource) → ResourceInfo, CRDs included."""
+
+    def __init__(self) -> None:
+        self._crds: dict[str, dict[str, list[ResourceInfo]]] = {}  # cluster → CRD name → infos
+
+    def set_crd(self, cluster: str, name: str, crd: dict[str, Any] | None) -> None:
+        per_cluster = self._crds.setdefault(cluster, {})
+        if crd is None:
+            per_cluster.pop(name, None)
+        else:
+            per_cluster[name] = crd_resources(crd)
+        if not per_cluster:
+            self._crds.pop(cluster, None)
+
+    def drop_cluster(self, cluster: str) -> None:
+        self._crds.pop(cluster, None)
+
+    def _custom(self, cluster: str | None) -> Iterable[ResourceInfo]:
+        if cluster is None:
+            seen: set[tuple[str, str, str]] = set()
+            for per_cluster in self._crds.values():
+                for infos in per_cluster.values():
+                    for info in infos:
+                        key = (info.group, info.version, info.resource)
+                        if key not in seen:
+                            seen.add(key)
+                            yield info
+            return
+        for infos in self._crds.get(cluster, {}).values():
+            yield from infos
+
+    def resources(self, cluster: str | None) -> list[ResourceInfo]:
+        """Everything served in `cluster` (None: in any cluster, for `/clusters/*`)."""
+        return [*BUILTIN_RESOURCES, *self._custom(cluster)]
+
+    def lookup(self, cluster: str | None, group: str, version: str, resource: str) -> ResourceInfo | None:
+        builtin = _BUILTIN_BY_GVR.get((group, version, resource))
+        if builtin is not None:
+            return builtin
+        for info in self._custom(cluster):
+            if info.group == group and info.version == version and info.resource == resource:
+                return info
+        return None
+
+    def crd_storage_keys(self, cluster: str, name: str) -> set[str]:
+        return {info.storage_key for info in self._crds.get(cluster, {}).get(name, [])}

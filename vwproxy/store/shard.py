@@ -1,0 +1,631 @@
+"""The embedded shard: many logical clusters' objects, one revision sequence, SQLite underneath.
+
+This is Kubernetes' generic registry for every resource at once. All objects are held in memory
+(as kube-apiserver's watch cache holds them) and every write goes to SQLite first, in one
+transaction with the new revision, before memory, history and watchers see it. Everything here
+runs on one event loop thread without awaiting between a read and the write that depends on it,
+so a write's preconditions cannot be invalidated half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cachetools import TTLCache
+
+from vwproxy.core.history import EventHistory, TooOld
+from vwproxy.kube import errors, meta, validation
+from vwproxy.kube import watch as wire
+from vwproxy.kube.errors import Cause
+from vwproxy.kube.kcp import CLUSTER_ANNOTATION, LOGICAL_CLUSTER_OBJECT_NAME, PATH_ANNOTATION, ROOT_CLUSTER
+from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, NOT_OLDER_THAN, ContinueToken, ListOptions, decode_continue, encode_continue
+from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
+from vwproxy.kube.selectors import FieldSelector, LabelSelector
+from vwproxy.store import strategy
+from vwproxy.store.objects import ChangeEvent, Encoder, ResourceTable, StoredObject
+from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
+from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
+from vwproxy.store.watchers import Watcher
+
+log = logging.getLogger(__name__)
+
+# Events kept per resource for watch resumption; older RVs get 410 Expired and clients relist.
+DEFAULT_HISTORY_SIZE = 10_000
+# Paged-list snapshots kept for continue tokens, and how long: kube-apiserver's tokens last
+# until etcd compacts (about five minutes), so clients expect minutes, not seconds.
+SNAPSHOT_CACHE_SIZE = 1_000
+SNAPSHOT_TTL_SECONDS = 300.0
+
+LOGICAL_CLUSTERS_KEY = "core.kcp.io/logicalclusters"
+NAMESPACES_KEY = "/namespaces"
+DEFAULT_NAMESPACE = "default"
+
+_BUILTIN_BY_KEY = {r.storage_key: r for r in BUILTIN_RESOURCES}
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class ListResult:
+    rv: int
+    items: list[StoredObject]
+    continue_token: str = ""
+    remaining: int | None = None
+
+
+@dataclass
+class _Pending:
+    """A change staged in a transaction, before it is committed."""
+
+    storage_key: str
+    event_type: str
+    obj: StoredObject
+    prev: StoredObject | None
+
+
+def _stamp(obj: Obj, cluster: str, rv: int) -> None:
+    md = meta.metadata(obj)
+    md["resourceVersion"] = str(rv)
+    meta.set_annotation(obj, CLUSTER_ANNOTATION, cluster)
+
+
+def _spec_part(obj: Obj) -> Obj:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+class Transaction:
+    """Changes committed together: one SQLite transaction, one revision each."""
+
+    def __init__(self, shard: Shard, dry_run: bool = False) -> None:
+        self._shard = shard
+        self._dry_run = dry_run
+        self._next_rv = shard.revision
+        self.pending: list[_Pending] = []
+
+    def _stored(self, storage_key: str, cluster: str, obj: Obj, rv: int) -> StoredObject:
+        md = obj["metadata"]
+        namespace, name = md.get("namespace", "") or "", md["name"]
+        fields = strategy.selectable_fields(storage_key, obj, namespace, name)
+        return StoredObject(
+            cluster, namespace, name, rv, orjson.dumps(obj), dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp"))
+        )
+
+    def put(self, storage_key: str, cluster: str, obj: Obj, prev: StoredObject | None) -> StoredObject:
+        self._next_rv += 1
+        _stamp(obj, cluster, self._next_rv)
+        stored = self._stored(storage_key, cluster, obj, self._next_rv)
+        self.pending.append(_Pending(storage_key, wire.MODIFIED if prev else wire.ADDED, stored, prev))
+        return stored
+
+    def remove(self, storage_key: str, prev: StoredObject, final: Obj | None = None) -> StoredObject:
+        """Delete `prev`; watchers see `final` (default: `prev`) at the deletion's revision."""
+        self._next_rv += 1
+        obj = final if final is not None else prev.decode()
+        _stamp(obj, prev.cluster, self._next_rv)
+        stored = self._stored(storage_key, prev.cluster, obj, self._next_rv)
+        self.pending.append(_Pending(storage_key, wire.DELETED, stored, prev))
+        return stored
+
+    def commit(self) -> None:
+        if self._dry_run or not self.pending:
+            return
+        self._shard._apply(self._next_rv, self.pending)
+
+
+class Shard:
+    """The storage engine of the embedded shard."""
+
+    def __init__(self, data_dir: Path, *, history_size: int = DEFAULT_HISTORY_SIZE, durable: bool = False) -> None:
+        self.data_dir = data_dir
+        self._db = SqliteStore(data_dir, durable=durable)
+        self.revision = self._db.revision()
+        self.start_revision = self.revision
+        self.history_size = history_size
+        self.registry = ResourceRegistry()
+        self._tables: dict[str, ResourceTable] = {}
+        self._histories: dict[str, EventHistory[ChangeEvent]] = {}
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._snapshots: TTLCache[str, list[StoredObject]] = TTLCache(maxsize=SNAPSHOT_CACHE_SIZE, ttl=SNAPSHOT_TTL_SECONDS)
+        self.on_commit: list[Callable[[list[ChangeEvent]], None]] = []
+        self._load()
+        self._bootstrap()
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for row in self._db.rows():
+            obj = orjson.loads(row.body)
+            md = obj.get("metadata") or {}
+            fields = strategy.selectable_fields(row.storage_key, obj, row.namespace, row.name)
+            stored = StoredObject(row.cluster, row.namespace, row.name, row.rv, row.body, dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp")))
+            self.table(row.storage_key).bucket(row.cluster).put(stored)
+            if row.storage_key == CRD_STORAGE_KEY:
+                self.registry.set_crd(row.cluster, row.name, obj)
+
+    def _bootstrap(self) -> None:
+        """`root` exists from the start, like kcp's root workspace, with a `default` namespace."""
+        if self.table(LOGICAL_CLUSTERS_KEY).get(ROOT_CLUSTER, "", LOGICAL_CLUSTER_OBJECT_NAME) is None:
+            self.create_logical_cluster(ROOT_CLUSTER, path=ROOT_CLUSTER)
+
+    def close(self) -> None:
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.close("server shutting down")
+        self._db.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def table(self, storage_key: str) -> ResourceTable:
+        table = self._tables.get(storage_key)
+        if table is None:
+            table = ResourceTable()
+            self._tables[storage_key] = table
+        return table
+
+    def logical_clusters(self) -> list[str]:
+        table = self._tables.get(LOGICAL_CLUSTERS_KEY)
+        return sorted(table.clusters) if table else []
+
+    def cluster_exists(self, cluster: str) -> bool:
+        return self.table(LOGICAL_CLUSTERS_KEY).get(cluster, "", LOGICAL_CLUSTER_OBJECT_NAME) is not None
+
+    def require_cluster(self, cluster: str) -> None:
+        if not self.cluster_exists(cluster):
+            raise errors.StatusError(404, "NotFound", f'logical cluster "{cluster}" not found', {"name": cluster, "group": "core.kcp.io", "kind": "logicalclusters"})
+
+    def resources(self, cluster: str | None) -> list[ResourceInfo]:
+        return self.registry.resources(cluster)
+
+    def resolve(self, cluster: str | None, group: str, version: str, resource: str) -> ResourceInfo:
+        info = self.registry.lookup(cluster, group, version, resource)
+        if info is None:
+            raise errors.path_not_found()
+        return info
+
+    def get(self, info: ResourceInfo, cluster: str, namespace: str, name: str) -> StoredObject:
+        found = self.table(info.storage_key).get(cluster, namespace, name)
+        if found is None:
+            raise errors.not_found(info.resource, name, info.group)
+        return found
+
+    def namespace_of(self, cluster: str, namespace: str) -> StoredObject | None:
+        return self.table(NAMESPACES_KEY).get(cluster, "", namespace)
+
+    def _history(self, storage_key: str) -> EventHistory[ChangeEvent]:
+        history = self._histories.get(storage_key)
+        if history is None:
+            history = EventHistory(self.history_size, self.start_revision)
+            self._histories[storage_key] = history
+        return history
+
+    def _matching(self, info: ResourceInfo, cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector, source: Iterable[StoredObject]) -> list[StoredObject]:
+        out = []
+        for obj in source:
+            if cluster is not None and obj.cluster != cluster:
+                continue
+            if namespace and obj.namespace != namespace:
+                continue
+            if not labels.empty and not labels.matches(obj.labels):
+                continue
+            if not fields.empty and not fields.matches(obj.fields):
+                continue
+            out.append(obj)
+        return out
+
+    def _state_at(self, info: ResourceInfo, rv: int, cluster: str | None, namespace: str) -> list[StoredObject]:
+        """The objects as they were at revision `rv`, rebuilt by undoing newer events."""
+        try:
+            newer = self._history(info.storage_key).since(rv)
+        except TooOld:
+            raise errors.expired(f"The resourceVersion for the provided list is too old. Requested {rv}.") from None
+        state = {obj.sort_key: obj for obj in self.table(info.storage_key).ordered(cluster, namespace)}
+        for event in reversed(newer):
+            key = event.obj.sort_key
+            if event.type == wire.ADDED:
+                state.pop(key, None)
+            elif event.prev is not None:
+                state[key] = event.prev
+        return [state[k] for k in sorted(state)]
+
+    def check_fields(self, info: ResourceInfo, fields: FieldSelector) -> None:
+        supported = strategy.supported_fields(info)
+        for name in fields.field_names():
+            if name not in supported:
+                raise errors.bad_request(f'field label not supported: {name}')
+
+    def list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
+        self.check_fields(info, opts.fields)
+        if opts.continue_token:
+            return self._continue_list(info, cluster, namespace, opts)
+        rv = opts.rv_number
+        exact = opts.match == EXACT or (opts.match == "" and opts.limit > 0 and rv > 0)
+        if rv > self.revision:
+            raise errors.too_large_resource_version(rv, self.revision)
+        if exact and rv < self.revision:
+            source: Iterable[StoredObject] = self._state_at(info, rv, cluster, namespace)
+            list_rv = rv
+        else:
+            source = self.table(info.storage_key).ordered(cluster, namespace)
+            list_rv = self.revision
+        matched = self._matching(info, cluster, namespace, opts.labels, opts.fields, source)
+        return self._page(matched, list_rv, opts.limit, 0)
+
+    def _page(self, matched: list[StoredObject], list_rv: int, limit: int, offset: int, snapshot: str = "") -> ListResult:
+        end = offset + limit if limit else len(matched)
+        items = matched[offset:end]
+        if end >= len(matched):
+            return ListResult(list_rv, items)
+        if not snapshot:
+            snapshot = secrets.token_urlsafe(12)
+            self._snapshots[snapshot] = matched
+        token = ContinueToken(list_rv, items[-1].sort_key, snapshot, end)
+        return ListResult(list_rv, items, encode_continue(token), len(matched) - end)
+
+    def _continue_list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
+        token = decode_continue(opts.continue_token)
+        if token.snapshot:
+            matched = self._snapshots.get(token.snapshot)
+            if matched is None:
+                inconsistent = encode_continue(ContinueToken(0, token.start))
+                raise errors.expired(CONTINUE_EXPIRED_MESSAGE, list_continue=inconsistent)
+            return self._page(matched, token.rv, opts.limit, token.offset, token.snapshot)
+        # An inconsistent continuation: the current state after the last key returned.
+        source = (o for o in self.table(info.storage_key).ordered(cluster, namespace) if o.sort_key > token.start)
+        matched = self._matching(info, cluster, namespace, opts.labels, opts.fields, source)
+        return self._page(matched, self.revision, opts.limit, 0)
+
+    # -- watching --------------------------------------------------------------------------
+
+    def watch(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, encoding: str, encode: Encoder) -> Watcher:
+        """Register a watcher, already holding the frames it must send first."""
+        self.check_fields(info, opts.fields)
+        watcher = Watcher(cluster, namespace, opts.labels, opts.fields, encoding, encode)
+        watcher.limit = 1 << 62  # the backlog below is bounded by the state and the history
+        rv = opts.rv_number
+        if rv > self.revision:
+            raise errors.too_large_resource_version(rv, self.revision)
+        initial = opts.send_initial_events if opts.send_initial_events is not None else opts.resource_version in ("", "0")
+        if initial:
+            for obj in self.table(info.storage_key).ordered(cluster, namespace):
+                if watcher.matches(obj):
+                    watcher.push(wire.frame(wire.ADDED, encode(obj)))
+            if opts.send_initial_events:
+                watcher.push(wire.bookmark_frame(info.api_version, info.kind, self.revision, initial_events_end=True))
+        elif opts.resource_version not in ("", "0"):
+            try:
+                replay = self._history(info.storage_key).since(rv)
+            except TooOld as exc:
+                raise errors.expired(str(exc)) from None
+            for event in replay:
+                watcher.offer(event)
+        watcher.allow_backlog()
+        self._watchers.setdefault(info.storage_key, set()).add(watcher)
+        return watcher
+
+    def stop_watch(self, info: ResourceInfo, watcher: Watcher) -> None:
+        watchers = self._watchers.get(info.storage_key)
+        if watchers is not None:
+            watchers.discard(watcher)
+
+    def watcher_count(self) -> int:
+        return sum(len(w) for w in self._watchers.values())
+
+    # -- committing ------------------------------------------------------------------------
+
+    def transaction(self, dry_run: bool = False) -> Transaction:
+        return Transaction(self, dry_run)
+
+    def _apply(self, revision: int, pending: list[_Pending]) -> None:
+        changes: list[Change] = []
+        for p in pending:
+            if p.event_type == wire.DELETED:
+                changes.append(Remove(p.obj.cluster, p.storage_key, p.obj.namespace, p.obj.name))
+            else:
+                o = p.obj
+                changes.append(Put(Row(o.cluster, p.storage_key, o.namespace, o.name, o.rv, o.raw)))
+        try:
+            self._db.commit(revision, changes)
+        except StorageError as exc:
+            log.error("%s", exc)
+            raise errors.internal_error("the write could not be stored; see the server log") from None
+        self.revision = revision
+        events = []
+        for p in pending:
+            bucket = self.table(p.storage_key).bucket(p.obj.cluster)
+            if p.event_type == wire.DELETED:
+                bucket.remove((p.obj.namespace, p.obj.name))
+            else:
+                bucket.put(p.obj)
+            event = ChangeEvent(p.obj.rv, p.event_type, p.obj, p.prev, p.storage_key)
+            events.append(event)
+            self._history(p.storage_key).append(event)
+            for watcher in list(self._watchers.get(p.storage_key, ())):
+                watcher.offer(event)
+        for hook in self.on_commit:
+            hook(events)
+        self._after_commit(events)
+
+    def _after_commit(self, events: list[ChangeEvent]) -> None:
+        """What a commit sets off: CRDs start or stop serving, clusters and namespaces finish."""
+        for event in events:
+            if event.storage_key == CRD_STORAGE_KEY:
+                gone = event.type == wire.DELETED
+                keys = self.registry.crd_storage_keys(event.obj.cluster, event.obj.name)
+                self.registry.set_crd(event.obj.cluster, event.obj.name, None if gone else event.obj.decode())
+                if gone:
+                    self._purge(event.obj.cluster, keys)
+            elif event.storage_key == LOGICAL_CLUSTERS_KEY:
+                if event.type == wire.ADDED:
+                    self._ensure_default_namespace(event.obj.cluster)
+                elif event.type == wire.DELETED:
+                    self._purge(event.obj.cluster, set(self._tables) - {LOGICAL_CLUSTERS_KEY})
+                    self.registry.drop_cluster(event.obj.cluster)
+            elif event.type == wire.DELETED and event.obj.namespace:
+                self._maybe_finish_namespace(event.obj.cluster, event.obj.namespace)
+
+    def _purge(self, cluster: str, storage_keys: Iterable[str]) -> None:
+        tx = self.transaction()
+        for key in sorted(storage_keys):
+            table = self._tables.get(key)
+            bucket = table.clusters.get(cluster) if table else None
+            if bucket:
+                for obj in list(bucket.ordered()):
+                    tx.remove(key, obj)
+        tx.commit()
+
+    def _ensure_default_namespace(self, cluster: str) -> None:
+        if self.namespace_of(cluster, DEFAULT_NAMESPACE) is None:
+            info = _BUILTIN_BY_KEY[NAMESPACES_KEY]
+            self.create(info, cluster, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEFAULT_NAMESPACE}})
+
+    def create_logical_cluster(self, cluster: str, path: str = "", spec: Obj | None = None) -> StoredObject:
+        """Bring a logical cluster into existence (its `LogicalCluster` named `cluster`)."""
+        info = _BUILTIN_BY_KEY[LOGICAL_CLUSTERS_KEY]
+        annotations = {PATH_ANNOTATION: path} if path else {}
+        body: Obj = {
+            "apiVersion": "core.kcp.io/v1alpha1",
+            "kind": "LogicalCluster",
+            "metadata": {"name": LOGICAL_CLUSTER_OBJECT_NAME, "annotations": annotations},
+            "spec": spec or {},
+            "status": {"phase": "Ready"},
+        }
+        return self.create(info, cluster, "", body)
+
+    # -- the generic write rules -------------------------------------------------------------
+
+    def _admit(self, info: ResourceInfo, cluster: str, namespace: str, creating: bool) -> None:
+        if info.storage_key == LOGICAL_CLUSTERS_KEY and creating:
+            return  # creating its LogicalCluster is how a logical cluster comes to exist
+        self.require_cluster(cluster)
+        if info.namespaced:
+            ns = self.namespace_of(cluster, namespace)
+            if ns is None:
+                raise errors.not_found("namespaces", namespace)
+            if creating and ns.deleting:
+                raise errors.forbidden(
+                    f'{info.group_resource} is forbidden: unable to create new content in namespace {namespace} because it is being terminated',
+                    info.resource, info.group,
+                )
+
+    def _validate(self, info: ResourceInfo, obj: Obj, name: str) -> None:
+        causes = validation.validate_metadata(obj["metadata"], strategy.name_rule(info), info.namespaced)
+        causes += strategy.validate(info, obj)
+        if causes:
+            raise errors.invalid(info.kind, name, causes, info.group)
+
+    def create(self, info: ResourceInfo, cluster: str, namespace: str, obj: Obj, dry_run: bool = False) -> StoredObject:
+        self._admit(info, cluster, namespace, creating=True)
+        md = meta.metadata(obj)
+        if not md.get("name") and isinstance(md.get("generateName"), str) and md["generateName"]:
+            table = self.table(info.storage_key)
+            for _ in range(8):
+                md["name"] = meta.generated_name(md["generateName"])
+                if table.get(cluster, namespace, md["name"]) is None:
+                    break
+        name = md.get("name") if isinstance(md.get("name"), str) else ""
+        if info.namespaced:
+            md["namespace"] = namespace
+        else:
+            md.pop("namespace", None)
+        for managed in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            md.pop(managed, None)
+        md["uid"] = meta.new_uid()
+        md["creationTimestamp"] = meta.now_rfc3339()
+        if info.generation:
+            md["generation"] = 1
+        else:
+            md.pop("generation", None)
+        meta.drop_annotation(obj, CLUSTER_ANNOTATION)
+        if info.status and info.crd:
+            obj.pop("status", None)
+        strategy.prepare_create(info, obj)
+        self._validate(info, obj, name or "")
+        if self.table(info.storage_key).get(cluster, namespace, name) is not None:
+            raise errors.already_exists(info.resource, name, info.group)
+        tx = self.transaction(dry_run)
+        stored = tx.put(info.storage_key, cluster, obj, None)
+        tx.commit()
+        return stored
+
+    def update(self, info: ResourceInfo, cluster: str, namespace: str, name: str, obj: Obj, subresource: str = "", dry_run: bool = False) -> StoredObject:
+        self._admit(info, cluster, namespace, creating=False)
+        current = self.get(info, cluster, namespace, name)
+        old = current.decode()
+        md = meta.metadata(obj)
+        wanted_rv = md.get("resourceVersion")
+        if wanted_rv not in (None, ""):
+            if str(wanted_rv) != str(current.rv):
+                raise errors.conflict(info.resource, name, info.group)
+        wanted_uid = md.get("uid")
+        old_md = old["metadata"]
+        if wanted_uid and wanted_uid != old_md.get("uid"):
+            raise errors.conflict(info.resource, name, info.group, f"Precondition failed: UID in precondition: {wanted_uid}, UID in object meta: {old_md.get('uid')}")
+        if subresource == "status":
+            status = obj.get("status")
+            obj = dict(old)
+            obj["metadata"] = dict(old_md)
+            if status is None:
+                obj.pop("status", None)
+            else:
+                obj["status"] = status
+            md = obj["metadata"]
+        elif info.status:
+            if "status" in old:
+                obj["status"] = old["status"]
+            else:
+                obj.pop("status", None)
+        for kept in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            if kept in old_md:
+                md[kept] = old_md[kept]
+            else:
+                md.pop(kept, None)
+        md["name"] = name
+        if info.namespaced:
+            md["namespace"] = namespace
+        md.pop("selfLink", None)
+        meta.drop_annotation(obj, CLUSTER_ANNOTATION)
+        if info.generation:
+            generation = int(old_md.get("generation") or 1)
+            if subresource != "status" and _spec_part(obj) != _spec_part(old):
+                generation += 1
+            md["generation"] = generation
+        else:
+            md.pop("generation", None)
+        if subresource != "status":
+            strategy.prepare_update(info, obj, old)
+        if current.deleting:
+            added = set(md.get("finalizers") or []) - set(old_md.get("finalizers") or [])
+            if added:
+                raise errors.invalid(info.kind, name, [Cause("FieldValueForbidden", "Forbidden: no new finalizers can be added if the object is being deleted", "metadata.finalizers")], info.group)
+        self._validate(info, obj, name)
+        if _comparable(obj) == _comparable(old):
+            return current  # a no-op update writes nothing, as in Kubernetes
+        tx = self.transaction(dry_run)
+        if current.deleting and not md.get("finalizers") and not self._holds_content(info, cluster, name):
+            stored = tx.remove(info.storage_key, current, obj)
+            tx.commit()
+            return stored
+        stored = tx.put(info.storage_key, cluster, obj, current)
+        tx.commit()
+        return stored
+
+    def _holds_content(self, info: ResourceInfo, cluster: str, name: str) -> bool:
+        """A terminating namespace stays while it still contains objects."""
+        if info.storage_key != NAMESPACES_KEY:
+            return False
+        for key, table in self._tables.items():
+            bucket = table.clusters.get(cluster)
+            if bucket and key != NAMESPACES_KEY and any(k[0] == name for k in bucket.objects):
+                return True
+        return False
+
+    def delete(self, info: ResourceInfo, cluster: str, namespace: str, name: str, options: Obj, dry_run: bool = False) -> tuple[StoredObject, bool]:
+        """Delete or mark for deletion; returns the object and whether it is gone now."""
+        self._admit(info, cluster, namespace, creating=False)
+        current = self.get(info, cluster, namespace, name)
+        preconditions = options.get("preconditions") or {}
+        old = current.decode()
+        old_md = old["metadata"]
+        if preconditions.get("uid") and preconditions["uid"] != old_md.get("uid"):
+            raise errors.conflict(info.resource, name, info.group, f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object meta: {old_md.get('uid')}")
+        if preconditions.get("resourceVersion") and str(preconditions["resourceVersion"]) != str(current.rv):
+            raise errors.conflict(info.resource, name, info.group, f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, ResourceVersion in object meta: {current.rv}")
+        tx = self.transaction(dry_run)
+        is_namespace = info.storage_key == NAMESPACES_KEY
+        if old_md.get("finalizers") or (is_namespace and not dry_run):
+            # Finalizers (and a namespace's content) keep the object, marked, until they are gone.
+            if not current.deleting:
+                old_md["deletionTimestamp"] = meta.now_rfc3339()
+                old_md["deletionGracePeriodSeconds"] = 0
+                if is_namespace:
+                    old.setdefault("status", {})["phase"] = "Terminating"
+                current = tx.put(info.storage_key, cluster, old, current)
+                tx.commit()
+            if is_namespace:
+                self._empty_namespace(cluster, name)
+                remaining = self.table(NAMESPACES_KEY).get(cluster, "", name)
+                return (remaining or current), remaining is None
+            return current, False
+        stored = tx.remove(info.storage_key, current)
+        tx.commit()
+        return stored, True
+
+    def _empty_namespace(self, cluster: str, namespace: str) -> None:
+        """Delete everything in a terminating namespace; it goes once nothing is left."""
+        for key in sorted(self._tables):
+            if key == NAMESPACES_KEY:
+                continue
+            bucket = self._tables[key].clusters.get(cluster)
+            if not bucket:
+                continue
+            doomed = [o for o in bucket.ordered(namespace)]
+            for obj in doomed:
+                info = _info_for_key(key, self.registry, cluster)
+                if info is None:
+                    continue
+                try:
+                    self.delete(info, cluster, namespace, obj.name, {})
+                except errors.StatusError as exc:
+                    log.warning("could not delete %s %s/%s in %s: %s", key, namespace, obj.name, cluster, exc)
+        self._maybe_finish_namespace(cluster, namespace)
+
+    def _maybe_finish_namespace(self, cluster: str, namespace: str) -> None:
+        ns = self.namespace_of(cluster, namespace)
+        if ns is None or not ns.deleting:
+            return
+        info = _BUILTIN_BY_KEY[NAMESPACES_KEY]
+        if self._holds_content(info, cluster, namespace):
+            return
+        if (ns.decode().get("metadata") or {}).get("finalizers"):
+            return
+        tx = self.transaction()
+        tx.remove(NAMESPACES_KEY, ns)
+        tx.commit()
+
+    def delete_collection(self, info: ResourceInfo, cluster: str, namespace: str, opts: ListOptions, options: Obj, dry_run: bool = False) -> list[StoredObject]:
+        self.check_fields(info, opts.fields)
+        self._admit(info, cluster, namespace, creating=False)
+        doomed = self._matching(info, cluster, namespace, opts.labels, opts.fields, self.table(info.storage_key).ordered(cluster, namespace))
+        out = []
+        for obj in doomed:
+            try:
+                stored, _ = self.delete(info, cluster, obj.namespace, obj.name, options, dry_run)
+                out.append(stored)
+            except errors.StatusError as exc:
+                if exc.code != 404:
+                    raise
+        return out
+
+
+def _comparable(obj: Obj) -> Obj:
+    md = dict(obj.get("metadata") or {})
+    md.pop("resourceVersion", None)
+    md.pop("managedFields", None)
+    annotations = dict(md.get("annotations") or {})
+    annotations.pop(CLUSTER_ANNOTATION, None)
+    if annotations:
+        md["annotations"] = annotations
+    else:
+        md.pop("annotations", None)
+    out = dict(obj)
+    out["metadata"] = md
+    return out
+
+
+def _info_for_key(storage_key: str, registry: ResourceRegistry, cluster: str) -> ResourceInfo | None:
+    builtin = _BUILTIN_BY_KEY.get(storage_key)
+    if builtin is not None:
+        return builtin
+    for info in registry.resources(cluster):
+        if info.storage_key == storage_key and info.version == info.stored_in:
+            return info
+    return None
+
+
+__all__ = ["Shard", "ListResult", "Transaction", "DEFAULT_HISTORY_SIZE", "NOT_OLDER_THAN"]

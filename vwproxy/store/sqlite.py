@@ -1,0 +1,121 @@
+"""The embedded shard's durable storage: one SQLite database in WAL mode.
+
+One row per object (its JSON as the client will see it) and one revision counter, written in
+the same transaction, so after any crash the database holds exactly the acknowledged writes
+and the revision sequence continues where it stopped. In WAL mode a committed transaction is in
+the operating system's hands before `commit()` returns, so it survives `kill -9` of the
+process; `durable=True` (synchronous=FULL) also makes it survive power loss, at an fsync a write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_FILE = "shard.db"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored object: where it lives, its revision and its encoded JSON."""
+
+    cluster: str
+    storage_key: str
+    namespace: str
+    name: str
+    rv: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Put:
+    row: Row
+
+
+@dataclass(frozen=True)
+class Remove:
+    cluster: str
+    storage_key: str
+    namespace: str
+    name: str
+
+
+Change = Put | Remove
+
+
+class StorageError(Exception):
+    """The database could not be opened or written."""
+
+
+class SqliteStore:
+    """Rows of objects plus the shard revision; every `commit` is one transaction."""
+
+    def __init__(self, data_dir: Path, durable: bool = False) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DB_FILE
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the shard database {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS objects ("
+            " cluster TEXT NOT NULL, storage_key TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,"
+            " rv INTEGER NOT NULL, body BLOB NOT NULL,"
+            " PRIMARY KEY (cluster, storage_key, namespace, name)) WITHOUT ROWID"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0)")
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        (schema,) = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if schema != SCHEMA_VERSION:
+            raise StorageError(f"{self.path} has schema version {schema}; this vwproxy reads {SCHEMA_VERSION}")
+
+    def revision(self) -> int:
+        (value,) = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        return int(value)
+
+    def rows(self) -> Iterator[Row]:
+        cursor = self._db.execute(
+            "SELECT cluster, storage_key, namespace, name, rv, body FROM objects ORDER BY cluster, storage_key, namespace, name"
+        )
+        for cluster, key, namespace, name, rv, body in cursor:
+            yield Row(cluster, key, namespace, name, rv, bytes(body))
+
+    def commit(self, revision: int, changes: Sequence[Change]) -> None:
+        """Apply `changes` and set the revision atomically; raises StorageError, leaving nothing applied."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for change in changes:
+                    if isinstance(change, Put):
+                        r = change.row
+                        db.execute(
+                            "INSERT OR REPLACE INTO objects (cluster, storage_key, namespace, name, rv, body) VALUES (?, ?, ?, ?, ?, ?)",
+                            (r.cluster, r.storage_key, r.namespace, r.name, r.rv, r.body),
+                        )
+                    else:
+                        db.execute(
+                            "DELETE FROM objects WHERE cluster = ? AND storage_key = ? AND namespace = ? AND name = ?",
+                            (change.cluster, change.storage_key, change.namespace, change.name),
+                        )
+                db.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"write to {self.path} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,1 @@
+"""testing layer of vwproxy; see DESIGN.md "Layers"."""
