@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from vwproxy.kube import conversion, discovery, errors
+from vwproxy.kube import conversion, discovery, errors, openapi
 from vwproxy.kube import patch as patching
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
@@ -88,12 +88,12 @@ class ShardAPI:
         if isinstance(target, DiscoveryPath):
             if request.method not in ("GET", "HEAD"):
                 raise errors.StatusError(405, "MethodNotAllowed", f"{request.method} is not supported on {rest}")
-            return self._discovery(cluster, target)
+            return self._discovery(cluster, target, path[: len(path) - len(rest)])
         return await self._resource(request, cluster, target)
 
     # -- discovery -----------------------------------------------------------------------------
 
-    def _discovery(self, cluster: str, target: DiscoveryPath) -> Response:
+    def _discovery(self, cluster: str, target: DiscoveryPath, prefix: str) -> Response:
         wildcard = cluster == WILDCARD_CLUSTER
         if not wildcard:
             self.shard.require_cluster(cluster)
@@ -109,6 +109,16 @@ class ShardAPI:
             doc = discovery.api_group(resources, target.group)
         elif target.what == "groupversion":
             doc = discovery.api_resource_list(resources, target.group, target.version)
+        elif target.what == "openapi" and target.rest == "v3":
+            doc = openapi.index(resources, prefix)
+        elif target.what == "openapi" and target.rest.startswith("v3/"):
+            parts = target.rest.split("/")[1:]
+            if parts[:1] == ["api"] and len(parts) == 2:
+                doc = openapi.group_version_document(resources, "", parts[1])
+            elif parts[:1] == ["apis"] and len(parts) == 3:
+                doc = openapi.group_version_document(resources, parts[1], parts[2])
+            else:
+                doc = None
         else:
             doc = None
         if doc is None:

@@ -1,0 +1,34 @@
+"""Shared fixtures: a running embedded shard on loopback and HTTP clients for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vwproxy.testing.shard import EmbeddedShard
+
+# Bookmarks every 0.2 s so tests can see periodic BOOKMARKs without waiting a minute.
+TEST_BOOKMARK_INTERVAL = 0.2
+
+
+@pytest.fixture
+def shard(tmp_path: Path) -> Iterator[EmbeddedShard]:
+    with EmbeddedShard(tmp_path / "shard", bookmark_interval=TEST_BOOKMARK_INTERVAL) as running:
+        yield running
+
+
+@pytest.fixture
+def api(shard: EmbeddedShard) -> Iterator[httpx.Client]:
+    """A client for the `root` logical cluster."""
+    with httpx.Client(base_url=shard.cluster_url("root"), timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def base(shard: EmbeddedShard) -> Iterator[httpx.Client]:
+    """A client for the shard's base URL (any `/clusters/<name>/…` path)."""
+    with httpx.Client(base_url=shard.url, timeout=10) as client:
+        yield client
