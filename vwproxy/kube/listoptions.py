@@ -77,6 +77,44 @@ def _invalid(causes: list[Cause]) -> errors.StatusError:
     return errors.invalid("ListOptions", "", causes, group="meta.k8s.io")
 
 
+def _match_supported(match: str, allowed: tuple[str, ...]) -> list[Cause]:
+    if match in allowed:
+        return []
+    values = ", ".join(f'"{a}"' for a in allowed)
+    return [Cause("FieldValueNotSupported", f'Unsupported value: "{match}": supported values: {values}', "resourceVersionMatch")]
+
+
+def _list_causes(match: str, rv: str, continue_token: str, send_initial: bool | None) -> list[Cause]:
+    causes: list[Cause] = []
+    if match:
+        if not rv:
+            causes.append(Cause("FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided", "resourceVersionMatch"))
+        if continue_token:
+            causes.append(Cause("FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden when continue is provided", "resourceVersionMatch"))
+        if match == EXACT and rv == "0":
+            causes.append(Cause("FieldValueForbidden", 'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"', "resourceVersionMatch"))
+        causes += _match_supported(match, (EXACT, NOT_OLDER_THAN))
+    if send_initial is not None:
+        causes.append(Cause("FieldValueForbidden", "Forbidden: sendInitialEvents is forbidden for list", "sendInitialEvents"))
+    return causes
+
+
+def _watch_causes(match: str, send_initial: bool | None, allow_bookmarks: bool, continue_token: str) -> list[Cause]:
+    causes: list[Cause] = []
+    if send_initial is not None:
+        if match != NOT_OLDER_THAN:
+            causes.append(Cause("FieldValueForbidden", f"Forbidden: sendInitialEvents requires setting resourceVersionMatch to {NOT_OLDER_THAN}", "resourceVersionMatch"))
+        if send_initial and not allow_bookmarks:
+            causes.append(Cause("FieldValueForbidden", "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true", "allowWatchBookmarks"))
+    if match:
+        if send_initial is None:
+            causes.append(Cause("FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided", "resourceVersionMatch"))
+        causes += _match_supported(match, (NOT_OLDER_THAN,))
+        if continue_token:
+            causes.append(Cause("FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden when continue is provided", "resourceVersionMatch"))
+    return causes
+
+
 def parse_list_options(params: Mapping[str, str], watch_path: bool = False) -> ListOptions:
     """Read and validate the list/watch parameters of a query string."""
     labels = LabelSelector.parse(params.get("labelSelector", ""))
@@ -89,36 +127,23 @@ def parse_list_options(params: Mapping[str, str], watch_path: bool = False) -> L
     match = params.get("resourceVersionMatch", "")
     limit = _int(params, "limit") or 0
     watch = bool(_bool(params, "watch")) or watch_path
+    continue_token = params.get("continue", "")
+    send_initial = _bool(params, "sendInitialEvents")
+    allow_bookmarks = bool(_bool(params, "allowWatchBookmarks"))
     causes: list[Cause] = []
     if limit < 0:
         causes.append(Cause("FieldValueInvalid", f"Invalid value: {limit}: must be non-negative", "limit"))
-    if match and match not in (NOT_OLDER_THAN, EXACT):
-        causes.append(Cause("FieldValueNotSupported", f'Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"', "resourceVersionMatch"))
-    if match and not rv:
-        causes.append(Cause("FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided", "resourceVersionMatch"))
-    if match == EXACT and rv == "0":
-        causes.append(Cause("FieldValueForbidden", 'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"', "resourceVersionMatch"))
-    continue_token = params.get("continue", "")
-    if continue_token and rv and rv != "0":
-        causes.append(Cause("FieldValueForbidden", "Forbidden: specifying resource version is not allowed when using continue", "resourceVersion"))
-    send_initial = _bool(params, "sendInitialEvents")
-    allow_bookmarks = bool(_bool(params, "allowWatchBookmarks"))
-    if send_initial is not None:
-        if not watch:
-            causes.append(Cause("FieldValueForbidden", "Forbidden: sendInitialEvents is forbidden for list", "sendInitialEvents"))
-        elif match != NOT_OLDER_THAN:
-            causes.append(
-                Cause("FieldValueForbidden", "Forbidden: sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan", "resourceVersionMatch")
-            )
-        elif send_initial and not allow_bookmarks:
-            causes.append(Cause("FieldValueForbidden", "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true", "allowWatchBookmarks"))
-    elif watch and match:
-        causes.append(Cause("FieldValueForbidden", "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided", "resourceVersionMatch"))
+    if watch:
+        causes += _watch_causes(match, send_initial, allow_bookmarks, continue_token)
+    else:
+        causes += _list_causes(match, rv, continue_token, send_initial)
     timeout = _int(params, "timeoutSeconds")
     if timeout is not None and timeout < 0:
         causes.append(Cause("FieldValueInvalid", f"Invalid value: {timeout}: must be non-negative", "timeoutSeconds"))
     if causes:
         raise _invalid(causes)
+    if continue_token and rv and rv != "0":
+        raise errors.bad_request("specifying resource version is not allowed when using continue")
     return ListOptions(
         labels=labels,
         fields=fields,

@@ -10,7 +10,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
-from vwproxy.kube import errors
+from vwproxy.kube import errors, protobuf
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,7 @@ async def read_body(request: Request) -> bytes:
 def decode_object(body: bytes, content_type: str) -> dict[str, Any]:
     """A JSON (or YAML) object body; anything else is a 400 or 415 Status."""
     if content_type == PROTOBUF:
-        raise errors.StatusError(
-            415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (protobuf is not supported yet)"
-        )
+        return protobuf.decode(body)
     if content_type not in (JSON, YAML, "application/x-yaml", "text/yaml", "*/*"):
         raise errors.unsupported_media_type(content_type)
     if not body.strip():

@@ -212,7 +212,13 @@ class ShardAPI:
 
     def _watch(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> Response:
         shard = self.shard
-        watcher = shard.watch(info, cluster, namespace, opts, info.api_version, encoder_for(info))
+        try:
+            watcher = shard.watch(info, cluster, namespace, opts, info.api_version, encoder_for(info))
+        except errors.StatusError as exc:
+            if exc.code != 410:
+                raise
+            # kube-apiserver answers a too-old watch with 200 and one in-stream ERROR event.
+            return Response(wire.error_frame(exc.to_status()), media_type=http.JSON)
         timeout = opts.timeout_seconds if opts.timeout_seconds else random.uniform(MIN_WATCH_SECONDS, 2 * MIN_WATCH_SECONDS)
         interval = self.bookmark_interval
 
@@ -256,7 +262,11 @@ class ShardAPI:
         return conversion.to_stored(obj, info) if conversion.needs_conversion(info) else obj
 
     def _check_identity(self, obj: dict[str, Any], target: ResourcePath) -> None:
-        md = obj.get("metadata") or {}
+        md = obj.get("metadata")
+        if md is None:
+            md = obj["metadata"] = {}
+        if not isinstance(md, dict):
+            raise errors.bad_request("the object provided is unrecognized or malformed: metadata must be an object")
         name, namespace = md.get("name"), md.get("namespace")
         if target.name and name not in (None, "") and name != target.name:
             raise errors.bad_request(f"the name of the object ({name}) does not match the name on the URL ({target.name})")
@@ -297,7 +307,7 @@ class ShardAPI:
 
     async def _delete(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
         body = await http.read_body(request)
-        options: dict[str, Any] = http.decode_object(body, http.JSON) if body.strip() else {}
+        options: dict[str, Any] = http.decode_object(body, http.media_type(request)) if body.strip() else {}
         policy = params.get("propagationPolicy") or options.get("propagationPolicy")
         if policy not in (None, "", "Background", "Foreground", "Orphan"):
             raise errors.bad_request(f'invalid propagationPolicy "{policy}": must be one of Background, Foreground, Orphan')
