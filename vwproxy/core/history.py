@@ -85,7 +85,7 @@ def _bisect_deque(events: deque[E], rv: int) -> int:
 class _RVView:
     """A read-only sequence of the RVs of a deque, for bisect."""
 
-    def __init__(self, events: deque[E]) -> None:  # type: ignore[type-var]
+    def __init__(self, events: deque[E]) -> None:
         self._events = events
 
     def __len__(self) -> int:

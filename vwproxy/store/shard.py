@@ -9,6 +9,7 @@ so a write's preconditions cannot be invalidated half-way.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 from collections.abc import Callable, Iterable
@@ -131,8 +132,8 @@ class Shard:
         self._tables: dict[str, ResourceTable] = {}
         self._histories: dict[str, EventHistory[ChangeEvent]] = {}
         self._watchers: dict[str, set[Watcher]] = {}
-        self._snapshots: TTLCache[str, list[StoredObject]] = TTLCache(maxsize=SNAPSHOT_CACHE_SIZE, ttl=SNAPSHOT_TTL_SECONDS)
-        self.on_commit: list[Callable[[list[ChangeEvent]], None]] = []
+        self._snapshots: TTLCache[str, builtins.list[StoredObject]] = TTLCache(maxsize=SNAPSHOT_CACHE_SIZE, ttl=SNAPSHOT_TTL_SECONDS)
+        self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
         self._load()
         self._bootstrap()
 
@@ -168,7 +169,7 @@ class Shard:
             self._tables[storage_key] = table
         return table
 
-    def logical_clusters(self) -> list[str]:
+    def logical_clusters(self) -> builtins.list[str]:
         table = self._tables.get(LOGICAL_CLUSTERS_KEY)
         return sorted(table.clusters) if table else []
 
@@ -179,7 +180,7 @@ class Shard:
         if not self.cluster_exists(cluster):
             raise errors.StatusError(404, "NotFound", f'logical cluster "{cluster}" not found', {"name": cluster, "group": "core.kcp.io", "kind": "logicalclusters"})
 
-    def resources(self, cluster: str | None) -> list[ResourceInfo]:
+    def resources(self, cluster: str | None) -> builtins.list[ResourceInfo]:
         return self.registry.resources(cluster)
 
     def resolve(self, cluster: str | None, group: str, version: str, resource: str) -> ResourceInfo:
@@ -204,7 +205,7 @@ class Shard:
             self._histories[storage_key] = history
         return history
 
-    def _matching(self, info: ResourceInfo, cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector, source: Iterable[StoredObject]) -> list[StoredObject]:
+    def _matching(self, info: ResourceInfo, cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector, source: Iterable[StoredObject]) -> builtins.list[StoredObject]:
         out = []
         for obj in source:
             if cluster is not None and obj.cluster != cluster:
@@ -218,7 +219,7 @@ class Shard:
             out.append(obj)
         return out
 
-    def _state_at(self, info: ResourceInfo, rv: int, cluster: str | None, namespace: str) -> list[StoredObject]:
+    def _state_at(self, info: ResourceInfo, rv: int, cluster: str | None, namespace: str) -> builtins.list[StoredObject]:
         """The objects as they were at revision `rv`, rebuilt by undoing newer events."""
         try:
             newer = self._history(info.storage_key).since(rv)
@@ -256,7 +257,7 @@ class Shard:
         matched = self._matching(info, cluster, namespace, opts.labels, opts.fields, source)
         return self._page(matched, list_rv, opts.limit, 0)
 
-    def _page(self, matched: list[StoredObject], list_rv: int, limit: int, offset: int, snapshot: str = "") -> ListResult:
+    def _page(self, matched: builtins.list[StoredObject], list_rv: int, limit: int, offset: int, snapshot: str = "") -> ListResult:
         end = offset + limit if limit else len(matched)
         items = matched[offset:end]
         if end >= len(matched):
@@ -321,8 +322,8 @@ class Shard:
     def transaction(self, dry_run: bool = False) -> Transaction:
         return Transaction(self, dry_run)
 
-    def _apply(self, revision: int, pending: list[_Pending]) -> None:
-        changes: list[Change] = []
+    def _apply(self, revision: int, pending: builtins.list[_Pending]) -> None:
+        changes: builtins.list[Change] = []
         for p in pending:
             if p.event_type == wire.DELETED:
                 changes.append(Remove(p.obj.cluster, p.storage_key, p.obj.namespace, p.obj.name))
@@ -351,7 +352,7 @@ class Shard:
             hook(events)
         self._after_commit(events)
 
-    def _after_commit(self, events: list[ChangeEvent]) -> None:
+    def _after_commit(self, events: builtins.list[ChangeEvent]) -> None:
         """What a commit sets off: CRDs start or stop serving, clusters and namespaces finish."""
         for event in events:
             if event.storage_key == CRD_STORAGE_KEY:
@@ -428,7 +429,7 @@ class Shard:
                 md["name"] = meta.generated_name(md["generateName"])
                 if table.get(cluster, namespace, md["name"]) is None:
                     break
-        name = md.get("name") if isinstance(md.get("name"), str) else ""
+        name = md["name"] if isinstance(md.get("name"), str) else ""
         if info.namespaced:
             md["namespace"] = namespace
         else:
@@ -588,7 +589,7 @@ class Shard:
         tx.remove(NAMESPACES_KEY, ns)
         tx.commit()
 
-    def delete_collection(self, info: ResourceInfo, cluster: str, namespace: str, opts: ListOptions, options: Obj, dry_run: bool = False) -> list[StoredObject]:
+    def delete_collection(self, info: ResourceInfo, cluster: str, namespace: str, opts: ListOptions, options: Obj, dry_run: bool = False) -> builtins.list[StoredObject]:
         self.check_fields(info, opts.fields)
         self._admit(info, cluster, namespace, creating=False)
         doomed = self._matching(info, cluster, namespace, opts.labels, opts.fields, self.table(info.storage_key).ordered(cluster, namespace))

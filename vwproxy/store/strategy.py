@@ -162,7 +162,8 @@ def _validate_crd(obj: Obj) -> list[Cause]:
     if not isinstance(spec, dict):
         return [Cause("FieldValueRequired", "Required value", "spec")]
     group = spec.get("group")
-    names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
+    raw_names = spec.get("names")
+    names: dict[str, Any] = raw_names if isinstance(raw_names, dict) else {}
     plural = names.get("plural")
     if not isinstance(group, str) or not group or validation.dns1123_subdomain(group) or "." not in group:
         causes.append(Cause("FieldValueInvalid", f'Invalid value: "{group}": should be a domain with at least one dot', "spec.group"))
