@@ -637,12 +637,6 @@ def test_watch_send_initial_events_ends_with_marked_bookmark(core: client.CoreV1
     assert int(bookmark["resourceVersion"]) >= int(rv)
 
 
-@pytest.mark.xfail(
-    reason="dry-run writes return resourceVersion current+1, a revision never committed (the next "
-    "real write reuses it, and a watch from it is 504 Too large resource version); kube-apiserver "
-    "returns no resourceVersion for a dry-run create and never a new one for a dry-run update",
-    strict=True,
-)
 def test_dry_run_does_not_hand_out_uncommitted_resource_versions(core: client.CoreV1Api) -> None:
     current = core.create_namespaced_config_map(NS, cm("base", {"a": "1"}))
     dry_create = core.create_namespaced_config_map(NS, cm("dry"), dry_run="All")

@@ -98,6 +98,12 @@ class Transaction:
         )
 
     def put(self, storage_key: str, cluster: str, obj: Obj, prev: StoredObject | None) -> StoredObject:
+        if self._dry_run:
+            # A dry run hands out no revision: a create has none yet, an update keeps the current one.
+            _stamp(obj, cluster, prev.rv if prev else 0)
+            if prev is None:
+                del obj["metadata"]["resourceVersion"]
+            return self._stored(storage_key, cluster, obj, prev.rv if prev else 0)
         self._next_rv += 1
         _stamp(obj, cluster, self._next_rv)
         stored = self._stored(storage_key, cluster, obj, self._next_rv)
@@ -106,6 +112,8 @@ class Transaction:
 
     def remove(self, storage_key: str, prev: StoredObject, final: Obj | None = None) -> StoredObject:
         """Delete `prev`; watchers see `final` (default: `prev`) at the deletion's revision."""
+        if self._dry_run:
+            return prev
         self._next_rv += 1
         obj = final if final is not None else prev.decode()
         _stamp(obj, prev.cluster, self._next_rv)
