@@ -231,11 +231,6 @@ def test_create_configmap_from_literal(kubectl: Kubectl) -> None:
     assert kubectl.json("get", "cm", "literal")["data"] == {"a": "1", "b": "two"}
 
 
-@pytest.mark.xfail(
-    reason="server-side Table output (Accept: application/json;as=Table) is not implemented: "
-    "kubectl falls back to NAME/AGE columns and omits DATA",
-    strict=True,
-)
 def test_get_table_has_server_side_columns(kubectl: Kubectl) -> None:
     kubectl.ok("create", "-f", kubectl.write("cm.yaml", CONFIGMAP_YAML))
     rows = table_rows(kubectl.ok("get", "cm"))

@@ -105,3 +105,41 @@ def api_resource_list(resources: Iterable[ResourceInfo], group: str, version: st
         "groupVersion": f"{group}/{version}" if group else version,
         "resources": entries,
     }
+
+
+def aggregated_content_type(version: str) -> str:
+    return f"application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+
+
+def _discovery_resource(info: ResourceInfo) -> dict[str, Any]:
+    kind = {"group": info.group, "version": info.version, "kind": info.kind}
+    entry: dict[str, Any] = {
+        "resource": info.resource,
+        "responseKind": kind,
+        "scope": "Namespaced" if info.namespaced else "Cluster",
+        "singularResource": info.singular or info.kind.lower(),
+        "verbs": sorted(info.verbs),
+    }
+    if info.short_names:
+        entry["shortNames"] = list(info.short_names)
+    if info.categories:
+        entry["categories"] = list(info.categories)
+    if info.status:
+        entry["subresources"] = [{"subresource": "status", "responseKind": kind, "verbs": list(STATUS_VERBS)}]
+    return entry
+
+
+def aggregated(resources: Iterable[ResourceInfo], legacy: bool, api_version: str, group_order: Iterable[str] = ()) -> dict[str, Any]:
+    """`apidiscovery.k8s.io` APIGroupDiscoveryList: `/api` (legacy=True, the core group) or `/apis`."""
+    infos = [r for r in resources if (r.group == "") == legacy]
+    versions = _group_versions(infos)
+    order = [g for g in group_order if g in versions]
+    order += sorted(g for g in versions if g not in order)
+    items = []
+    for group in order:
+        entries = []
+        for version in versions[group]:
+            chosen = sorted((r for r in infos if r.group == group and r.version == version), key=lambda r: r.resource)
+            entries.append({"version": version, "resources": [_discovery_resource(r) for r in chosen], "freshness": "Current"})
+        items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": entries})
+    return {"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items}

@@ -21,8 +21,8 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
 
-def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, media_type=JSON, headers=headers)
+def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None, media_type: str = JSON) -> Response:
+    return Response(body, status_code=status, media_type=media_type, headers=headers)
 
 
 def object_response(obj: Any, status: int = 200) -> Response:

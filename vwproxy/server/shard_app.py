@@ -7,6 +7,7 @@ watches across every logical cluster. Paths without a `/clusters/` prefix addres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -20,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from vwproxy.kube import conversion, discovery, errors, openapi
+from vwproxy.kube import conversion, discovery, errors, negotiation, openapi, tables
 from vwproxy.kube import patch as patching
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
 from vwproxy.kube.listoptions import ListOptions, parse_list_options
+from vwproxy.kube.negotiation import Representation
 from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster
 from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
@@ -45,6 +47,10 @@ MIN_WATCH_SECONDS = 1800
 LIST_CHUNK_ITEMS = 2000
 
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+_SINGLE_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL})
+_LIST_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL_LIST})
+_WATCH_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL, negotiation.PARTIAL_LIST})
+_DISCOVERY_TRANSFORMS = frozenset({negotiation.DISCOVERY})
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
@@ -53,6 +59,33 @@ def encoder_for(info: ResourceInfo) -> Callable[[StoredObject], bytes]:
     if not conversion.needs_conversion(info):
         return lambda obj: obj.raw
     return lambda obj: orjson.dumps(conversion.to_served(obj.decode(), info))
+
+
+def _served_dict(info: ResourceInfo, obj: StoredObject) -> dict[str, Any]:
+    served = obj.decode()
+    return conversion.to_served(served, info) if conversion.needs_conversion(info) else served
+
+
+def _include_object(params: dict[str, str]) -> str:
+    return params.get("includeObject", "Metadata") or "Metadata"
+
+
+def representation_encoder(info: ResourceInfo, rep: Representation, params: dict[str, str]) -> tuple[str, Callable[[StoredObject], bytes]]:
+    """(cache key, encoder) for single objects in `rep`: plain JSON, a one-row Table, or metadata only."""
+    if rep.kind == negotiation.TABLE:
+        printer = tables.TablePrinter(info, rep.api_version, _include_object(params))
+        return f"{info.api_version};as=Table;{printer.include_object}", lambda o: orjson.dumps(printer.table([_served_dict(info, o)], {"resourceVersion": str(o.rv)}))
+    if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
+        return f"{rep.api_version};as=PartialObjectMetadata", lambda o: orjson.dumps(tables.partial_metadata(o.decode(), rep.api_version))
+    return info.api_version, encoder_for(info)
+
+
+def _bookmark_identity(info: ResourceInfo, rep: Representation) -> tuple[str, str]:
+    if rep.kind == negotiation.TABLE:
+        return rep.api_version, "Table"
+    if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
+        return rep.api_version, "PartialObjectMetadata"
+    return info.api_version, info.kind
 
 
 def _dry_run(params: dict[str, str]) -> bool:
@@ -88,17 +121,21 @@ class ShardAPI:
         if isinstance(target, DiscoveryPath):
             if request.method not in ("GET", "HEAD"):
                 raise errors.StatusError(405, "MethodNotAllowed", f"{request.method} is not supported on {rest}")
-            return self._discovery(cluster, target, path[: len(path) - len(rest)])
+            rep = negotiation.choose(request.headers.get("accept"), _DISCOVERY_TRANSFORMS if target.what in ("api", "apis") else frozenset())
+            return self._discovery(cluster, target, path[: len(path) - len(rest)], rep)
         return await self._resource(request, cluster, target)
 
     # -- discovery -----------------------------------------------------------------------------
 
-    def _discovery(self, cluster: str, target: DiscoveryPath, prefix: str) -> Response:
+    def _discovery(self, cluster: str, target: DiscoveryPath, prefix: str, rep: Representation) -> Response:
         wildcard = cluster == WILDCARD_CLUSTER
         if not wildcard:
             self.shard.require_cluster(cluster)
         resources = self.shard.resources(None if wildcard else cluster)
         doc: dict[str, Any] | None
+        if rep.kind == negotiation.DISCOVERY:
+            aggregated = discovery.aggregated(resources, target.what == "api", rep.api_version, BUILTIN_GROUP_ORDER)
+            return http.json_response(orjson.dumps(aggregated), media_type=discovery.aggregated_content_type(rep.version))
         if target.what == "version":
             doc = discovery.version_info()
         elif target.what == "api":
@@ -143,9 +180,12 @@ class ShardAPI:
             if target.namespace:
                 raise errors.bad_request(f"cross-cluster LIST and WATCH are required to be cross-namespace, not scoped to namespace {target.namespace}")
         if method in ("GET", "HEAD"):
+            accept = request.headers.get("accept")
             if target.name and not target.legacy_watch and not self._wants_watch(params):
+                rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
                 self.shard.require_cluster(cluster)
-                return http.json_response(encoder_for(info)(self.shard.get(info, cluster, target.namespace, target.name)))
+                _, encode = representation_encoder(info, rep, params)
+                return http.json_response(encode(self.shard.get(info, cluster, target.namespace, target.name)))
             opts = parse_list_options(params, watch_path=target.legacy_watch)
             if target.name:
                 opts = _with_name(opts, target.name)
@@ -153,8 +193,8 @@ class ShardAPI:
                 self.shard.require_cluster(cluster)
             scope = None if wildcard else cluster
             if opts.watch:
-                return self._watch(info, scope, target.namespace, opts)
-            return self._list(info, scope, target.namespace, opts)
+                return self._watch(info, scope, target.namespace, opts, negotiation.choose(accept, _WATCH_TRANSFORMS), params)
+            return self._list(info, scope, target.namespace, opts, negotiation.choose(accept, _LIST_TRANSFORMS), params)
         if target.legacy_watch:
             raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported on watch paths")
         if method == "POST":
@@ -188,16 +228,23 @@ class ShardAPI:
             "delete" if target.name else "deletecollection"
         )
 
-    def _list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> Response:
+    def _list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation, params: dict[str, str]) -> Response:
         result = self.shard.list(info, cluster, namespace, opts)
         list_meta: dict[str, Any] = {"resourceVersion": str(result.rv)}
         if result.continue_token:
             list_meta["continue"] = result.continue_token
         if result.remaining is not None:
             list_meta["remainingItemCount"] = result.remaining
-        head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta})[:-1] + b',"items":['
-        encode = encoder_for(info)
         items = result.items
+        if rep.kind == negotiation.TABLE:
+            printer = tables.TablePrinter(info, rep.api_version, _include_object(params))
+            return http.object_response(printer.table((_served_dict(info, o) for o in items), list_meta))
+        if rep.kind == negotiation.PARTIAL_LIST:
+            head = orjson.dumps({"kind": "PartialObjectMetadataList", "apiVersion": rep.api_version, "metadata": list_meta})[:-1] + b',"items":['
+            _, encode = representation_encoder(info, rep, params)
+        else:
+            head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta})[:-1] + b',"items":['
+            encode = encoder_for(info)
         if len(items) <= LIST_CHUNK_ITEMS:
             return http.json_response(head + b",".join(encode(o) for o in items) + b"]}")
 
@@ -210,10 +257,12 @@ class ShardAPI:
 
         return StreamingResponse(chunks(), media_type=http.JSON)
 
-    def _watch(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> Response:
+    def _watch(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation, params: dict[str, str]) -> Response:
         shard = self.shard
+        encoding, encode = representation_encoder(info, rep, params)
+        bookmark_version, bookmark_kind = _bookmark_identity(info, rep)
         try:
-            watcher = shard.watch(info, cluster, namespace, opts, info.api_version, encoder_for(info))
+            watcher = shard.watch(info, cluster, namespace, opts, encoding, encode, (bookmark_version, bookmark_kind))
         except errors.StatusError as exc:
             if exc.code != 410:
                 raise
@@ -238,7 +287,7 @@ class ShardAPI:
                     if watcher.closed:
                         return
                     if opts.allow_bookmarks and loop.time() >= next_bookmark and watcher.idle:
-                        yield wire.bookmark_frame(info.api_version, info.kind, shard.revision)
+                        yield wire.bookmark_frame(bookmark_version, bookmark_kind, shard.revision)
                         next_bookmark = loop.time() + interval
             finally:
                 shard.stop_watch(info, watcher)
@@ -335,9 +384,19 @@ def _with_name(opts: ListOptions, name: str) -> ListOptions:
     return replace(opts, fields=FieldSelector.parse(text))
 
 
-def build_shard_app(shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> Starlette:
-    """The embedded shard as an ASGI app (standalone or mounted by the proxy and the fixture)."""
+def build_shard_app(shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, close_on_shutdown: bool = True) -> Starlette:
+    """The embedded shard as an ASGI app (standalone or mounted by the proxy and the fixture).
+
+    With `close_on_shutdown` the app owns the shard and closes it when the server stops (before
+    uvicorn re-raises a SIGTERM, which would skip any cleanup after `uvicorn.run`).
+    """
     api = ShardAPI(shard, bookmark_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if close_on_shutdown:
+            shard.close()
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -354,7 +413,7 @@ def build_shard_app(shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_IN
         Route("/version/", version),
         Route("/{rest:path}", api.handle, methods=methods),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.shard = shard
     app.state.started = time.time()
     return app

@@ -142,6 +142,7 @@ class Shard:
         self._watchers: dict[str, set[Watcher]] = {}
         self._snapshots: TTLCache[str, builtins.list[StoredObject]] = TTLCache(maxsize=SNAPSHOT_CACHE_SIZE, ttl=SNAPSHOT_TTL_SECONDS)
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
+        self._closed = False
         self._load()
         self._bootstrap()
 
@@ -158,11 +159,20 @@ class Shard:
                 self.registry.set_crd(row.cluster, row.name, obj)
 
     def _bootstrap(self) -> None:
-        """`root` exists from the start, like kcp's root workspace, with a `default` namespace."""
+        """`root` exists from the start, like kcp's root workspace; every cluster has `default`."""
         if self.table(LOGICAL_CLUSTERS_KEY).get(ROOT_CLUSTER, "", LOGICAL_CLUSTER_OBJECT_NAME) is None:
             self.create_logical_cluster(ROOT_CLUSTER, path=ROOT_CLUSTER)
+        for cluster in self.logical_clusters():
+            if self.namespace_of(cluster, DEFAULT_NAMESPACE) is None:
+                # Databases written before cluster and namespace were one transaction.
+                tx = self.transaction()
+                tx.put(NAMESPACES_KEY, cluster, _new_namespace(DEFAULT_NAMESPACE), None)
+                tx.commit()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for watchers in self._watchers.values():
             for watcher in watchers:
                 watcher.close("server shutting down")
@@ -291,7 +301,10 @@ class Shard:
 
     # -- watching --------------------------------------------------------------------------
 
-    def watch(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, encoding: str, encode: Encoder) -> Watcher:
+    def watch(
+        self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, encoding: str, encode: Encoder,
+        bookmark_as: tuple[str, str] | None = None,
+    ) -> Watcher:
         """Register a watcher, already holding the frames it must send first."""
         self.check_fields(info, opts.fields)
         watcher = Watcher(cluster, namespace, opts.labels, opts.fields, encoding, encode)
@@ -305,7 +318,8 @@ class Shard:
                 if watcher.matches(obj):
                     watcher.push(wire.frame(wire.ADDED, encode(obj)))
             if opts.send_initial_events:
-                watcher.push(wire.bookmark_frame(info.api_version, info.kind, self.revision, initial_events_end=True))
+                api_version, kind = bookmark_as or (info.api_version, info.kind)
+                watcher.push(wire.bookmark_frame(api_version, kind, self.revision, initial_events_end=True))
         elif opts.resource_version not in ("", "0"):
             try:
                 replay = self._history(info.storage_key).since(rv)
@@ -370,9 +384,7 @@ class Shard:
                 if gone:
                     self._purge(event.obj.cluster, keys)
             elif event.storage_key == LOGICAL_CLUSTERS_KEY:
-                if event.type == wire.ADDED:
-                    self._ensure_default_namespace(event.obj.cluster)
-                elif event.type == wire.DELETED:
+                if event.type == wire.DELETED:
                     self._purge(event.obj.cluster, set(self._tables) - {LOGICAL_CLUSTERS_KEY})
                     self.registry.drop_cluster(event.obj.cluster)
             elif event.type == wire.DELETED and event.obj.namespace:
@@ -387,11 +399,6 @@ class Shard:
                 for obj in list(bucket.ordered()):
                     tx.remove(key, obj)
         tx.commit()
-
-    def _ensure_default_namespace(self, cluster: str) -> None:
-        if self.namespace_of(cluster, DEFAULT_NAMESPACE) is None:
-            info = _BUILTIN_BY_KEY[NAMESPACES_KEY]
-            self.create(info, cluster, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEFAULT_NAMESPACE}})
 
     def create_logical_cluster(self, cluster: str, path: str = "", spec: Obj | None = None) -> StoredObject:
         """Bring a logical cluster into existence (its `LogicalCluster` named `cluster`)."""
@@ -459,6 +466,9 @@ class Shard:
             raise errors.already_exists(info.resource, name, info.group)
         tx = self.transaction(dry_run)
         stored = tx.put(info.storage_key, cluster, obj, None)
+        if info.storage_key == LOGICAL_CLUSTERS_KEY and self.namespace_of(cluster, DEFAULT_NAMESPACE) is None:
+            # A new logical cluster and its `default` namespace are one commit: no crash leaves one alone.
+            tx.put(NAMESPACES_KEY, cluster, _new_namespace(DEFAULT_NAMESPACE), None)
         tx.commit()
         return stored
 
@@ -610,6 +620,16 @@ class Shard:
                 if exc.code != 404:
                     raise
         return out
+
+
+def _new_namespace(name: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "uid": meta.new_uid(), "creationTimestamp": meta.now_rfc3339()},
+        "spec": {"finalizers": [strategy.NAMESPACE_FINALIZER]},
+        "status": {"phase": "Active"},
+    }
 
 
 def _comparable(obj: Obj) -> Obj:
