@@ -756,3 +756,141 @@ def test_slow_watcher_is_cut_off_not_buffered_forever(shard: EmbeddedShard, api:
         api.post(CM, json=cm(f"burst-{i}"))
     assert watcher.closed == "watcher fell behind"
     assert watcher.pending == 5
+
+
+# -- garbage collection ------------------------------------------------------------------
+
+
+def _owned(api: httpx.Client, name: str, owner: dict[str, Any], finalizers: list[str] | None = None) -> dict[str, Any]:
+    body = cm(name)
+    body["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
+    if finalizers:
+        body["metadata"]["finalizers"] = finalizers
+    resp = api.post(CM, json=body)
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def _names(api: httpx.Client) -> list[str]:
+    return [o["metadata"]["name"] for o in api.get(CM).json()["items"]]
+
+
+def test_background_deletion_collects_dependents_down_the_chain(api: httpx.Client) -> None:
+    owner = api.post(CM, json=cm("owner")).json()
+    child = _owned(api, "child", owner)
+    _owned(api, "grandchild", child)
+    api.post(CM, json=cm("bystander"))
+    assert api.delete(f"{CM}/owner").status_code == 200
+    assert _names(api) == ["bystander"]
+
+
+def test_dependent_with_a_living_owner_stays(api: httpx.Client) -> None:
+    first = api.post(CM, json=cm("first")).json()
+    second = api.post(CM, json=cm("second")).json()
+    body = cm("shared")
+    body["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]} for o in (first, second)
+    ]
+    api.post(CM, json=body)
+    api.delete(f"{CM}/first")
+    assert _names(api) == ["second", "shared"]
+    api.delete(f"{CM}/second")
+    assert _names(api) == []
+
+
+def test_orphan_deletion_keeps_dependents_without_the_reference(api: httpx.Client) -> None:
+    owner = api.post(CM, json=cm("owner")).json()
+    _owned(api, "child", owner)
+    resp = api.delete(f"{CM}/owner", params={"propagationPolicy": "Orphan"})
+    assert resp.status_code == 200
+    assert _names(api) == ["child"]
+    assert "ownerReferences" not in api.get(f"{CM}/child").json()["metadata"]
+
+
+def test_foreground_deletion_waits_for_dependents(api: httpx.Client) -> None:
+    owner = api.post(CM, json=cm("owner")).json()
+    _owned(api, "quick", owner)
+    _owned(api, "held", owner, finalizers=["example.dev/hold"])
+    resp = api.request("DELETE", f"{CM}/owner", json={"propagationPolicy": "Foreground"})
+    assert resp.status_code == 202
+    waiting = api.get(f"{CM}/owner").json()["metadata"]
+    assert waiting["deletionTimestamp"] and "foregroundDeletion" in waiting["finalizers"]
+    assert _names(api) == ["held", "owner"]
+    api.patch(f"{CM}/held", content=b'{"metadata":{"finalizers":null}}', headers={"content-type": "application/merge-patch+json"})
+    assert _names(api) == []
+
+
+def test_unknown_propagation_policy(api: httpx.Client) -> None:
+    api.post(CM, json=cm("x"))
+    resp = api.delete(f"{CM}/x", params={"propagationPolicy": "Sideways"})
+    assert resp.status_code == 400
+    status_of(resp)
+
+
+def test_field_selectors_beyond_metadata(api: httpx.Client) -> None:
+    secrets = "/api/v1/namespaces/default/secrets"
+    api.post(secrets, json={"metadata": {"name": "opaque"}})
+    api.post(secrets, json={"metadata": {"name": "tls"}, "type": "kubernetes.io/tls", "data": {}})
+    tls = api.get(secrets, params={"fieldSelector": "type=kubernetes.io/tls"}).json()["items"]
+    assert [o["metadata"]["name"] for o in tls] == ["tls"]
+    events = "/api/v1/namespaces/default/events"
+    for name, kind in (("e1", "Pod"), ("e2", "ConfigMap")):
+        api.post(events, json={"metadata": {"name": name}, "involvedObject": {"kind": kind, "name": "x"}, "reason": "Seen", "type": "Normal"})
+    found = api.get(events, params={"fieldSelector": "involvedObject.kind=ConfigMap,reason=Seen"}).json()["items"]
+    assert [o["metadata"]["name"] for o in found] == ["e2"]
+    newer = api.get("/apis/events.k8s.io/v1/namespaces/default/events", params={"fieldSelector": "regarding.kind=Pod"}).json()["items"]
+    assert [o["metadata"]["name"] for o in newer] == ["e1"]
+    bad = api.get(secrets, params={"fieldSelector": "data.x=y"})
+    assert bad.status_code == 400 and status_of(bad)["message"] == "field label not supported: data.x"
+
+
+def test_table_and_metadata_only_representations(api: httpx.Client) -> None:
+    api.post(CM, json=cm("shown", data={"a": "1", "b": "2"}))
+    table = api.get(CM, headers={"accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}).json()
+    assert table["kind"] == "Table" and table["apiVersion"] == "meta.k8s.io/v1"
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Data", "Age"]
+    assert table["rows"][0]["cells"][:2] == ["shown", 2]
+    assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+    one = api.get(f"{CM}/shown", headers={"accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).json()
+    assert one["kind"] == "Table" and len(one["rows"]) == 1
+    partial = api.get(CM, headers={"accept": "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"}).json()
+    assert partial["kind"] == "PartialObjectMetadataList"
+    assert partial["items"][0] == {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": api.get(f"{CM}/shown").json()["metadata"]}
+    with api.stream("GET", CM, params={"watch": "true"}, headers={"accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"}) as resp:
+        event = orjson.loads(next(line for line in resp.iter_lines() if line))
+    assert event["type"] == "ADDED" and event["object"]["kind"] == "PartialObjectMetadata" and "data" not in event["object"]
+    refused = api.get(CM, headers={"accept": "application/vnd.kubernetes.protobuf"})
+    assert refused.status_code == 406
+    status_of(refused)
+
+
+def test_crd_printer_columns(api: httpx.Client) -> None:
+    crd = json_copy(WIDGET_CRD)
+    crd["spec"]["versions"][0]["additionalPrinterColumns"] = [
+        {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    assert api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd).status_code == 201
+    path = "/apis/example.dev/v1/namespaces/default/widgets"
+    created = api.post(path, json=widget("w", {"size": 7})).json()
+    api.put(f"{path}/w/status", json={**created, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    table = api.get(path, headers={"accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).json()
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Ready", "Age"]
+    assert table["rows"][0]["cells"][:3] == ["w", 7, "True"]
+
+
+def test_aggregated_discovery(api: httpx.Client) -> None:
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    resp = api.get("/apis", headers={"accept": accept})
+    assert resp.headers["content-type"].startswith("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    groups = {g["metadata"]["name"]: g for g in resp.json()["items"]}
+    crds = groups["apiextensions.k8s.io"]["versions"][0]["resources"][0]
+    assert crds["resource"] == "customresourcedefinitions" and crds["scope"] == "Cluster" and crds["subresources"][0]["subresource"] == "status"
+    core = api.get("/api", headers={"accept": accept}).json()["items"]
+    assert core[0]["metadata"]["name"] == "" and any(r["resource"] == "configmaps" for r in core[0]["versions"][0]["resources"])
+    assert api.get("/apis").json()["kind"] == "APIGroupList"
+
+
+def json_copy(obj: Any) -> Any:
+    return orjson.loads(orjson.dumps(obj))

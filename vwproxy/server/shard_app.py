@@ -360,6 +360,8 @@ class ShardAPI:
         policy = params.get("propagationPolicy") or options.get("propagationPolicy")
         if policy not in (None, "", "Background", "Foreground", "Orphan"):
             raise errors.bad_request(f'invalid propagationPolicy "{policy}": must be one of Background, Foreground, Orphan')
+        if policy:
+            options["propagationPolicy"] = policy
         dry_run = _dry_run(params) or options.get("dryRun") == ["All"]
         if not target.name:
             opts = parse_list_options(params)

@@ -21,7 +21,7 @@ ObjectKey = tuple[str, str]  # (namespace, name) within one logical cluster
 class StoredObject:
     """One object as stored: its place, its revision, its JSON and its selectable attributes."""
 
-    __slots__ = ("cluster", "namespace", "name", "rv", "raw", "labels", "fields", "deleting")
+    __slots__ = ("cluster", "namespace", "name", "rv", "raw", "labels", "fields", "deleting", "uid", "owners")
 
     def __init__(
         self,
@@ -33,6 +33,8 @@ class StoredObject:
         labels: dict[str, str],
         fields: dict[str, str],
         deleting: bool,
+        uid: str = "",
+        owners: tuple[str, ...] = (),
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
@@ -42,6 +44,8 @@ class StoredObject:
         self.labels = labels
         self.fields = fields
         self.deleting = deleting
+        self.uid = uid
+        self.owners = owners  # uids from metadata.ownerReferences, for garbage collection
 
     def decode(self) -> dict[str, Any]:
         obj: dict[str, Any] = orjson.loads(self.raw)
@@ -53,6 +57,13 @@ class StoredObject:
 
 
 Encoder = Callable[[StoredObject], bytes]
+
+
+def owner_uids(metadata: dict[str, Any]) -> tuple[str, ...]:
+    refs = metadata.get("ownerReferences")
+    if not isinstance(refs, list):
+        return ()
+    return tuple(str(r.get("uid")) for r in refs if isinstance(r, dict) and r.get("uid"))
 
 
 @dataclass
@@ -78,7 +89,7 @@ class ChangeEvent:
                 prev.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
                 restamped = StoredObject(
                     self.prev.cluster, self.prev.namespace, self.prev.name, self.rv, orjson.dumps(prev),
-                    self.prev.labels, self.prev.fields, self.prev.deleting,
+                    self.prev.labels, self.prev.fields, self.prev.deleting, self.prev.uid, self.prev.owners,
                 )
                 body = encode(restamped)
             else:

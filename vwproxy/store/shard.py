@@ -28,8 +28,8 @@ from vwproxy.kube.kcp import CLUSTER_ANNOTATION, LOGICAL_CLUSTER_OBJECT_NAME, PA
 from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, NOT_OLDER_THAN, ContinueToken, ListOptions, decode_continue, encode_continue
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector, LabelSelector
-from vwproxy.store import strategy
-from vwproxy.store.objects import ChangeEvent, Encoder, ResourceTable, StoredObject
+from vwproxy.store import gc, strategy
+from vwproxy.store.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.store.watchers import Watcher
@@ -94,7 +94,8 @@ class Transaction:
         namespace, name = md.get("namespace", "") or "", md["name"]
         fields = strategy.selectable_fields(storage_key, obj, namespace, name)
         return StoredObject(
-            cluster, namespace, name, rv, orjson.dumps(obj), dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp"))
+            cluster, namespace, name, rv, orjson.dumps(obj), dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp")),
+            str(md.get("uid") or ""), owner_uids(md),
         )
 
     def put(self, storage_key: str, cluster: str, obj: Obj, prev: StoredObject | None) -> StoredObject:
@@ -143,6 +144,7 @@ class Shard:
         self._snapshots: TTLCache[str, builtins.list[StoredObject]] = TTLCache(maxsize=SNAPSHOT_CACHE_SIZE, ttl=SNAPSHOT_TTL_SECONDS)
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
         self._closed = False
+        self._uids: dict[str, dict[str, tuple[str, str, str]]] = {}  # cluster → uid → (storage key, namespace, name)
         self._load()
         self._bootstrap()
 
@@ -153,8 +155,12 @@ class Shard:
             obj = orjson.loads(row.body)
             md = obj.get("metadata") or {}
             fields = strategy.selectable_fields(row.storage_key, obj, row.namespace, row.name)
-            stored = StoredObject(row.cluster, row.namespace, row.name, row.rv, row.body, dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp")))
+            stored = StoredObject(
+                row.cluster, row.namespace, row.name, row.rv, row.body, dict(md.get("labels") or {}), fields,
+                bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
+            )
             self.table(row.storage_key).bucket(row.cluster).put(stored)
+            self._index_uid(row.storage_key, stored)
             if row.storage_key == CRD_STORAGE_KEY:
                 self.registry.set_crd(row.cluster, row.name, obj)
 
@@ -363,8 +369,10 @@ class Shard:
             bucket = self.table(p.storage_key).bucket(p.obj.cluster)
             if p.event_type == wire.DELETED:
                 bucket.remove((p.obj.namespace, p.obj.name))
+                self._uids.get(p.obj.cluster, {}).pop(p.obj.uid, None)
             else:
                 bucket.put(p.obj)
+                self._index_uid(p.storage_key, p.obj)
             event = ChangeEvent(p.obj.rv, p.event_type, p.obj, p.prev, p.storage_key)
             events.append(event)
             self._history(p.storage_key).append(event)
@@ -373,6 +381,26 @@ class Shard:
         for hook in self.on_commit:
             hook(events)
         self._after_commit(events)
+
+    def _index_uid(self, storage_key: str, obj: StoredObject) -> None:
+        if obj.uid:
+            self._uids.setdefault(obj.cluster, {})[obj.uid] = (storage_key, obj.namespace, obj.name)
+
+    def uid_exists(self, cluster: str, uid: str) -> bool:
+        return uid in self._uids.get(cluster, {})
+
+    def locate_uid(self, cluster: str, uid: str) -> tuple[str, StoredObject] | None:
+        where = self._uids.get(cluster, {}).get(uid)
+        if where is None:
+            return None
+        found = self.table(where[0]).get(cluster, where[1], where[2])
+        return (where[0], found) if found is not None else None
+
+    def tables(self) -> builtins.list[tuple[str, ResourceTable]]:
+        return builtins.list(self._tables.items())
+
+    def info_for_storage_key(self, storage_key: str, cluster: str) -> ResourceInfo | None:
+        return _info_for_key(storage_key, self.registry, cluster)
 
     def _after_commit(self, events: builtins.list[ChangeEvent]) -> None:
         """What a commit sets off: CRDs start or stop serving, clusters and namespaces finish."""
@@ -387,8 +415,10 @@ class Shard:
                 if event.type == wire.DELETED:
                     self._purge(event.obj.cluster, set(self._tables) - {LOGICAL_CLUSTERS_KEY})
                     self.registry.drop_cluster(event.obj.cluster)
-            elif event.type == wire.DELETED and event.obj.namespace:
-                self._maybe_finish_namespace(event.obj.cluster, event.obj.namespace)
+            if event.type == wire.DELETED and self.cluster_exists(event.obj.cluster):
+                gc.after_delete(self, event.obj)
+                if event.obj.namespace:
+                    self._maybe_finish_namespace(event.obj.cluster, event.obj.namespace)
 
     def _purge(self, cluster: str, storage_keys: Iterable[str]) -> None:
         tx = self.transaction()
@@ -557,6 +587,10 @@ class Shard:
             raise errors.conflict(info.resource, name, info.group, f"Precondition failed: ResourceVersion in precondition: {preconditions['resourceVersion']}, ResourceVersion in object meta: {current.rv}")
         tx = self.transaction(dry_run)
         is_namespace = info.storage_key == NAMESPACES_KEY
+        policy = gc.policy_of(options)
+        policy_finalizer = gc.finalizer_for(policy) if not current.deleting and not is_namespace else None
+        if policy_finalizer and policy_finalizer not in (old_md.get("finalizers") or []):
+            old_md["finalizers"] = [*(old_md.get("finalizers") or []), policy_finalizer]
         if old_md.get("finalizers") or (is_namespace and not dry_run):
             # Finalizers (and a namespace's content) keep the object, marked, until they are gone.
             if not current.deleting:
@@ -569,6 +603,10 @@ class Shard:
             if is_namespace:
                 self._empty_namespace(cluster, name)
                 remaining = self.table(NAMESPACES_KEY).get(cluster, "", name)
+                return (remaining or current), remaining is None
+            if policy_finalizer and not dry_run:
+                (gc.orphan if policy == gc.ORPHAN else gc.foreground)(self, info.storage_key, current)
+                remaining = self.table(info.storage_key).get(cluster, namespace, name)
                 return (remaining or current), remaining is None
             return current, False
         stored = tx.remove(info.storage_key, current)

@@ -31,20 +31,49 @@ def name_rule(info: ResourceInfo) -> str:
     return validation.NAME_SUBDOMAIN
 
 
+_REFERENCE_FIELDS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+# Field labels per storage key beyond metadata.name/namespace, as kube-apiserver registers them.
+# Events are stored as core/v1; events.k8s.io/v1 names the same fields `regarding.*` etc.
+_EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
+    "/namespaces": ("status.phase",),
+    "/secrets": ("type",),
+    "/events": tuple(f"involvedObject.{f}" for f in _REFERENCE_FIELDS)
+    + ("reason", "reportingComponent", "source", "type")
+    + tuple(f"regarding.{f}" for f in _REFERENCE_FIELDS)
+    + ("reportingController",),
+}
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def selectable_fields(storage_key: str, obj: Obj, namespace: str, name: str) -> dict[str, str]:
     """The fields a field selector may name, as strings (kube's GetAttrs)."""
     fields = {"metadata.name": name, "metadata.namespace": namespace}
     if storage_key == "/namespaces":
-        phase = (obj.get("status") or {}).get("phase", "")
-        fields["status.phase"] = phase if isinstance(phase, str) else ""
+        fields["status.phase"] = _text((obj.get("status") or {}).get("phase"))
+    elif storage_key == "/secrets":
+        fields["type"] = _text(obj.get("type"))
+    elif storage_key == "/events":
+        ref = obj.get("involvedObject") if isinstance(obj.get("involvedObject"), dict) else {}
+        for f in _REFERENCE_FIELDS:
+            fields[f"involvedObject.{f}"] = fields[f"regarding.{f}"] = _text(ref.get(f))
+        fields["reason"] = _text(obj.get("reason"))
+        fields["reportingComponent"] = fields["reportingController"] = _text(obj.get("reportingComponent"))
+        source = obj.get("source") if isinstance(obj.get("source"), dict) else {}
+        fields["source"] = _text(source.get("component"))
+        fields["type"] = _text(obj.get("type"))
     return fields
 
 
 def supported_fields(info: ResourceInfo) -> frozenset[str]:
     """Field labels a field selector may use on `info` (others are a 400, as in Kubernetes)."""
-    if info.group == "" and info.resource == "namespaces":
-        return frozenset({"metadata.name", "metadata.namespace", "status.phase"})
-    return frozenset({"metadata.name", "metadata.namespace"})
+    return frozenset({"metadata.name", "metadata.namespace", *_EXTRA_FIELDS.get(info.storage_key, ())})
 
 
 def prepare_create(info: ResourceInfo, obj: Obj) -> None:
