@@ -60,12 +60,14 @@ def selectable_fields(storage_key: str, obj: Obj, namespace: str, name: str) -> 
     elif storage_key == "/secrets":
         fields["type"] = _text(obj.get("type"))
     elif storage_key == "/events":
-        ref = obj.get("involvedObject") if isinstance(obj.get("involvedObject"), dict) else {}
+        raw_ref = obj.get("involvedObject")
+        ref: Obj = raw_ref if isinstance(raw_ref, dict) else {}
         for f in _REFERENCE_FIELDS:
             fields[f"involvedObject.{f}"] = fields[f"regarding.{f}"] = _text(ref.get(f))
         fields["reason"] = _text(obj.get("reason"))
         fields["reportingComponent"] = fields["reportingController"] = _text(obj.get("reportingComponent"))
-        source = obj.get("source") if isinstance(obj.get("source"), dict) else {}
+        raw_source = obj.get("source")
+        source: Obj = raw_source if isinstance(raw_source, dict) else {}
         fields["source"] = _text(source.get("component"))
         fields["type"] = _text(obj.get("type"))
     return fields
