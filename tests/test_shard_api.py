@@ -894,3 +894,13 @@ def test_aggregated_discovery(api: httpx.Client) -> None:
 
 def json_copy(obj: Any) -> Any:
     return orjson.loads(orjson.dumps(obj))
+
+
+def test_workspace_paths_resolve_to_logical_clusters(shard: EmbeddedShard, base: httpx.Client) -> None:
+    shard.server.call(lambda: shard.shard.create_logical_cluster("abc123", path="root:team"))
+    base.post(f"/clusters/abc123{CM}", json=cm("by-name"))
+    by_path = base.get(f"/clusters/root:team{CM}/by-name")
+    assert by_path.status_code == 200
+    assert by_path.json()["metadata"]["annotations"]["kcp.io/cluster"] == "abc123"
+    missing = base.get(f"/clusters/root:nobody{CM}")
+    assert missing.status_code == 404 and "root:nobody" in status_of(missing)["message"]

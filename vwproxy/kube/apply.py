@@ -636,6 +636,11 @@ def _with_managed_fields(obj: Obj, entries: dict[_Ident, _Entry]) -> Obj:
     return obj
 
 
+def _managed_fields_of(obj: Obj) -> Any:
+    md = obj.get("metadata")
+    return md.get("managedFields") if isinstance(md, dict) else None
+
+
 def _without_managed_fields(obj: Obj) -> Obj:
     """A private deep copy of `obj` minus metadata.managedFields."""
     out: Obj = _deep_copy(obj)
@@ -707,6 +712,8 @@ def apply(
     if not manager:
         raise bad_request("PATCH with apply requires a fieldManager")
     config = _strip_nulls(applied)
+    if not isinstance(config.get("metadata", {}), dict):
+        raise bad_request("the apply configuration's metadata must be a JSON object")
     _check_config(config, (), (), list_keys)
     config_fields = _fields_of(config, list_keys)
     ident: _Ident = (manager, "Apply", subresource)
@@ -716,7 +723,7 @@ def apply(
         return _with_managed_fields(created, {ident: _Entry(manager, "Apply", subresource, api_version, now, config_fields)})
 
     before = _without_managed_fields(live)
-    entries = _decode_entries((live.get("metadata") or {}).get("managedFields"))
+    entries = _decode_entries(_managed_fields_of(live))
     if not entries:
         # Untracked object: credit what is there to a stand-in manager so the
         # apply must force before overwriting it, as Kubernetes does.
@@ -769,7 +776,7 @@ def record_update(
     managers; removed fields leave every set. Returns a copy of `new` (only
     the top level and metadata are copied) whose managedFields replace any
     it carried."""
-    entries = _decode_entries((old.get("metadata") or {}).get("managedFields")) if old is not None else {}
+    entries = _decode_entries(_managed_fields_of(old)) if old is not None else {}
     diff = _Diff(set(), set(), set())
     # _compare skips metadata.managedFields, so neither side needs stripping.
     _compare(old if old is not None else {}, new, (), (), list_keys, diff)

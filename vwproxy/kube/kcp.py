@@ -24,6 +24,12 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SYSTEM_NAME = re.compile(r"^system:[a-z0-9]([a-z0-9:-]{0,200}[a-z0-9])?$")
 
 
+def is_workspace_path(path: str) -> bool:
+    """A workspace path: colon-separated workspace names under a logical cluster (`root:org:ws`)."""
+    parts = path.split(":")
+    return len(parts) > 1 and parts[0] != "system" and all(_NAME.match(p) for p in parts)
+
+
 def is_logical_cluster_name(name: str) -> bool:
     """A single-segment logical cluster name, `root`, or a `system:` name (never a path)."""
     return bool(_NAME.match(name) or _SYSTEM_NAME.match(name))

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from vwproxy.kube import builtin_schemas
 from vwproxy.kube.discovery import GIT_VERSION
 from vwproxy.kube.resources import ResourceInfo
 
@@ -37,7 +38,19 @@ def _reverse_domain(group: str) -> str:
 
 
 def schema_name(info: ResourceInfo) -> str:
+    if not info.crd:
+        known = builtin_schemas.kind_schema_name(info.group, info.version, info.kind)
+        if known is not None:
+            return known
     return f"{_reverse_domain(info.group)}.{info.version}.{info.kind}"
+
+
+def list_schema_name(info: ResourceInfo) -> str:
+    if not info.crd:
+        known = builtin_schemas.kind_schema_name(info.group, info.version, info.list_kind)
+        if known is not None:
+            return known
+    return f"{schema_name(info)}List"
 
 
 def _param(name: str) -> dict[str, Any]:
@@ -71,7 +84,7 @@ def _paths(info: ResourceInfo) -> dict[str, Any]:
     name = schema_name(info)
     paths: dict[str, Any] = {
         collection: {
-            "get": _operation(info, "list", _LIST_PARAMS, False, f"{name}List"),
+            "get": _operation(info, "list", _LIST_PARAMS, False, list_schema_name(info)),
             "post": _operation(info, "post", _QUERY_PARAMS, True, name),
             "delete": _operation(info, "deletecollection", _LIST_PARAMS, False, _STATUS),
         },
@@ -83,7 +96,7 @@ def _paths(info: ResourceInfo) -> dict[str, Any]:
         },
     }
     if info.namespaced:
-        paths[f"{prefix}/{info.resource}"] = {"get": _operation(info, "list", _LIST_PARAMS, False, f"{name}List")}
+        paths[f"{prefix}/{info.resource}"] = {"get": _operation(info, "list", _LIST_PARAMS, False, list_schema_name(info))}
     if info.status:
         paths[f"{item}/status"] = {
             "get": _operation(info, "get", ("pretty",), False, name),
@@ -125,49 +138,23 @@ def _list_schema(info: ResourceInfo) -> dict[str, Any]:
     }
 
 
-_META_SCHEMAS: dict[str, Any] = {
-    _OBJECT_META: {
-        "type": "object",
-        "description": "ObjectMeta is metadata that all persisted resources must have.",
-        "properties": {
-            "name": {"type": "string"},
-            "generateName": {"type": "string"},
-            "namespace": {"type": "string"},
-            "uid": {"type": "string"},
-            "resourceVersion": {"type": "string"},
-            "generation": {"type": "integer", "format": "int64"},
-            "creationTimestamp": {"type": "string", "format": "date-time"},
-            "deletionTimestamp": {"type": "string", "format": "date-time"},
-            "deletionGracePeriodSeconds": {"type": "integer", "format": "int64"},
-            "labels": {"type": "object", "additionalProperties": {"type": "string", "default": ""}},
-            "annotations": {"type": "object", "additionalProperties": {"type": "string", "default": ""}},
-            "finalizers": {"type": "array", "items": {"type": "string", "default": ""}, "x-kubernetes-list-type": "set"},
-            "ownerReferences": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            "managedFields": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-        },
-    },
-    _LIST_META: {
-        "type": "object",
-        "properties": {
-            "resourceVersion": {"type": "string"},
-            "continue": {"type": "string"},
-            "remainingItemCount": {"type": "integer", "format": "int64"},
-        },
-    },
-    _STATUS: {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-}
-
 
 def group_version_document(resources: Iterable[ResourceInfo], group: str, version: str) -> dict[str, Any] | None:
     chosen = [r for r in resources if r.group == group and r.version == version]
     if not chosen:
         return None
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = dict(_META_SCHEMAS)
+    schemas: dict[str, Any] = {}
+    builtin_roots = [_STATUS]
     for info in sorted(chosen, key=lambda r: r.resource):
         paths.update(_paths(info))
-        schemas[schema_name(info)] = _kind_schema(info)
-        schemas[f"{schema_name(info)}List"] = _list_schema(info)
+        if not info.crd and builtin_schemas.kind_schema_name(info.group, info.version, info.kind) is not None:
+            builtin_roots += [schema_name(info), list_schema_name(info)]
+        else:
+            schemas[schema_name(info)] = _kind_schema(info)
+            schemas[list_schema_name(info)] = _list_schema(info)
+            builtin_roots += [_OBJECT_META, _LIST_META]
+    schemas.update(builtin_schemas.schema_closure(builtin_roots))
     return {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": GIT_VERSION},

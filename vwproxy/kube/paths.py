@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vwproxy.kube import errors
-from vwproxy.kube.kcp import WILDCARD_CLUSTER, is_logical_cluster_name
+from vwproxy.kube.kcp import WILDCARD_CLUSTER, is_logical_cluster_name, is_workspace_path
 
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 
@@ -45,14 +45,19 @@ class ResourcePath:
 ApiPath = DiscoveryPath | ResourcePath
 
 
-def split_cluster(path: str) -> tuple[str, str]:
-    """`/clusters/<name>/rest` → (`name`, `/rest`); bad or missing names are errors."""
+def split_cluster(path: str, allow_paths: bool = False) -> tuple[str, str]:
+    """`/clusters/<name>/rest` → (`name`, `/rest`); bad or missing names are errors.
+
+    With `allow_paths`, a workspace path (`root:org:ws`) is accepted too, as kcp's front proxy
+    accepts it; the caller resolves it to a logical cluster name.
+    """
     if not path.startswith("/clusters/"):
         raise errors.path_not_found()
     rest = path[len("/clusters/") :]
     cluster, slash, tail = rest.partition("/")
     if cluster != WILDCARD_CLUSTER and not is_logical_cluster_name(cluster):
-        raise errors.path_not_found(f'"{cluster}" is not a logical cluster name')
+        if not (allow_paths and is_workspace_path(cluster)):
+            raise errors.path_not_found(f'"{cluster}" is not a logical cluster name')
     return cluster, slash + tail
 
 

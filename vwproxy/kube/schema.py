@@ -79,7 +79,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import functools
 import ipaddress
 import json
 import math
@@ -89,9 +88,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped, unused-ignore]
 
 from vwproxy.kube.errors import Cause
+
+# jsonschema ships no type information (typeshed's stubs leave much of it untyped): the library is
+# used through this one Any-typed name, and only JSON values and our own types cross that line.
+_js: Any = jsonschema
+_ValidationError: Any = _js.exceptions.ValidationError
 
 __all__ = ["CRSchema"]
 
@@ -382,7 +385,7 @@ _STRING_FORMATS: dict[str, Callable[[str], bool]] = {
 
 
 def _make_format_checker() -> Any:
-    checker = jsonschema.FormatChecker(formats=())
+    checker = _js.FormatChecker(formats=())
     for name, check in _STRING_FORMATS.items():
 
         def run(instance: object, check: Callable[[str], bool] = check) -> bool:
@@ -519,7 +522,7 @@ def _translate(node: Mapping[str, Any], root: bool = False) -> dict[str, Any]:
 
 
 def _only_int_or_string(branches: list[dict[str, Any]]) -> bool:
-    return all(set(b) <= {"type"} and set(b.get("type", [])) <= {"integer", "string"} for b in branches)
+    return all(set(b) <= {"type", _KW_RANGE} and set(b.get("type", [])) <= {"integer", "string"} for b in branches)
 
 
 # ---------------------------------------------------------------------------
@@ -536,7 +539,7 @@ class _Kube(Exception):
 
 
 def _kube_error(reason: str, message: str, path: Iterable[str | int] = ()) -> Any:
-    return ValidationError(message, path=path, cause=_Kube(reason, message))
+    return _ValidationError(message, path=path, cause=_Kube(reason, message))
 
 
 def _kw_required(validator: Any, required: list[str], instance: Any, schema: Any) -> Iterator[Any]:
@@ -544,7 +547,7 @@ def _kw_required(validator: Any, required: list[str], instance: Any, schema: Any
     if isinstance(instance, dict):
         for name in required:
             if name not in instance:
-                yield ValidationError(f"{name!r} is a required property", path=[name])
+                yield _ValidationError(f"{name!r} is a required property", path=[name])
 
 
 def _kw_range(validator: Any, spec: dict[str, str], instance: Any, schema: Any) -> Iterator[Any]:
@@ -560,7 +563,7 @@ def _kw_range(validator: Any, spec: dict[str, str], instance: Any, schema: Any) 
         ok = abs(instance) <= _FLOAT32_MAX
     if not ok:
         detail = f"must be of type {kind} with format {fmt}" if fmt else f"must be of type {kind} (default format)"
-        yield ValidationError(detail)
+        yield _ValidationError(detail)
 
 
 def _kw_embedded(validator: Any, enabled: bool, instance: Any, schema: Any) -> Iterator[Any]:
@@ -609,18 +612,32 @@ def _kw_list(validator: Any, spec: dict[str, Any], instance: Any, schema: Any) -
         seen.add(key)
 
 
-_Validator: Any = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
+_Validator: Any = _js.validators.extend(
+    _js.Draft202012Validator,
     validators={"required": _kw_required, _KW_RANGE: _kw_range, _KW_EMBEDDED: _kw_embedded, _KW_LIST: _kw_list},
 )
 _FORMAT_CHECKER: Any = _make_format_checker()
 
 
-@functools.lru_cache(maxsize=256)
-def _compile(schema_json: str) -> tuple[_Node, Any]:
-    """The defaulting/pruning tree and the compiled validator of one schema (by its JSON text)."""
-    schema = json.loads(schema_json)
-    return _build_node(schema), _Validator(_translate(schema, root=True), format_checker=_FORMAT_CHECKER)
+_CACHE_SIZE = 256
+_compiled: dict[str, tuple[_Node, Any]] = {}
+
+
+def _compile(schema: Mapping[str, Any]) -> tuple[_Node, Any]:
+    """The defaulting/pruning tree and the compiled validator of one schema, cached by its JSON text."""
+    try:
+        key = json.dumps(schema, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (cannot happen for a decoded CRD): no caching
+        key = ""
+    hit = _compiled.get(key) if key else None
+    if hit is not None:
+        return hit
+    built = _build_node(schema), _Validator(_translate(schema, root=True), format_checker=_FORMAT_CHECKER)
+    if key:
+        if len(_compiled) >= _CACHE_SIZE:
+            _compiled.pop(next(iter(_compiled)), None)  # oldest first
+        _compiled[key] = built
+    return built
 
 
 # ---------------------------------------------------------------------------
@@ -758,8 +775,8 @@ def _to_cause(error: Any) -> Cause:
 class CRSchema:
     """One CRD version's `openAPIV3Schema`, ready to default, prune and validate objects.
 
-    Build it once per schema and reuse it: compiling is cached as well, keyed by the schema's
-    JSON text, so two CRSchemas of the same schema share one compiled validator.
+    Build it once per schema and reuse it; compiling is cached as well (the last 256 schemas, by
+    their JSON text), so CRSchemas of the same schema share one compiled validator.
     """
 
     __slots__ = ("_node", "_root", "_validator")
@@ -770,15 +787,7 @@ class CRSchema:
         self._validator: Any = None
         if not open_api_v3_schema:
             return
-        try:
-            key = json.dumps(open_api_v3_schema, sort_keys=True, separators=(",", ":"))
-        except (TypeError, ValueError):
-            key = ""
-        if key:
-            self._node, self._validator = _compile(key)
-        else:  # not JSON-encodable (should not happen for a decoded CRD): compile uncached
-            self._node = _build_node(open_api_v3_schema)
-            self._validator = _Validator(_translate(open_api_v3_schema, root=True), format_checker=_FORMAT_CHECKER)
+        self._node, self._validator = _compile(open_api_v3_schema)
         # The resource root keeps its apiVersion/kind/metadata like an embedded resource does.
         self._root = replace(self._node, embedded=True)
 

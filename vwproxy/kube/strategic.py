@@ -21,8 +21,12 @@ patch (RFC 7386) that knows, per field, how a list should be combined:
 Element order of a merged list follows apimachinery's `strategicpatch`: the
 elements the patch names come in patch order (or `$setElementOrder` order), the
 elements only the server had keep their original order, and the two runs are
-interleaved by original position. For the usual patch, which only names new
-elements, that is "keep the original order, append the new ones".
+interleaved by original position, a named element the server lacked going
+before the server-only elements still to place. So a plain patch that only adds
+elements puts them in front (`[a, b] + [c]` gives `[c, a, b]`, as in the
+Kubernetes `kubectl patch` tutorial, where the added container comes first),
+while `kubectl apply`, which always sends `$setElementOrder`, gets its
+manifest's order.
 
 Deliberate differences from the Go implementation, each a case where the Go
 code stores directive keys or `null`s verbatim or fails with a 500:

@@ -114,7 +114,12 @@ class ShardAPI:
     async def _dispatch(self, request: Request) -> Response:
         path = request.url.path
         if path.startswith("/clusters/"):
-            cluster, rest = split_cluster(path)
+            cluster, rest = split_cluster(path, allow_paths=True)
+            if ":" in cluster and not cluster.startswith("system:"):
+                resolved = self.shard.cluster_for_path(cluster)
+                if resolved is None:
+                    raise errors.StatusError(404, "NotFound", f'workspace "{cluster}" not found', {"name": cluster, "group": "tenancy.kcp.io", "kind": "workspaces"})
+                cluster = resolved
         else:
             cluster, rest = ROOT_CLUSTER, path
         target = parse_api_path(rest)

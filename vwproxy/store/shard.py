@@ -200,6 +200,17 @@ class Shard:
     def cluster_exists(self, cluster: str) -> bool:
         return self.table(LOGICAL_CLUSTERS_KEY).get(cluster, "", LOGICAL_CLUSTER_OBJECT_NAME) is not None
 
+    def cluster_for_path(self, path: str) -> str | None:
+        """The logical cluster whose `LogicalCluster` carries `kcp.io/path: <path>`, if any."""
+        table = self._tables.get(LOGICAL_CLUSTERS_KEY)
+        if table is None:
+            return None
+        for cluster, bucket in table.clusters.items():
+            found = bucket.objects.get(("", LOGICAL_CLUSTER_OBJECT_NAME))
+            if found is not None and found.fields.get("kcp.io/path") == path:
+                return cluster
+        return None
+
     def require_cluster(self, cluster: str) -> None:
         if not self.cluster_exists(cluster):
             raise errors.StatusError(404, "NotFound", f'logical cluster "{cluster}" not found', {"name": cluster, "group": "core.kcp.io", "kind": "logicalclusters"})

@@ -57,6 +57,10 @@ def selectable_fields(storage_key: str, obj: Obj, namespace: str, name: str) -> 
     fields = {"metadata.name": name, "metadata.namespace": namespace}
     if storage_key == "/namespaces":
         fields["status.phase"] = _text((obj.get("status") or {}).get("phase"))
+    elif storage_key == "core.kcp.io/logicalclusters":
+        # Not a field label clients may select on: it lets the shard resolve workspace paths.
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        fields["kcp.io/path"] = _text(annotations.get("kcp.io/path"))
     elif storage_key == "/secrets":
         fields["type"] = _text(obj.get("type"))
     elif storage_key == "/events":

@@ -1,0 +1,3 @@
+module vwproxy/tools/openapi-gen
+
+go 1.22
