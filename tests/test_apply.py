@@ -56,11 +56,12 @@ def entries(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def fields(obj: dict[str, Any], manager: str, operation: str = "Apply") -> dict[str, Any]:
-    return entries(obj)[(manager, operation)]["fieldsV1"]
+    fields_v1: dict[str, Any] = entries(obj)[(manager, operation)]["fieldsV1"]
+    return fields_v1
 
 
 def body(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
+    out: dict[str, Any] = copy.deepcopy(obj)
     out["metadata"].pop("managedFields", None)
     return out
 
@@ -350,7 +351,7 @@ def test_map_list_element_kept_while_another_manager_owns_a_field_in_it() -> Non
 
 
 def test_compound_keys_and_nested_map_lists() -> None:
-    pod = {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "p"},
@@ -398,11 +399,14 @@ def test_set_list_union_and_prune() -> None:
     assert fields(obj, "bob") == {"f:metadata": {"f:finalizers": {'v:"y"': {}}}}
     obj = do_apply(obj, fin(["x", "y"]), "bob", now=T3)  # y and the shared x: no conflict
     assert obj["metadata"]["finalizers"] == ["x", "y"]
-    obj = do_apply(obj, fin([]), "alice", now=T4)
+    bare = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+    obj = do_apply(obj, bare, "alice", now=T4)
     assert obj["metadata"]["finalizers"] == ["x", "y"]  # bob also holds x
-    obj = do_apply(obj, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}, "bob", now=T4)
-    assert "finalizers" not in obj["metadata"]
-    assert obj["metadata"]["name"] == "c"
+    assert set(entries(obj)) == {("bob", "Apply")}
+    obj = do_apply(obj, fin(["y"]), "bob", now=T4)
+    assert obj["metadata"]["finalizers"] == ["y"]  # nobody holds x any more
+    obj = do_apply(obj, bare, "bob", now=T4)
+    assert obj["metadata"] == {"name": "c"}  # the emptied list went too
 
 
 def test_atomic_list_is_one_leaf_and_conflicts_as_a_whole() -> None:
@@ -445,7 +449,7 @@ def test_duplicate_set_element_in_config_is_400() -> None:
 def test_foreign_fieldsv1_spelling_is_understood() -> None:
     """Keys spelled with spaces or in another order still name the same element."""
     pod_ports = [{"containerPort": 80, "protocol": "TCP", "name": "http"}]
-    live = {
+    live: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -486,9 +490,7 @@ def test_record_update_on_create_owns_every_field() -> None:
             "apiVersion": "v1",
             "time": T1,
             "fieldsType": "FieldsV1",
-            "fieldsV1": {"f:data": {".": {}, "f:a": {}}, "f:metadata": {"f:labels": {".": {}, "f:app": {}}}}
-            if False
-            else {"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:app": {}}}},
+            "fieldsV1": {"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:app": {}}}},
         }
     ]
 
@@ -592,13 +594,12 @@ def test_apply_without_manager_or_with_bad_metadata_is_400() -> None:
 
 def test_deep_objects_do_not_overflow_the_stack() -> None:
     deep: Any = "leaf"
-    for _ in range(3000):
+    for _ in range(600):  # well past _MAX_DEPTH; == below still fits the recursion limit
         deep = {"d": deep}
     cfg = {**cm(), "spec": deep}
     obj = do_apply(None, cfg, "m")
     assert do_apply(obj, cfg, "m", now=T2) == obj
-    changed = copy.deepcopy(obj)
-    changed["spec"] = {"d": "short"}
+    changed = {**obj, "spec": {"d": "short"}}
     out = do_update(obj, changed, "editor", now=T2)
     assert ("editor", "Update") in entries(out)
 
@@ -645,10 +646,7 @@ def test_property_reapply_is_a_no_op(spec: dict[str, Any]) -> None:
     second = do_apply(first, cfg, "m", now=T2)
     assert second == first
     # the applier owns exactly the leaves it sent (an empty map is a leaf)
-    if spec:
-        assert _owned_paths(fields(first, "m")) == {("spec",) + p for p in _leaf_paths(spec)}
-    else:
-        assert "managedFields" not in first["metadata"] or fields(first, "m") == {}
+    assert _owned_paths(fields(first, "m")) == {("spec",) + p for p in _leaf_paths(spec)}
 
 
 @settings(max_examples=200, deadline=None)
@@ -674,21 +672,45 @@ def test_property_update_owns_what_changed_and_nothing_stale(before: dict[str, A
     new = {**cm(), "spec": after}
     out = do_update(obj, new, "editor", now=T2)
     assert body(out) == new
-    present = {("spec",) + p for p in _leaf_paths(after)} if after else set()
     owned_by: dict[str, set[tuple[str, ...]]] = {
         e["manager"]: _owned_paths(e["fieldsV1"]) for e in out["metadata"].get("managedFields", [])
     }
     # every owned path exists in the object, and no path has two owners here
     for owned in owned_by.values():
-        assert owned <= present
+        assert all(_get(new, p) is not KeyError for p in owned)
     assert not (owned_by.get("applier", set()) & owned_by.get("editor", set()))
-    # the applier keeps exactly the leaves whose value did not change
-    unchanged = {("spec",) + p for p in _leaf_paths(before) if before} & present
-    kept = {p for p in unchanged if _get(before, p[1:]) == _get(after, p[1:])}
-    assert owned_by.get("applier", set()) == kept
+    # the editor owns exactly the leaves it added or changed
+    assert owned_by.get("editor", set()) == {
+        ("spec",) + p for p in _leaf_paths(after) if _get(before, p) != _get(after, p) and not _filled(before, after, p)
+    } | {
+        # a scalar that became a map: the node whose value changed is the editor's too
+        ("spec",) + p for p in _node_paths(after) if _get(before, p) is not KeyError and not isinstance(_get(before, p), dict)
+    }
+    # the applier keeps exactly the leaves whose value did not change (an owned
+    # empty map stays owned when someone fills it; emptying a map takes nothing)
+    assert owned_by.get("applier", set()) == {
+        ("spec",) + p for p in _leaf_paths(before) if _get(before, p) == _get(after, p) or _filled(before, after, p)
+    }
+
+
+def _node_paths(value: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths of the non-empty maps inside `value`."""
+    out: set[tuple[str, ...]] = set()
+    if isinstance(value, dict) and value:
+        out.add(prefix)
+        for k, v in value.items():
+            out |= _node_paths(v, prefix + (k,))
+    return out
+
+
+def _filled(before: dict[str, Any], after: dict[str, Any], path: tuple[str, ...]) -> bool:
+    """Maps on both sides, not both empty: compared key by key, never as one leaf."""
+    old, new = _get(before, path), _get(after, path)
+    return isinstance(old, dict) and isinstance(new, dict) and bool(old or new)
 
 
 def _get(value: Any, path: tuple[str, ...]) -> Any:
+    """The value at a path of field names, or KeyError (the class) when absent."""
     for key in path:
         if not isinstance(value, dict) or key not in value:
             return KeyError

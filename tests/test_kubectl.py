@@ -380,11 +380,6 @@ def test_patch_merge_and_json(kubectl: Kubectl) -> None:
     assert missing.returncode != 0 and "NotFound" in missing.stderr
 
 
-@pytest.mark.xfail(
-    reason="strategic merge patch is not supported yet: `kubectl patch` without --type sends "
-    "application/strategic-merge-patch+json and the server answers 415",
-    strict=True,
-)
 def test_patch_default_strategic(kubectl: Kubectl) -> None:
     kubectl.ok("create", "-f", kubectl.write("cm.yaml", CONFIGMAP_YAML))
     kubectl.ok("patch", "configmap", "from-file", "-p", '{"data":{"color":"red"}}')

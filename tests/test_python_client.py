@@ -136,12 +136,6 @@ def test_configmap_crud(core: client.CoreV1Api) -> None:
     assert "settings" not in names(core.list_namespaced_config_map(NS).items)
 
 
-@pytest.mark.xfail(
-    reason="strategic merge patch is not supported yet: the Python client sends a dict patch as "
-    "application/strategic-merge-patch+json and the server answers 415",
-    raises=ApiException,
-    strict=True,
-)
 def test_configmap_default_patch_is_strategic_merge(core: client.CoreV1Api) -> None:
     core.create_namespaced_config_map(NS, cm("smp", {"a": "1"}))
     patched = core.patch_namespaced_config_map("smp", NS, {"data": {"b": "2"}})

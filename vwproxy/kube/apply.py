@@ -22,7 +22,11 @@ in the set too, which is why `fieldsV1` shows `".":{}` inside it.
 
 What becomes a leaf: scalars, atomic lists (as a whole), set-list elements,
 empty maps and empty lists (so "I want this to be empty" is an opinion that can
-be owned and pruned), and anything `_MAX_DEPTH` elements down.
+be owned and pruned), and anything `_MAX_DEPTH` elements down. Comparing two
+versions of an object walks both: maps and keyed lists are compared member by
+member unless both sides are empty; anything else is one leaf, and a leaf whose
+shape changed (a map became a string, say) is modified together with every
+path that came or went beneath it.
 
 Apply: merge the configuration into the live object; the applier's set becomes
 exactly the configuration's leaves; fields it owned last time but no longer
@@ -52,7 +56,14 @@ Simplified relative to Kubernetes' structured-merge-diff (SMD)
   duplicate element is a 400 BadRequest (`failed to create typed patch object:
   <path>: ...`). Kubernetes answers these with a similar message.
 * No version conversion: `apiVersion` is recorded in each entry but paths are
-  compared as they are, whatever version a manager used.
+  compared as they are, whatever version a manager used. For the same reason
+  an Update entry is not split by apiVersion (Kubernetes keys Update managers
+  by version too): one entry per (manager, operation, subresource), the
+  latest writer's version recorded.
+* Conflicts count removed leaves as well as modified and added ones. SMD only
+  looks at modified and added, which is the same thing as long as a schema
+  fixes every field's type; here an apply that turns another manager's map
+  into a string would otherwise delete that manager's fields unasked.
 * `null` for a map member in an apply configuration is taken as "not
   specified" (dropped before anything else), rather than as a null value.
 * Map-list merge order: live elements keep their order; elements new in the
@@ -71,7 +82,11 @@ Simplified relative to Kubernetes' structured-merge-diff (SMD)
   client-supplied managedFields (record_update always derives them from `old`;
   whatever `new` carries is replaced), and managedFields of other types than
   FieldsV1 (such entries are dropped). Conflict order is deterministic (managers
-  sorted, paths sorted) where Kubernetes iterates a Go map.
+  sorted, paths sorted) where Kubernetes iterates a Go map. Manager names are
+  quoted as JSON strings where Go uses `%q` (identical for printable names).
+  In `fieldsV1`, `f:` members are sorted by name as in SMD, `k:` and `v:`
+  members by their JSON text (SMD compares the decoded values); JSON objects
+  compare equal whatever their order, so only byte-exact diffs could tell.
 
 Never tracked (never owned, never compared, never pruned): `apiVersion`,
 `kind` and metadata `name`, `namespace`, `uid`, `resourceVersion`,
@@ -320,23 +335,29 @@ def _skip(path: Path) -> bool:
 # Field sets, comparison, merge, prune
 
 
-def _field_set(value: Any, path: Path, fpath: Path, list_keys: ListKeys, out: set[Path]) -> None:
-    """Add the leaves of `value` (found at `path`) to `out`."""
+def _field_set(value: Any, path: Path, fpath: Path, list_keys: ListKeys, out: set[Path], nodes: bool = False) -> None:
+    """Add the leaves of `value` (found at `path`) to `out`; with `nodes`, every
+    path in it (for a subtree that goes away: a map owned while it was empty
+    and filled since must leave its owner's set as well)."""
     if len(path) < _MAX_DEPTH:
         if isinstance(value, dict) and value:
+            if nodes and path:
+                out.add(path)
             for key, child in value.items():
                 cpath = path + ("f:" + key,)
                 if not _skip(cpath):
-                    _field_set(child, cpath, fpath + (key,), list_keys, out)
+                    _field_set(child, cpath, fpath + (key,), list_keys, out, nodes)
             return
         if isinstance(value, list) and value:
             index = _list_index(value, fpath, list_keys)
             if index is not None:
+                if nodes and path:
+                    out.add(path)
                 keys, pes = index
                 for item, pe in zip(value, pes):
                     out.add(path + (pe,))
                     if keys:
-                        _field_set(item, path + (pe,), fpath, list_keys, out)
+                        _field_set(item, path + (pe,), fpath, list_keys, out, nodes)
                 return
     # The metadata map as a whole is never a leaf: owning it could prune it.
     if path and path != (_META,):
@@ -357,7 +378,7 @@ def _compare(old: Any, new: Any, path: Path, fpath: Path, list_keys: ListKeys, d
                 if key not in new:
                     cpath = path + ("f:" + key,)
                     if not _skip(cpath):
-                        _field_set(child, cpath, fpath + (key,), list_keys, diff.removed)
+                        _field_set(child, cpath, fpath + (key,), list_keys, diff.removed, nodes=True)
             for key, child in new.items():
                 cpath = path + ("f:" + key,)
                 if _skip(cpath):
@@ -378,7 +399,7 @@ def _compare(old: Any, new: Any, path: Path, fpath: Path, list_keys: ListKeys, d
                     if pe not in new_items:
                         diff.removed.add(path + (pe,))
                         if keys:
-                            _field_set(item, path + (pe,), fpath, list_keys, diff.removed)
+                            _field_set(item, path + (pe,), fpath, list_keys, diff.removed, nodes=True)
                 for pe, item in new_items.items():
                     if pe not in old_items:
                         diff.added.add(path + (pe,))
@@ -395,7 +416,7 @@ def _compare(old: Any, new: Any, path: Path, fpath: Path, list_keys: ListKeys, d
     diff.modified.add(path)
     before: set[Path] = set()
     after: set[Path] = set()
-    _field_set(old, path, fpath, list_keys, before)
+    _field_set(old, path, fpath, list_keys, before, nodes=True)
     _field_set(new, path, fpath, list_keys, after)
     diff.removed |= before - {path}
     diff.added |= after - {path}

@@ -69,7 +69,11 @@ def _operation(info: ResourceInfo, action: str, params: Iterable[str], body: boo
     if body:
         if action == "patch":
             schema: dict[str, Any] = {"type": "object"}
-            content_types = ["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"]
+            # kubectl apply sends a strategic merge patch only where this lists it, as Kubernetes
+            # lists it: for built-in kinds, never for custom resources.
+            content_types = ["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json"]
+            if not info.crd:
+                content_types.append("application/strategic-merge-patch+json")
         else:
             schema = {"$ref": f"#/components/schemas/{schema_name(info)}"}
             content_types = ["application/json", "application/yaml"]

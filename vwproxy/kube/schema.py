@@ -4,12 +4,14 @@ kube-apiserver runs three steps over every custom resource it decodes for a crea
 patch; `CRSchema` offers each one:
 
 * `prune(obj)`    drops every field the structural schema does not declare and returns their
-                  paths (`spec.unknown`, `spec.items[0].extra`, sorted), which the caller turns
-                  into `unknown field "..."` warnings or errors for `fieldValidation=Warn|Strict`.
+                  paths, sorted, in kube-apiserver's spelling (`spec.unknown`, `spec.items[0].extra`:
+                  no leading dot), which the caller turns into `unknown field "spec.unknown"`
+                  warnings or errors for `fieldValidation=Warn|Strict`.
 * `default(obj)`  fills in `default` values.
 * `validate(obj)` checks the object and answers one `Cause` per problem, for a 422 `Invalid`.
 
-`CRSchema(None)` (no schema; an empty `{}` counts as none too) accepts every object as it is.
+`CRSchema(None)` (no schema; an empty `{}` counts as none too) accepts every object as it is;
+`CRSchema.enabled` tells the two apart.
 
 Pruning, as kube-apiserver does it
   * A field that is neither in `properties` nor covered by `additionalProperties` is removed,
@@ -481,6 +483,11 @@ def _translate(node: Mapping[str, Any], root: bool = False) -> dict[str, Any]:
             out[_KW_LIST] = {"type": "map", "keys": list(keys)}
 
     # Objects.
+    required = node.get("required")
+    if isinstance(required, list):
+        names = [r for r in required if isinstance(r, str) and not (root and r == "metadata")]
+        if names:
+            out["required"] = list(dict.fromkeys(names))
     properties = node.get("properties")
     if isinstance(properties, Mapping):
         out["properties"] = {
@@ -488,11 +495,6 @@ def _translate(node: Mapping[str, Any], root: bool = False) -> dict[str, Any]:
             for k, v in properties.items()
             if isinstance(k, str) and isinstance(v, Mapping) and not (root and k == "metadata")
         }
-    required = node.get("required")
-    if isinstance(required, list):
-        names = [r for r in required if isinstance(r, str) and not (root and r == "metadata")]
-        if names:
-            out["required"] = list(dict.fromkeys(names))
     additional = node.get("additionalProperties")
     if isinstance(additional, Mapping):
         out["additionalProperties"] = _translate(additional)

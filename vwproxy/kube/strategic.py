@@ -28,8 +28,9 @@ Kubernetes `kubectl patch` tutorial, where the added container comes first),
 while `kubectl apply`, which always sends `$setElementOrder`, gets its
 manifest's order.
 
-Deliberate differences from the Go implementation, each a case where the Go
-code stores directive keys or `null`s verbatim or fails with a 500:
+Deliberate differences from the Go implementation, all in corners `kubectl`
+never produces, where Go stores directive keys or `null`s verbatim, drops
+data silently or fails with a 500:
 
 * a value the original lacks is still interpreted, not stored verbatim: nulls
   in it are dropped and directives inside it are applied against nothing, so
@@ -39,7 +40,10 @@ code stores directive keys or `null`s verbatim or fails with a 500:
 * `{"$patch": "replace"}` is honoured in any list; carrying other members it
   is rejected (Go drops those members silently);
 * `$setElementOrder` is ignored for non-merge lists (the patch list is the
-  new value there, already in the order the client wants).
+  new value there, already in the order the client wants);
+* `"$patch": "merge"` on a map is accepted as the default it names;
+* a field the kind does not declare is merged like any untagged field (Go's
+  struct lookup fails on it).
 
 Errors: a patch that is malformed on its own (not an object, an unknown
 directive, a directive of the wrong shape, a list element without its merge

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from vwproxy.kube import conversion, discovery, errors, negotiation, openapi, tables
+from vwproxy.kube import apply as ssa
+from vwproxy.kube import conversion, discovery, errors, managedfields, negotiation, openapi, strategic, tables
 from vwproxy.kube import patch as patching
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
@@ -32,7 +33,7 @@ from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.server import http
 from vwproxy.store.objects import StoredObject
-from vwproxy.store.shard import Shard
+from vwproxy.store.shard import Shard, WriteChecks
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,10 @@ MIN_WATCH_SECONDS = 1800
 # 100k-item list never sits in memory as one bytes object.
 LIST_CHUNK_ITEMS = 2000
 
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 _SINGLE_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL})
 _LIST_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL_LIST})
 _WATCH_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL, negotiation.PARTIAL_LIST})
 _DISCOVERY_TRANSFORMS = frozenset({negotiation.DISCOVERY})
-APPLY_PATCH = "application/apply-patch+yaml"
 
 
 def encoder_for(info: ResourceInfo) -> Callable[[StoredObject], bytes]:
@@ -86,6 +85,27 @@ def _bookmark_identity(info: ResourceInfo, rep: Representation) -> tuple[str, st
     if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
         return rep.api_version, "PartialObjectMetadata"
     return info.api_version, info.kind
+
+
+_FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+
+
+def _manager(request: Request, params: dict[str, str]) -> str:
+    return managedfields.manager_name(params.get("fieldManager"), request.headers.get("user-agent"))
+
+
+def _write_checks(params: dict[str, str]) -> WriteChecks:
+    value = params.get("fieldValidation") or "Warn"
+    if value not in _FIELD_VALIDATION:
+        raise errors.bad_request(f'fieldValidation parameter unsupported: "{value}", must be one of Ignore, Warn, Strict')
+    return WriteChecks(field_validation=value)
+
+
+def _warning_headers(checks: WriteChecks) -> dict[str, str] | None:
+    """Kubernetes `Warning` headers (RFC 7234 code 299) for what the write let through."""
+    if not checks.warnings:
+        return None
+    return {"Warning": ", ".join('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in checks.warnings)}
 
 
 def _dry_run(params: dict[str, str]) -> bool:
@@ -330,34 +350,77 @@ class ShardAPI:
     async def _create(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
         obj = http.decode_object(await http.read_body(request), http.media_type(request))
         self._check_identity(obj, target)
-        stored = self.shard.create(info, cluster, target.namespace, self._incoming(info, obj), _dry_run(params))
-        return http.json_response(encoder_for(info)(stored), 201)
+        checks = _write_checks(params)
+        obj = managedfields.track(info, None, obj, _manager(request, params))
+        stored = self.shard.create(info, cluster, target.namespace, self._incoming(info, obj), _dry_run(params), checks)
+        return http.json_response(encoder_for(info)(stored), 201, _warning_headers(checks))
 
     async def _update(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
         obj = http.decode_object(await http.read_body(request), http.media_type(request))
         self._check_identity(obj, target)
-        stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, obj), target.subresource, _dry_run(params))
-        return http.json_response(encoder_for(info)(stored))
+        checks = _write_checks(params)
+        current = self.shard.table(info.storage_key).get(cluster, target.namespace, target.name)
+        if current is not None:
+            obj = managedfields.track(info, orjson.loads(encoder_for(info)(current)), obj, _manager(request, params), target.subresource)
+        stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, obj), target.subresource, _dry_run(params), checks)
+        return http.json_response(encoder_for(info)(stored), 200, _warning_headers(checks))
 
     async def _patch(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
         content_type = http.media_type(request)
-        if content_type == STRATEGIC_MERGE_PATCH:
-            raise errors.StatusError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (strategic merge patch is not supported for {info.group_resource} yet)")
-        if content_type == APPLY_PATCH:
-            raise errors.StatusError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (server-side apply is not supported yet)")
-        patch = patching.parse_patch_body(await http.read_body(request), content_type)
+        if content_type == strategic.STRATEGIC_MERGE_PATCH and not strategic.supports(info.api_version, info.kind):
+            raise errors.StatusError(
+                415, "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (strategic merge patch is supported only for built-in kinds, not {info.group_resource})",
+            )
+        if content_type == ssa.APPLY_PATCH:
+            return await self._apply(request, info, cluster, target, params)
+        body = await http.read_body(request)
+        patch = patching.parse_patch_body(body, patching.MERGE_PATCH if content_type == strategic.STRATEGIC_MERGE_PATCH else content_type)
         self.shard.require_cluster(cluster)
         current = self.shard.get(info, cluster, target.namespace, target.name)
         served = orjson.loads(encoder_for(info)(current))
         if content_type == patching.JSON_PATCH:
             patched = patching.apply_json_patch(served, patch)
+        elif content_type == strategic.STRATEGIC_MERGE_PATCH:
+            patched = strategic.apply_strategic_merge_patch(served, patch, info.api_version, info.kind)
         else:
             patched = patching.apply_merge_patch(served, patch)
         if not isinstance(patched, dict):
             raise errors.StatusError(422, "Invalid", "the patched object is not a JSON object")
         self._check_identity(patched, target)
-        stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, patched), target.subresource, _dry_run(params))
-        return http.json_response(encoder_for(info)(stored))
+        checks = _write_checks(params)
+        patched = managedfields.track(info, served, patched, _manager(request, params), target.subresource)
+        stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, patched), target.subresource, _dry_run(params), checks)
+        return http.json_response(encoder_for(info)(stored), 200, _warning_headers(checks))
+
+    async def _apply(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
+        """Server-side apply: create the object if missing, else merge the configuration, tracking owners."""
+        manager = managedfields.manager_name(params.get("fieldManager"), None, required=True)
+        force = params.get("force", "").lower() in ("true", "1")
+        applied = http.decode_object(await http.read_body(request), http.YAML)
+        self._check_identity(applied, target)
+        for required in ("apiVersion", "kind"):
+            if not applied.get(required):
+                raise errors.bad_request(f"invalid object: {required} must be set in an apply configuration")
+        self.shard.require_cluster(cluster)
+        table = self.shard.table(info.storage_key)
+        current = table.get(cluster, target.namespace, target.name)
+        live = orjson.loads(encoder_for(info)(current)) if current is not None else None
+        wanted_rv = (applied.get("metadata") or {}).get("resourceVersion")
+        if wanted_rv and current is not None and str(wanted_rv) != str(current.rv):
+            raise errors.conflict(info.resource, target.name, info.group)
+        merged = managedfields.server_side_apply(info, live, applied, manager, force, target.subresource)
+        checks = _write_checks(params)
+        dry_run = _dry_run(params)
+        if current is None:
+            if target.subresource:
+                raise errors.not_found(info.resource, target.name, info.group)
+            merged.setdefault("metadata", {})["name"] = target.name
+            stored = self.shard.create(info, cluster, target.namespace, self._incoming(info, merged), dry_run, checks)
+            return http.json_response(encoder_for(info)(stored), 201, _warning_headers(checks))
+        merged.setdefault("metadata", {})["resourceVersion"] = str(current.rv)
+        stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, merged), target.subresource, dry_run, checks)
+        return http.json_response(encoder_for(info)(stored), 200, _warning_headers(checks))
 
     async def _delete(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
         body = await http.read_body(request)

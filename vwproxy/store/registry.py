@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
+from vwproxy.kube.schema import CRSchema
 
 CRD_STORAGE_KEY = "apiextensions.k8s.io/customresourcedefinitions"
 
@@ -53,9 +54,21 @@ class ResourceRegistry:
 
     def __init__(self) -> None:
         self._crds: dict[str, dict[str, list[ResourceInfo]]] = {}  # cluster → CRD name → infos
+        # Compiled schemas by the identity of the CRD version they came from (kept alive with it).
+        self._schemas: dict[int, tuple[dict[str, Any], CRSchema]] = {}
+
+    def schema_for(self, info: ResourceInfo) -> CRSchema:
+        cached = self._schemas.get(id(info.crd_version))
+        if cached is not None and cached[0] is info.crd_version:
+            return cached[1]
+        schema = CRSchema((info.crd_version.get("schema") or {}).get("openAPIV3Schema"))
+        self._schemas[id(info.crd_version)] = (info.crd_version, schema)
+        return schema
 
     def set_crd(self, cluster: str, name: str, crd: dict[str, Any] | None) -> None:
         per_cluster = self._crds.setdefault(cluster, {})
+        for old in per_cluster.get(name, []):
+            self._schemas.pop(id(old.crd_version), None)
         if crd is None:
             per_cluster.pop(name, None)
         else:

@@ -13,7 +13,7 @@ import builtins
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,14 @@ class ListResult:
     items: list[StoredObject]
     continue_token: str = ""
     remaining: int | None = None
+
+
+@dataclass
+class WriteChecks:
+    """How a write treats fields its schema does not know (`fieldValidation`), and what it warns about."""
+
+    field_validation: str = "Warn"  # Strict: 400; Warn: a Warning header; Ignore: silently pruned
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -470,13 +478,30 @@ class Shard:
                     info.resource, info.group,
                 )
 
-    def _validate(self, info: ResourceInfo, obj: Obj, name: str) -> None:
+    def _validate(self, info: ResourceInfo, obj: Obj, name: str, checks: WriteChecks | None = None) -> None:
         causes = validation.validate_metadata(obj["metadata"], strategy.name_rule(info), info.namespaced)
         causes += strategy.validate(info, obj)
+        if info.crd:
+            causes += self._schema_checks(info, obj, checks or WriteChecks())
         if causes:
             raise errors.invalid(info.kind, name, causes, info.group)
 
-    def create(self, info: ResourceInfo, cluster: str, namespace: str, obj: Obj, dry_run: bool = False) -> StoredObject:
+    def _schema_checks(self, info: ResourceInfo, obj: Obj, checks: WriteChecks) -> builtins.list[Cause]:
+        """A custom resource against its CRD schema: prune unknown fields, default, validate."""
+        schema = self.registry.schema_for(info)
+        if not schema.enabled:
+            return []
+        removed = schema.prune(obj)
+        if removed:
+            unknown = [f'unknown field "{path}"' for path in removed]
+            if checks.field_validation == "Strict":
+                raise errors.bad_request("strict decoding error: " + ", ".join(unknown))
+            if checks.field_validation != "Ignore":
+                checks.warnings.extend(unknown)
+        schema.default(obj)
+        return schema.validate(obj)
+
+    def create(self, info: ResourceInfo, cluster: str, namespace: str, obj: Obj, dry_run: bool = False, checks: WriteChecks | None = None) -> StoredObject:
         self._admit(info, cluster, namespace, creating=True)
         md = meta.metadata(obj)
         if not md.get("name") and isinstance(md.get("generateName"), str) and md["generateName"]:
@@ -502,7 +527,7 @@ class Shard:
         if info.status and info.crd:
             obj.pop("status", None)
         strategy.prepare_create(info, obj)
-        self._validate(info, obj, name or "")
+        self._validate(info, obj, name or "", checks)
         if self.table(info.storage_key).get(cluster, namespace, name) is not None:
             raise errors.already_exists(info.resource, name, info.group)
         tx = self.transaction(dry_run)
@@ -513,7 +538,10 @@ class Shard:
         tx.commit()
         return stored
 
-    def update(self, info: ResourceInfo, cluster: str, namespace: str, name: str, obj: Obj, subresource: str = "", dry_run: bool = False) -> StoredObject:
+    def update(
+        self, info: ResourceInfo, cluster: str, namespace: str, name: str, obj: Obj, subresource: str = "", dry_run: bool = False,
+        checks: WriteChecks | None = None,
+    ) -> StoredObject:
         self._admit(info, cluster, namespace, creating=False)
         current = self.get(info, cluster, namespace, name)
         old = current.decode()
@@ -528,8 +556,11 @@ class Shard:
             raise errors.conflict(info.resource, name, info.group, f"Precondition failed: UID in precondition: {wanted_uid}, UID in object meta: {old_md.get('uid')}")
         if subresource == "status":
             status = obj.get("status")
+            managed = md.get("managedFields")
             obj = dict(old)
             obj["metadata"] = dict(old_md)
+            if managed is not None:
+                obj["metadata"]["managedFields"] = managed
             if status is None:
                 obj.pop("status", None)
             else:
@@ -563,7 +594,7 @@ class Shard:
             added = set(md.get("finalizers") or []) - set(old_md.get("finalizers") or [])
             if added:
                 raise errors.invalid(info.kind, name, [Cause("FieldValueForbidden", "Forbidden: no new finalizers can be added if the object is being deleted", "metadata.finalizers")], info.group)
-        self._validate(info, obj, name)
+        self._validate(info, obj, name, checks)
         if _comparable(obj) == _comparable(old):
             return current  # a no-op update writes nothing, as in Kubernetes
         tx = self.transaction(dry_run)
