@@ -187,6 +187,41 @@ async def create_configmaps(base: str, jobs: list[tuple[int, int]], clients: int
         return time.perf_counter() - started
 
 
+APPLY = {"Content-Type": "application/apply-patch+yaml"}
+
+
+async def apply_configmaps(base: str, cluster: str, count: int, clients: int, revision: int) -> float:
+    """Server-side apply `count` configmaps (creating them, or changing them when revision > 0)."""
+
+    async def worker(session: aiohttp.ClientSession, j: int) -> None:
+        for i in range(j, count, clients):
+            body = configmap(0, i)
+            body["metadata"]["name"] = f"applied-{i:05d}"
+            body["data"]["revision"] = str(revision)
+            url = f"{base}/clusters/{cluster}/api/v1/namespaces/default/configmaps/applied-{i:05d}?fieldManager=bench"
+            async with session.patch(url, data=orjson.dumps(body), headers=APPLY) as r:
+                await _expect(r, 200 if revision else 201, f"apply configmap {i}")
+
+    async with _session(clients) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session, j) for j in range(clients)))
+        return time.perf_counter() - started
+
+
+async def create_named(base: str, cluster: str, count: int, clients: int) -> float:
+    async def worker(session: aiohttp.ClientSession, j: int) -> None:
+        for i in range(j, count, clients):
+            body = configmap(0, i)
+            body["metadata"]["name"] = f"created-{i:05d}"
+            async with session.post(f"{base}/clusters/{cluster}/api/v1/namespaces/default/configmaps", data=orjson.dumps(body), headers=JSON) as r:
+                await _expect(r, 201, f"create configmap {i}")
+
+    async with _session(clients) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session, j) for j in range(clients)))
+        return time.perf_counter() - started
+
+
 async def timed_lists(base: str, runs: int) -> tuple[list[float], bytes]:
     times = []
     body = b""
@@ -393,6 +428,18 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         if not exact or not in_order:
             results.ok = False
 
+        # (e) the apply path: server-side apply of K objects next to plain creates of K, same client.
+        k = args.apply_objects
+        cluster = cluster_name(0)
+        created_secs = await create_named(server.url, cluster, k, 1)
+        applied_secs = await apply_configmaps(server.url, cluster, k, 1, 0)
+        reapplied_secs = await apply_configmaps(server.url, cluster, k, 1, 1)
+        results.add(f"create {k} (1 client)", f"{_fmt_rate(k, created_secs)} objects/s", f"{created_secs:.2f} s")
+        results.add(f"server-side apply {k}, creating (1 client)", f"{_fmt_rate(k, applied_secs)} objects/s",
+                    f"{applied_secs:.2f} s; {applied_secs / created_secs:.2f}x the create time")
+        results.add(f"server-side apply {k}, changing one field", f"{_fmt_rate(k, reapplied_secs)} objects/s",
+                    f"{reapplied_secs:.2f} s; {reapplied_secs / created_secs:.2f}x the create time")
+
         # (d) memory.
         rss, hwm = server.rss_kib()
         results.add("server RSS at start", f"{rss0 / 1024:.1f} MiB")
@@ -428,12 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", type=int, default=None, help="configmaps per logical cluster (default 100; --quick: 50)")
     parser.add_argument("--updates", type=int, default=None, help="updates made while the watch is open (default 10000; --quick: 500)")
     parser.add_argument("--list-runs", type=int, default=None, help="wildcard list runs to take the median of (default 7; --quick: 3)")
+    parser.add_argument("--apply-objects", type=int, default=None, help="objects for the server-side apply comparison (default 1000; --quick: 100)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir and server log")
     args = parser.parse_args(argv)
     quick = args.quick
     args.clusters = args.clusters if args.clusters is not None else (4 if quick else 100)
     args.objects = args.objects if args.objects is not None else (50 if quick else 100)
+    args.apply_objects = args.apply_objects if args.apply_objects is not None else (100 if quick else 1000)
     args.updates = args.updates if args.updates is not None else (500 if quick else 10_000)
     args.list_runs = args.list_runs if args.list_runs is not None else (3 if quick else 7)
     if args.clusters < 1 or args.objects < 1 or args.updates < 1 or args.list_runs < 1:
