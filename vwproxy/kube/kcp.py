@@ -5,6 +5,7 @@ See kcp-reference.md section 4 (`kcp.io/cluster`, names) and section 5 (watch bo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
@@ -53,3 +54,52 @@ def new_logical_cluster_name(random_bytes: bytes) -> str:
     text = _base36(int.from_bytes(digest, "big"))
     # A SHA-224 number has up to 43 base36 digits; pad so leading zeros count, as kcp does.
     return text.rjust(43, "0")[:LOGICAL_CLUSTER_NAME_LENGTH]
+
+
+# -- hashes kcp puts in labels and statuses (kcp-reference.md sections 3 and 8.3) ---------------
+
+IDENTITY_SECRET_NAMESPACE = "kcp-system"
+IDENTITY_SECRET_KEY = "key"
+IDENTITY_ANNOTATION = "apis.kcp.io/identity"
+EXPORT_LABEL = "internal.apis.kcp.io/export"
+CLAIMED_LABEL_PREFIX = "claimed.internal.apis.kcp.io/"
+INITIALIZER_LABEL_PREFIX = "initializer.internal.kcp.io/"
+TERMINATOR_LABEL_PREFIX = "terminator.internal.kcp.io/"
+PHASE_LABEL = "tenancy.kcp.io/phase"
+SKIP_ENDPOINT_SLICE_ANNOTATION = "apiexports.apis.kcp.io/skip-endpointslice"
+
+_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def identity_hash(key: str) -> str:
+    """An APIExport's identity: lowercase hex SHA-256 of the key text as stored (not decoded)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_identity_key(random_bytes: bytes) -> str:
+    """32 random bytes, base64url without padding (43 characters), as kcp generates them."""
+    return base64.urlsafe_b64encode(random_bytes).decode().rstrip("=")
+
+
+def base62(data: bytes) -> str:
+    number = int.from_bytes(data, "big")
+    digits = ""
+    while number:
+        number, rest = divmod(number, 62)
+        digits = _BASE62[rest] + digits
+    return digits or "0"
+
+
+def base62_sha224(text: str | bytes) -> str:
+    return base62(hashlib.sha224(text.encode() if isinstance(text, str) else text).digest())
+
+
+def export_label_value(export_cluster: str, export_name: str) -> str:
+    """`internal.apis.kcp.io/export` on every APIBinding to that export."""
+    return base62_sha224(f"{export_cluster}:{export_name}")
+
+
+def lifecycle_label(prefix: str, owner: str) -> tuple[str, str]:
+    """(key, value) of the initializer or terminator label for `<cluster>:<WorkspaceType>`."""
+    digest = hashlib.sha224(owner.encode()).hexdigest()
+    return prefix + digest[:35], digest
