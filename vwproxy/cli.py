@@ -9,12 +9,16 @@ from importlib import resources
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from vwproxy.control.manifests import ManifestError, load_folder
-from vwproxy.control.seed import seed_workspaces
+from vwproxy.server.app import ServeApp
+from vwproxy.server.auth_middleware import require_bearer_token
 from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, build_shard_app
 from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, Shard
 from vwproxy.store.sqlite import StorageError
+from vwproxy.upstream.backends import BackendConfigError, load_backends
+from vwproxy.upstream.client import BackendClient
 
 log = logging.getLogger("vwproxy")
 
@@ -45,7 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--external-url", default="", help="the URL clients use to reach this server (default: the listen address)")
     shard = sub.add_parser("shard", help="run the embedded shard alone (a Kubernetes API for many logical clusters)")
     _shard_options(shard, DEFAULT_SHARD_PORT, ".vwproxy-shard")
+    auth = shard.add_mutually_exclusive_group()
+    auth.add_argument("--token", default="", help="require 'Authorization: Bearer TOKEN' (visible in the process list: prefer --token-file)")
+    auth.add_argument("--token-file", type=Path, default=None, help="require the bearer token read from this file")
     return parser
+
+
+def _shard_token(args: argparse.Namespace) -> str:
+    """The bearer token the shard requires ("" for none), from --token or --token-file."""
+    if args.token_file is not None:
+        try:
+            token = str(args.token_file.read_text()).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"vwproxy: --token-file {args.token_file}: cannot read: {exc.__class__.__name__}") from None
+        if not token:
+            raise SystemExit(f"vwproxy: --token-file {args.token_file}: the file is empty")
+        return token
+    token = str(args.token).strip()
+    if args.token and not token:
+        raise SystemExit("vwproxy: --token must not be blank")
+    return token
 
 
 def _open_shard(args: argparse.Namespace) -> Shard:
@@ -74,35 +97,34 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "shard":
+        token = _shard_token(args)
         shard = _open_shard(args)
         log.info("embedded shard: %s, revision %d, serving on http://%s:%d", shard.data_dir, shard.revision, args.host, args.port)
+        app: ASGIApp = build_shard_app(shard, args.bookmark_interval)
+        if token:
+            log.info("requests need a bearer token (health endpoints excepted)")
+            app = require_bearer_token(app, token)
         try:
-            _run(build_shard_app(shard, args.bookmark_interval), args)
+            _run(app, args)
         finally:
             shard.close()
         return 0
     config = args.config or example_topology()
     try:
         manifests = load_folder(config)
-    except ManifestError as exc:
+        backends = load_backends(config)
+    except (ManifestError, BackendConfigError) as exc:
         print(f"vwproxy: {exc}", file=sys.stderr)
         return 2
     shard = _open_shard(args)
     external = args.external_url.rstrip("/") or f"http://{args.host}:{args.port}"
+    clients = {name: BackendClient(backend) for name, backend in backends.items()}
+    log.info("vwproxy on %s: config %s, %d manifests, backends: %s", external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
     try:
-        clusters = seed_workspaces(shard, manifests, external)
-    except ManifestError as exc:
-        print(f"vwproxy: {exc}", file=sys.stderr)
-        return 2
-    for path, name in sorted(clusters.items()):
-        log.info("workspace %s → logical cluster %s (%s/clusters/%s)", path, name, external, path)
-    log.info("serving on %s", external)
-    try:
-        _run(build_shard_app(shard, args.bookmark_interval), args)
+        _run(ServeApp(shard, external, manifests, clients, args.bookmark_interval), args)
     finally:
         shard.close()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

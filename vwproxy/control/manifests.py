@@ -13,10 +13,14 @@ class ManifestError(Exception):
     """A manifest that cannot be used; the message names the file, document and field."""
 
 
+BACKENDS_FILE = "backends.yaml"  # the backends, read by vwproxy.upstream.backends; not a manifest
+
+
 @dataclass(frozen=True)
 class Manifest:
     source: str  # "file.yaml#2" (document index within the file, from 1)
     obj: dict[str, Any]
+    folder: str = "root"  # the sub-folder it came from (a workspace path), or root
 
     @property
     def api_version(self) -> str:
@@ -32,12 +36,14 @@ class Manifest:
 
 
 def load_folder(folder: Path) -> list[Manifest]:
-    """Every object in the `*.yaml`/`*.yml` files of `folder`, in file-name order."""
+    """Every object in the `*.yaml`/`*.yml` files of `folder` and its sub-folders, in name order."""
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a directory")
     out: list[Manifest] = []
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file() and p.name != BACKENDS_FILE)
     for path in files:
+        sub = path.parent.relative_to(folder).parts
+        where_folder = sub[0] if sub else "root"
         try:
             documents = list(yaml.safe_load_all(path.read_text()))
         except yaml.YAMLError as exc:
@@ -56,5 +62,8 @@ def load_folder(folder: Path) -> list[Manifest]:
             md = doc.get("metadata")
             if not isinstance(md, dict) or not isinstance(md.get("name"), str) or not md["name"]:
                 raise ManifestError(f"{where}: field metadata.name is required")
-            out.append(Manifest(where, doc))
+            annotations = md.get("annotations")
+            if annotations is not None and (not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values())):
+                raise ManifestError(f"{where}: field metadata.annotations must map strings to strings")
+            out.append(Manifest(where, doc, where_folder))
     return out

@@ -1,47 +1,97 @@
-"""Seeding workspaces into the embedded shard: a logical cluster per Workspace, kcp-named.
+"""Applying a folder of kcp manifests at start: workspaces first, then what lives in them.
 
-A Workspace in `root` gets a 16-character logical cluster name once, recorded in its
-`spec.cluster`; restarting finds it again by the Workspace object, so names are stable.
+An object goes to the workspace named by its `kcp.io/path` annotation, else by the name of the
+sub-folder it is in (`root:provider/…`), else to `root`. Objects that exist are updated to the
+manifest (a server-side apply as manager `vwproxy-seed`), so a restart with the same folder
+changes nothing and a changed folder is applied over what is there.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import Any
+from collections.abc import Iterable
 
 from vwproxy.control.manifests import Manifest, ManifestError
-from vwproxy.kube.kcp import ROOT_CLUSTER, new_logical_cluster_name
-from vwproxy.store.shard import Shard
+from vwproxy.control.plane import ControlPlane
+from vwproxy.kube import errors, managedfields
+from vwproxy.kube.kcp import PATH_ANNOTATION, ROOT_CLUSTER, is_workspace_path
+from vwproxy.kube.resources import ResourceInfo
 
-WORKSPACES = ("tenancy.kcp.io/v1alpha1", "Workspace")
+SEED_MANAGER = "vwproxy-seed"
+
+# Apply order: what later kinds need must exist first.
+_PHASES: tuple[tuple[str, ...], ...] = (
+    ("Workspace",),
+    ("WorkspaceType", "Namespace", "APIResourceSchema", "Secret", "CustomResourceDefinition"),
+    ("APIExport",),
+    ("APIBinding",),
+)
 
 
-def seed_workspaces(shard: Shard, manifests: list[Manifest], external_url: str) -> dict[str, str]:
-    """Create the Workspaces (children of root) and their logical clusters; returns path → name."""
-    info = shard.resolve(ROOT_CLUSTER, "tenancy.kcp.io", "v1alpha1", "workspaces")
-    out: dict[str, str] = {}
-    for manifest in manifests:
-        if (manifest.api_version, manifest.kind) != WORKSPACES:
-            continue
-        name = manifest.name
-        path = f"{ROOT_CLUSTER}:{name}"
-        existing = shard.table(info.storage_key).get(ROOT_CLUSTER, "", name)
-        if existing is not None:
-            cluster = str((existing.decode().get("spec") or {}).get("cluster", ""))
-            if not cluster:
-                raise ManifestError(f"{manifest.source}: Workspace {name} exists without spec.cluster")
+def target_path(manifest: Manifest) -> str:
+    annotations = (manifest.obj.get("metadata") or {}).get("annotations") or {}
+    if isinstance(annotations, dict) and isinstance(annotations.get(PATH_ANNOTATION), str):
+        return str(annotations[PATH_ANNOTATION])
+    folder = manifest.folder
+    return folder if folder == ROOT_CLUSTER or is_workspace_path(folder) else ROOT_CLUSTER
+
+
+def _phase(manifest: Manifest) -> int:
+    for index, kinds in enumerate(_PHASES):
+        if manifest.kind in kinds:
+            return index
+    return len(_PHASES)
+
+
+def _info_for(control: ControlPlane, cluster: str, manifest: Manifest) -> ResourceInfo:
+    group, _, version = manifest.api_version.rpartition("/")
+    for info in control.shard.resources(cluster):
+        if info.group == group and info.version == version and info.kind == manifest.kind:
+            return info
+    raise ManifestError(f"{manifest.source}: apiVersion {manifest.api_version} kind {manifest.kind} is not served in workspace {target_path(manifest)}")
+
+
+def apply_manifest(control: ControlPlane, manifest: Manifest) -> None:
+    path = target_path(manifest)
+    cluster = control.store.resolve_path(path)
+    if cluster is None:
+        raise ManifestError(f"{manifest.source}: workspace {path} does not exist (declare its Workspace in the config folder)")
+    info = _info_for(control, cluster, manifest)
+    body = dict(manifest.obj)
+    md = dict(body.get("metadata") or {})
+    annotations = {k: v for k, v in (md.get("annotations") or {}).items() if k != PATH_ANNOTATION}
+    md["annotations"] = annotations
+    if not annotations:
+        del md["annotations"]
+    namespace = str(md.get("namespace") or ("default" if info.namespaced else ""))
+    if info.namespaced:
+        md["namespace"] = namespace
+    body["metadata"] = md
+    shard = control.shard
+    current = shard.table(info.storage_key).get(cluster, namespace, str(md["name"]))
+    try:
+        live = current.decode() if current is not None else None
+        merged = managedfields.server_side_apply(info, live, body, SEED_MANAGER, force=True)
+        if current is None:
+            shard.create(info, cluster, namespace, merged)
         else:
-            cluster = new_logical_cluster_name(secrets.token_bytes(32))
-            body: dict[str, Any] = dict(manifest.obj)
-            body["spec"] = {**(body.get("spec") or {}), "cluster": cluster, "URL": f"{external_url}/clusters/{path}"}
-            shard.create(info, ROOT_CLUSTER, "", body)
-        if not shard.cluster_exists(cluster):
-            shard.create_logical_cluster(cluster, path=path)
-        stored = shard.table(info.storage_key).get(ROOT_CLUSTER, "", name)
-        assert stored is not None
-        ws = stored.decode()
-        if (ws.get("status") or {}).get("phase") != "Ready":
-            ws["status"] = {"phase": "Ready"}
-            shard.update(info, ROOT_CLUSTER, "", name, ws, subresource="status")
-        out[path] = cluster
-    return out
+            merged["metadata"]["resourceVersion"] = str(current.rv)
+            shard.update(info, cluster, namespace, str(md["name"]), merged)
+        if info.status and isinstance(manifest.obj.get("status"), dict):
+            stored = shard.get(info, cluster, namespace, str(md["name"])).decode()
+            shard.update(info, cluster, namespace, str(md["name"]), {**stored, "status": manifest.obj["status"]}, "status")
+    except errors.StatusError as exc:
+        raise ManifestError(f"{manifest.source}: {exc.message}") from None
+
+
+async def seed(control: ControlPlane, manifests: Iterable[Manifest]) -> None:
+    """Apply `manifests` in dependency order, letting the reconcilers settle after each phase."""
+    ordered = sorted(manifests, key=lambda m: (_phase(m), target_path(m).count(":"), m.source))
+    control.enqueue_all()
+    await control.drain()
+    phase = -1
+    for manifest in ordered:
+        if _phase(manifest) != phase or manifest.kind == "Workspace":
+            await control.drain()
+            phase = _phase(manifest)
+        apply_manifest(control, manifest)
+    await control.drain()

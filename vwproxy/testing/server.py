@@ -21,13 +21,17 @@ T = TypeVar("T")
 class ServerThread:
     """uvicorn serving `app` on 127.0.0.1 (a free port unless given) until `stop()`."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any = None, host: str = "127.0.0.1", port: int = 0, app_factory: Callable[[str], Any] | None = None) -> None:
+        """Serve `app`, or the app `app_factory(url)` builds once the URL (the bound port) is known."""
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
         # without it Nagle and delayed ACKs cost ~40 ms per request on a kept-alive connection.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
+        if app_factory is not None:
+            app = app_factory(f"http://{self.host}:{self.port}")
+        self.app = app
         config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=f"vwproxy-server-{self.port}", daemon=True)

@@ -1,0 +1,201 @@
+"""The control plane through the real HTTP front: workspaces, exports, identities, endpoint
+slices, bindings and workspace types as kcp objects, on the example topology."""
+
+from __future__ import annotations
+
+import hashlib
+import base64
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from vwproxy.testing.proxy import RunningProxy
+
+KCP = "/apis/apis.kcp.io/v1alpha2"
+WAIT_SECONDS = 10.0
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
+    with RunningProxy(tmp_path / "data") as running:
+        assert running.settle()
+        yield running
+
+
+@pytest.fixture
+def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+        yield client
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+    """Poll `check` until it returns something truthy (bounded): reconcilers run asynchronously."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def test_example_workspaces_exist_with_kcp_names(proxy: RunningProxy, front: httpx.Client) -> None:
+    names = {}
+    for ws in ("provider", "rival", "consumer-1", "consumer-2", "consumer-3", "consumer-4"):
+        obj = front.get(f"/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/{ws}").json()
+        cluster = obj["spec"]["cluster"]
+        assert len(cluster) == 16 and cluster.isalnum() and cluster == cluster.lower()
+        assert obj["status"]["phase"] == "Ready"
+        assert obj["spec"]["URL"] == f"{proxy.url}/clusters/root:{ws}"
+        lc = front.get(f"/clusters/{cluster}/apis/core.kcp.io/v1alpha1/logicalclusters/cluster").json()
+        assert lc["metadata"]["annotations"]["kcp.io/path"] == f"root:{ws}"
+        assert lc["status"]["phase"] == "Ready" and lc["metadata"]["labels"]["tenancy.kcp.io/phase"] == "Ready"
+        assert lc["spec"]["owner"]["name"] == ws and lc["spec"]["owner"]["cluster"] == "root"
+        assert front.get(f"/clusters/root:{ws}/api/v1/namespaces/default").status_code == 200
+        names[ws] = cluster
+    assert len(set(names.values())) == 6
+
+
+def test_export_identity_is_the_hash_of_its_secret(front: httpx.Client) -> None:
+    hashes = []
+    for ws in ("provider", "rival"):
+        export = front.get(f"/clusters/root:{ws}{KCP}/apiexports/widgets").json()
+        secret = front.get(f"/clusters/root:{ws}/api/v1/namespaces/kcp-system/secrets/widgets").json()
+        key = base64.b64decode(secret["data"]["key"]).decode()
+        assert len(key) == 43
+        assert export["status"]["identityHash"] == hashlib.sha256(key.encode()).hexdigest()
+        assert conditions(export)["IdentityValid"] == "True"
+        hashes.append(export["status"]["identityHash"])
+    assert hashes[0] != hashes[1], "two exports of the same resource have different identities"
+
+
+def test_endpoint_slice_url_and_binding_status(proxy: RunningProxy, front: httpx.Client) -> None:
+    provider = proxy.cluster_of("root:provider")
+    slice_obj = front.get(f"/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
+    assert slice_obj["status"]["endpoints"] == [{"url": f"{proxy.url}/services/apiexport/{provider}/widgets"}]
+    assert slice_obj["spec"]["export"] == {"path": "root:provider", "name": "widgets"}
+    assert slice_obj["metadata"]["ownerReferences"][0]["kind"] == "APIExport"
+    identity = front.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"]
+    binding = front.get(f"/clusters/root:consumer-1{KCP}/apibindings/widgets").json()
+    assert binding["status"]["apiExportClusterName"] == provider
+    assert binding["status"]["boundResources"] == [{
+        "group": "example.dev", "resource": "widgets",
+        "schema": {"name": "v1alpha1.widgets.example.dev", "UID": binding["status"]["boundResources"][0]["schema"]["UID"], "identityHash": identity},
+        "storageVersions": ["v1alpha1"],
+    }]
+    assert conditions(binding)["Ready"] == "True" and conditions(binding)["InitialBindingCompleted"] == "True"
+    v1 = front.get(f"/clusters/root:consumer-1/apis/apis.kcp.io/v1alpha1/apibindings/widgets").json()
+    assert v1["apiVersion"] == "apis.kcp.io/v1alpha1" and v1["status"]["apiExportClusterName"] == provider
+
+
+def test_bound_resources_are_served_in_consumers(front: httpx.Client) -> None:
+    widgets = front.get("/clusters/root:consumer-1/apis/example.dev/v1alpha1/namespaces/default/widgets").json()["items"]
+    assert sorted(w["metadata"]["name"] for w in widgets) == ["blue", "red"]
+    crd = front.get("/clusters/root:consumer-1/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.dev").json()
+    assert crd["metadata"]["annotations"]["apis.kcp.io/identity"]
+    assert front.get("/clusters/root:provider/apis/example.dev/v1alpha1/namespaces/default/widgets").status_code == 404
+
+
+def test_workspace_type_virtual_workspace_urls(proxy: RunningProxy, front: httpx.Client) -> None:
+    wst = front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspacetypes/universal").json()
+    assert wst["status"]["virtualWorkspaces"] == [
+        {"url": f"{proxy.url}/services/initializingworkspaces/root:universal", "type": "initializing"},
+        {"url": f"{proxy.url}/services/terminatingworkspaces/root:universal", "type": "terminating"},
+    ]
+
+
+def test_live_workspace_and_binding_lifecycle(proxy: RunningProxy, front: httpx.Client) -> None:
+    created = front.post("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces", json={"metadata": {"name": "late"}})
+    assert created.status_code == 201
+    eventually(lambda: front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/late").json().get("status", {}).get("phase") == "Ready", "workspace late Ready")
+    assert front.get("/clusters/root:late/api/v1/namespaces/default").status_code == 200
+    provider = proxy.cluster_of("root:provider")
+
+    binding = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "w"}, "spec": {"reference": {"export": {"path": "root:provider", "name": "widgets"}}}}
+    assert front.post(f"/clusters/root:late{KCP}/apibindings", json=binding).status_code == 201
+    got = eventually(lambda: conditions(front.get(f"/clusters/root:late{KCP}/apibindings/w").json()).get("Ready") == "True", "binding Ready")
+    assert got
+    path = "/clusters/root:late/apis/example.dev/v1alpha1/namespaces/default/widgets"
+    made = front.post(path, json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "n"}, "spec": {}})
+    assert made.status_code == 201 and made.json()["spec"] == {"size": 1}, "the bound schema's defaults apply"
+    assert front.delete(f"/clusters/root:late{KCP}/apibindings/w").status_code == 200
+    eventually(lambda: front.get(path).status_code == 404, "unbound resource no longer served")
+    slice_obj = front.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
+    assert slice_obj["status"]["endpoints"][0]["url"].endswith(f"/services/apiexport/{provider}/widgets"), "other bindings keep the URL"
+
+
+def test_slice_is_empty_until_the_first_binding(proxy: RunningProxy, front: httpx.Client) -> None:
+    export = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIExport", "metadata": {"name": "lonely"}, "spec": {"resources": [
+        {"group": "example.dev", "name": "widgets", "schema": "v1alpha1.widgets.example.dev", "storage": {"crd": {}}}]}}
+    assert front.post(f"/clusters/root:provider{KCP}/apiexports", json=export).status_code == 201
+    slice_path = "/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/lonely"
+    slice_obj = eventually(lambda: (r := front.get(slice_path)).status_code == 200 and conditions(r.json()).get("APIExportValid") == "True" and r.json(), "slice created")
+    assert "endpoints" not in slice_obj["status"]
+    front.post("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces", json={"metadata": {"name": "fan"}})
+    eventually(lambda: front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/fan").json().get("status", {}).get("phase") == "Ready", "workspace fan Ready")
+    binding = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "lonely"}, "spec": {"reference": {"export": {"path": "root:provider", "name": "lonely"}}}}
+    front.post(f"/clusters/root:fan{KCP}/apibindings", json=binding)
+    urls = eventually(lambda: front.get(slice_path).json()["status"].get("endpoints"), "slice endpoints")
+    assert urls == [{"url": f"{proxy.url}/services/apiexport/{proxy.cluster_of('root:provider')}/lonely"}]
+
+
+def test_second_identity_for_the_same_resource_is_refused(front: httpx.Client) -> None:
+    binding = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "rival-widgets"}, "spec": {"reference": {"export": {"path": "root:rival", "name": "widgets"}}}}
+    assert front.post(f"/clusters/root:consumer-1{KCP}/apibindings", json=binding).status_code == 201
+
+    def refused() -> dict[str, Any] | None:
+        obj = front.get(f"/clusters/root:consumer-1{KCP}/apibindings/rival-widgets").json()
+        ready = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+        return ready[0] if ready and ready[0]["status"] == "False" else None
+
+    ready = eventually(refused, "conflicting binding refused")
+    assert ready["reason"] == "NamingConflicts" and "widgets.example.dev" in ready["message"]
+    assert conditions(front.get(f"/clusters/root:consumer-1{KCP}/apibindings/widgets").json())["Ready"] == "True"
+
+
+def test_binding_to_a_missing_export_says_so(front: httpx.Client) -> None:
+    binding = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "ghost"}, "spec": {"reference": {"export": {"path": "root:nowhere", "name": "ghost"}}}}
+    front.post(f"/clusters/root:consumer-2{KCP}/apibindings", json=binding)
+
+    def reason() -> str:
+        obj = front.get(f"/clusters/root:consumer-2{KCP}/apibindings/ghost").json()
+        return next((c.get("message", "") for c in obj.get("status", {}).get("conditions", []) if c["type"] == "APIExportValid" and c["status"] == "False"), "")
+
+    assert "root:nowhere:ghost not found" in eventually(reason, "APIExportValid False")
+
+
+def test_restart_converges_to_the_same_state(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with RunningProxy(data) as first:
+        assert first.settle()
+        provider = first.cluster_of("root:provider")
+        with httpx.Client(base_url=first.url) as client:
+            before = client.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"]
+            client.delete("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets")
+    with RunningProxy(data) as second:
+        assert second.settle()
+        assert second.cluster_of("root:provider") == provider, "logical cluster names are stable"
+        with httpx.Client(base_url=second.url) as client:
+            assert client.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"] == before
+            slice_obj = client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
+            assert slice_obj["status"]["endpoints"] == [{"url": f"{second.url}/services/apiexport/{provider}/widgets"}]
+            assert len(client.get("/clusters/root:consumer-3/apis/example.dev/v1alpha1/namespaces/default/widgets").json()["items"]) == 2
+
+
+def test_bad_manifest_names_file_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "bad.yaml").write_text("apiVersion: tenancy.kcp.io/v1alpha1\nkind: Workspace\nmetadata: {}\n")
+    from vwproxy.control.manifests import ManifestError
+
+    with pytest.raises(ManifestError, match=r"bad\.yaml#1: field metadata\.name is required"):
+        RunningProxy(tmp_path / "data", config)

@@ -1,0 +1,236 @@
+"""The control plane: a work queue of objects to reconcile, fed by every shard commit.
+
+Commits enqueue the keys they affect; one task drains the queue and runs the reconcilers, which
+write back to the shard (their own commits enqueue more, until nothing changes). A reconciler
+that fails is retried with backoff; the rest of the queue goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from vwproxy.control.objects import API_BINDINGS, CRDS, LOGICAL_CLUSTERS, ControlStore, Obj
+from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
+from vwproxy.kube import errors, kcp
+from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
+from vwproxy.kube import watch as wire
+from vwproxy.store.objects import ChangeEvent
+from vwproxy.store.shard import Shard
+from vwproxy.upstream.client import BackendClient
+
+log = logging.getLogger(__name__)
+
+# Backoff for a reconciler that failed (a backend down, a conflict): long enough not to spin,
+# short enough that a returning backend is picked up quickly.
+RETRY_DELAY_SECONDS = 2.0
+# A commit storm (a seed, a deletecollection) settles before the queue is drained.
+MAX_ROUNDS_PER_CONVERGE = 50
+
+Key = tuple[str, ...]
+
+_KEYS_BY_STORAGE = {
+    "tenancy.kcp.io/workspaces": "workspace",
+    "tenancy.kcp.io/workspacetypes": "workspacetype",
+    "core.kcp.io/logicalclusters": "logicalcluster",
+    "apis.kcp.io/apiexports": "export",
+    "apis.kcp.io/apiexportendpointslices": "slice",
+    "apis.kcp.io/apibindings": "binding",
+    "apis.kcp.io/apiresourceschemas": "schema",
+    "/secrets": "secret",
+    "apiextensions.k8s.io/customresourcedefinitions": "crd",
+}
+
+
+class ControlPlane:
+    """Runs the reconcilers for everything in the embedded shard."""
+
+    def __init__(self, shard: Shard, external_url: str, clients: Mapping[str, BackendClient] | None = None) -> None:
+        self.shard = shard
+        self.store = ControlStore(shard)
+        self.clients = dict(clients or {})
+        self.reconcilers = Reconcilers(self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients))
+        self._pending: dict[Key, Obj | None] = {}
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        shard.on_commit.append(self._on_commit)
+
+    # -- what a commit affects -----------------------------------------------------------------
+
+    def enqueue(self, key: Key, last_state: Obj | None = None) -> None:
+        if key not in self._pending or last_state is not None:
+            self._pending[key] = last_state
+        self._idle.clear()
+        self._wakeup.set()
+
+    def enqueue_all(self) -> None:
+        for storage_key, kind in _KEYS_BY_STORAGE.items():
+            if kind in ("secret", "crd", "schema"):
+                continue
+            for obj in self.shard.table(storage_key).ordered(None):
+                self._enqueue_for(kind, obj.cluster, obj.namespace, obj.name, None)
+
+    def _on_commit(self, events: list[ChangeEvent]) -> None:
+        for event in events:
+            kind = _KEYS_BY_STORAGE.get(event.storage_key)
+            if kind is None:
+                continue
+            last = event.obj.decode() if event.type == wire.DELETED and kind == "binding" else None
+            self._enqueue_for(kind, event.obj.cluster, event.obj.namespace, event.obj.name, last)
+
+    def _enqueue_for(self, kind: str, cluster: str, namespace: str, name: str, last_state: Obj | None) -> None:
+        if kind in ("workspace", "workspacetype", "export", "slice"):
+            self.enqueue((kind, cluster, name))
+        elif kind == "logicalcluster":
+            self.enqueue(("logicalcluster", cluster))
+        elif kind == "binding":
+            self.enqueue(("binding", cluster, name), last_state)
+            state = last_state or self.store.get(API_BINDINGS, cluster, name) or {}
+            export_cluster = (state.get("status") or {}).get("apiExportClusterName")
+            export_name = (((state.get("spec") or {}).get("reference") or {}).get("export") or {}).get("name")
+            if export_cluster and export_name:
+                self.enqueue(("export", str(export_cluster), str(export_name)))
+        elif kind == "secret" and namespace == kcp.IDENTITY_SECRET_NAMESPACE:
+            self.enqueue(("export", cluster, name))
+        elif kind in ("schema", "crd"):
+            for binding_cluster, binding in self.store.all(API_BINDINGS, None if kind == "schema" else cluster):
+                self.enqueue(("binding", binding_cluster, binding["metadata"]["name"]))
+        if kind == "export":
+            for binding_cluster, binding in self.store.all(API_BINDINGS):
+                ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
+                if ref.get("name") == name:
+                    self.enqueue(("binding", binding_cluster, binding["metadata"]["name"]))
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def _reconcile(self, key: Key, last_state: Obj | None) -> None:
+        r = self.reconcilers
+        kind = key[0]
+        if kind == "workspace":
+            r.reconcile_workspace(key[1], key[2])
+        elif kind == "workspacetype":
+            r.reconcile_workspace_type(key[1], key[2])
+        elif kind == "logicalcluster":
+            r.reconcile_logical_cluster(key[1])
+        elif kind == "export":
+            r.reconcile_export(key[1], key[2])
+        elif kind == "slice":
+            r.reconcile_endpoint_slice(key[1], key[2])
+        elif kind == "binding":
+            await r.reconcile_binding(key[1], key[2], last_state)
+
+    async def drain(self) -> int:
+        """Reconcile until the queue is empty (or a bounded number of rounds); returns failures left."""
+        failed: dict[Key, Obj | None] = {}
+        for _ in range(MAX_ROUNDS_PER_CONVERGE):
+            if not self._pending:
+                break
+            batch, self._pending = self._pending, {}
+            for key, last in batch.items():
+                try:
+                    await self._reconcile(key, last)
+                except errors.StatusError as exc:
+                    log.info("reconciling %s: %s (will retry)", "/".join(key), exc)
+                    failed[key] = last
+                except Exception:
+                    log.exception("reconciling %s failed (will retry)", "/".join(key))
+                    failed[key] = last
+        for key, last in failed.items():
+            self._pending.setdefault(key, last)
+        return len(failed)
+
+    async def run(self) -> None:
+        """The control loop: drain on every wake-up, retry failures after a delay."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            failures = await self.drain()
+            if failures:
+                await asyncio.sleep(RETRY_DELAY_SECONDS)
+                self._wakeup.set()
+            elif not self._pending:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    # -- backends --------------------------------------------------------------------------------
+
+    def backend_of(self, cluster: str) -> str:
+        lc = self.store.stored(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
+        if lc is None:
+            return EMBEDDED_BACKEND
+        annotations = (lc.decode()["metadata"].get("annotations") or {})
+        return str(annotations.get(BACKEND_ANNOTATION) or EMBEDDED_BACKEND)
+
+    def client_for(self, cluster: str) -> BackendClient | None:
+        backend = self.backend_of(cluster)
+        if backend == EMBEDDED_BACKEND:
+            return None
+        client = self.clients.get(backend)
+        if client is None:
+            raise errors.service_unavailable(f'backend "{backend}" of logical cluster {cluster} is not configured')
+        return client
+
+    async def _read_crd(self, cluster: str, name: str) -> Obj | None:
+        client = self.client_for(cluster)
+        if client is None:
+            return self.store.get(CRDS, cluster, name)
+        resp = await client.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", [], {}, b"")
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise errors.service_unavailable(f"reading CRD {name} from the backend failed: HTTP {resp.status}")
+        found: Obj = orjson.loads(resp.body)
+        return found
+
+    async def _write_crd(self, cluster: str, name: str, crd: Obj | None) -> None:
+        client = self.client_for(cluster)
+        existing = await self._read_crd(cluster, name)
+        if client is None:
+            if crd is None:
+                if existing is not None:
+                    self.store.delete(CRDS, cluster, name)
+            elif existing is None:
+                self.store.create(CRDS, cluster, crd)
+            elif _differs(existing, crd):
+                self.store.update(CRDS, cluster, {**existing, "metadata": {**existing["metadata"], **_merged_annotations(existing, crd)}, "spec": crd["spec"]})
+            return
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if crd is None:
+            if existing is not None:
+                resp = await client.request("DELETE", f"{path}/{name}", [], headers, b"")
+                if resp.status not in (200, 202, 404):
+                    raise errors.service_unavailable(f"removing CRD {name} from the backend failed: HTTP {resp.status}")
+            return
+        if existing is None:
+            resp = await client.request("POST", path, [], headers, orjson.dumps(crd))
+        elif _differs(existing, crd):
+            body = {**existing, "metadata": {**existing["metadata"], **_merged_annotations(existing, crd)}, "spec": crd["spec"]}
+            resp = await client.request("PUT", f"{path}/{name}", [], headers, orjson.dumps(body))
+        else:
+            return
+        if resp.status not in (200, 201):
+            raise errors.service_unavailable(f"installing CRD {name} in the backend failed: HTTP {resp.status}: {resp.body[:200]!r}")
+
+
+def _merged_annotations(existing: Obj, wanted: Obj) -> dict[str, Any]:
+    return {"annotations": {**(existing["metadata"].get("annotations") or {}), **(wanted["metadata"].get("annotations") or {})}}
+
+
+def _differs(existing: Obj, wanted: Obj) -> bool:
+    annotations = existing["metadata"].get("annotations") or {}
+    if any(annotations.get(k) != v for k, v in (wanted["metadata"].get("annotations") or {}).items()):
+        return True
+    have, want = existing.get("spec") or {}, wanted.get("spec") or {}
+    return any(have.get(k) != v for k, v in want.items())

@@ -1,0 +1,82 @@
+"""`vwproxy serve` as one ASGI app: the front over the embedded shard, the control plane, seeding."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from vwproxy.control.manifests import Manifest
+from vwproxy.control.objects import WORKSPACES
+from vwproxy.control.plane import ControlPlane
+from vwproxy.control.seed import seed
+from vwproxy.server.front import Front
+from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, build_shard_app
+from vwproxy.store.shard import Shard
+from vwproxy.upstream.client import BackendClient
+
+log = logging.getLogger(__name__)
+
+
+class ServeApp:
+    """Starts the control plane and applies the manifests on startup; routes requests through the front."""
+
+    def __init__(
+        self,
+        shard: Shard,
+        external_url: str,
+        manifests: Sequence[Manifest] = (),
+        clients: dict[str, BackendClient] | None = None,
+        bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
+        services: Any = None,
+    ) -> None:
+        self.shard = shard
+        self.clients = clients or {}
+        self.control = ControlPlane(shard, external_url, self.clients)
+        self.manifests = list(manifests)
+        self.front = Front(build_shard_app(shard, bookmark_interval, close_on_shutdown=False), self.control, services)
+        self._loop_task: asyncio.Task[None] | None = None
+        self.startup_error: Exception | None = None
+
+    async def startup(self) -> None:
+        await seed(self.control, self.manifests)
+        for cluster, ws in self.control.store.all(WORKSPACES):
+            path = f"{self.control.store.path_of(cluster)}:{ws['metadata']['name']}"
+            log.info("workspace %s: logical cluster %s, %s", path, (ws.get("spec") or {}).get("cluster", "?"), (ws.get("spec") or {}).get("URL", ""))
+        self._loop_task = asyncio.create_task(self.control.run(), name="vwproxy-control-plane")
+
+    async def shutdown(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for client in self.clients.values():
+            await client.aclose()
+        self.shard.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.front(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # reported to uvicorn, which exits before listening
+                    self.startup_error = exc
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

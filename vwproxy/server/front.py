@@ -1,0 +1,149 @@
+"""The front: one URL for every workspace, as kcp's front proxy, plus the virtual workspaces.
+
+`/clusters/<path-or-name>/…` is a workspace. Its control-plane groups (`apis.kcp.io`,
+`core.kcp.io`, `tenancy.kcp.io`) and everything of an `embedded` workspace are served by the
+embedded shard in-process; the rest of a `kube`-backed workspace is forwarded to its backend with
+the proxy's credentials for it, and comes back with `kcp.io/cluster` stamped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from vwproxy.control.plane import ControlPlane
+from vwproxy.kube import discovery, errors
+from vwproxy.kube.kcp import KCP_GROUPS, WILDCARD_CLUSTER, is_logical_cluster_name
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster
+from vwproxy.server import http
+from vwproxy.upstream import stamp
+from vwproxy.upstream.client import BackendClient
+
+log = logging.getLogger(__name__)
+
+ASGIApp = Any
+
+_RELAYED_RESPONSE_HEADERS = ("content-type", "warning", "audit-id", "retry-after")
+
+
+class Front:
+    """An ASGI app routing workspace requests to the embedded shard or a workspace's backend."""
+
+    def __init__(self, shard_app: ASGIApp, control: ControlPlane, services: ASGIApp | None = None) -> None:
+        self.shard_app = shard_app
+        self.control = control
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.shard_app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        try:
+            if path.startswith("/services/") or path == "/services":
+                if self.services is None:
+                    raise errors.path_not_found()
+                await self.services(scope, receive, send)
+                return
+            if not path.startswith("/clusters/"):
+                await self.shard_app(scope, receive, send)  # /healthz, /version, and root's API
+                return
+            segment, rest = split_cluster(path, allow_paths=True)
+            cluster = segment if segment == WILDCARD_CLUSTER else self._resolve(segment)
+            if cluster == WILDCARD_CLUSTER or self._served_by_shard(cluster, rest):
+                await self._to_shard(scope, receive, send, cluster, rest)
+                return
+            response = await self._forward(Request(scope, receive), cluster, rest)
+        except errors.StatusError as exc:
+            response = http.status_response(exc)
+        await response(scope, receive, send)
+
+    def _resolve(self, segment: str) -> str:
+        if is_logical_cluster_name(segment):
+            return segment
+        cluster = self.control.store.resolve_path(segment)
+        if cluster is None:
+            raise errors.StatusError(404, "NotFound", f'workspace "{segment}" not found', {"name": segment, "group": "tenancy.kcp.io", "kind": "workspaces"})
+        return cluster
+
+    def _served_by_shard(self, cluster: str, rest: str) -> bool:
+        if self.control.client_for(cluster) is None:
+            return True
+        try:
+            target = parse_api_path(rest)
+        except errors.StatusError:
+            return True
+        if isinstance(target, DiscoveryPath):
+            return target.what in ("group", "groupversion") and target.group in KCP_GROUPS
+        return target.group in KCP_GROUPS
+
+    async def _to_shard(self, scope: Scope, receive: Receive, send: Send, cluster: str, rest: str) -> None:
+        inner = dict(scope)
+        inner["path"] = f"/clusters/{cluster}{rest}"
+        inner["raw_path"] = inner["path"].encode()
+        await self.shard_app(inner, receive, send)
+
+    async def _forward(self, request: Request, cluster: str, rest: str) -> Response:
+        client = self.control.client_for(cluster)
+        assert client is not None
+        body = await http.read_body(request)
+        if body and http.media_type(request) in (http.JSON, "application/merge-patch+json", "application/strategic-merge-patch+json"):
+            body = stamp.strip_cluster_annotation(body)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("accept", "content-type", "user-agent")}
+        query = request.url.query
+        target = parse_api_path(rest) if rest.strip("/") else None
+        if isinstance(target, DiscoveryPath) and target.what == "apis":
+            return await self._merged_groups(client, cluster, headers)
+        if isinstance(target, DiscoveryPath) and target.what == "api":
+            headers["accept"] = "application/json"  # aggregated discovery is not merged across the two
+        watching = isinstance(target, ResourcePath) and (target.legacy_watch or _query_flag(query, "watch"))
+        if watching:
+            upstream = await client.stream(request.method, rest, query, headers, body)
+            if upstream.status != 200:
+                payload = b"".join([chunk async for chunk in upstream.chunks()])
+                await upstream.aclose()
+                return Response(payload, upstream.status, headers=_relayed(upstream.headers))
+
+            async def lines() -> AsyncIterator[bytes]:
+                try:
+                    async for line in upstream.lines():
+                        if line.strip():
+                            yield stamp.stamp_watch_line(line, cluster) + b"\n"
+                finally:
+                    await upstream.aclose()
+
+            return StreamingResponse(lines(), 200, headers=_relayed(upstream.headers))
+        resp = await client.request(request.method, rest, query, headers, body)
+        payload = resp.body
+        if 200 <= resp.status < 300:
+            payload = stamp.stamp_object(payload, cluster)
+        return Response(payload, resp.status, headers=_relayed(resp.headers))
+
+    async def _merged_groups(self, client: BackendClient, cluster: str, headers: dict[str, str]) -> Response:
+        """The backend's API groups plus the control-plane groups this workspace has in the shard."""
+        resp = await client.request("GET", "/apis", "", {**headers, "accept": "application/json"}, b"")
+        if resp.status != 200:
+            return Response(resp.body, resp.status, headers=_relayed(resp.headers))
+        backend_groups = orjson.loads(resp.body)
+        kcp = discovery.api_group_list([r for r in self.control.shard.resources(cluster) if r.group in KCP_GROUPS])
+        names = {g.get("name") for g in backend_groups.get("groups") or []}
+        backend_groups["groups"] = list(backend_groups.get("groups") or []) + [g for g in kcp["groups"] if g["name"] not in names]
+        return http.object_response(backend_groups)
+
+
+def _query_flag(query: str, name: str) -> bool:
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            return value.lower() in ("true", "1", "t", "yes", "y", "on")
+    return False
+
+
+def _relayed(headers: Any) -> dict[str, str]:
+    return {k: v for k, v in dict(headers).items() if k.lower() in _RELAYED_RESPONSE_HEADERS}
