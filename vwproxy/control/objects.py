@@ -13,7 +13,7 @@ from vwproxy.kube import errors, managedfields
 from vwproxy.kube.meta import now_rfc3339
 from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME, PATH_ANNOTATION, ROOT_CLUSTER, is_logical_cluster_name
 from vwproxy.kube.resources import ResourceInfo
-from vwproxy.store.objects import StoredObject
+from vwproxy.core.objects import StoredObject
 from vwproxy.store.shard import Shard
 
 Obj = dict[str, Any]

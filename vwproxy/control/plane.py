@@ -19,7 +19,7 @@ from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Re
 from vwproxy.kube import errors, kcp
 from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
 from vwproxy.kube import watch as wire
-from vwproxy.store.objects import ChangeEvent
+from vwproxy.core.objects import ChangeEvent
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
 

@@ -32,7 +32,7 @@ from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, spli
 from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.server import http
-from vwproxy.store.objects import StoredObject
+from vwproxy.core.objects import StoredObject
 from vwproxy.store.shard import Shard, WriteChecks
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from vwproxy.kube import errors
 from vwproxy.kube.resources import ResourceInfo
-from vwproxy.store.objects import StoredObject
+from vwproxy.core.objects import StoredObject
 
 if TYPE_CHECKING:
     from vwproxy.store.shard import Shard

@@ -29,7 +29,7 @@ from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, NOT_OLDER_
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector, LabelSelector
 from vwproxy.store import gc, strategy
-from vwproxy.store.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, owner_uids
+from vwproxy.core.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.store.watchers import Watcher

@@ -12,7 +12,7 @@ from collections import deque
 
 from vwproxy.kube import watch as wire
 from vwproxy.kube.selectors import FieldSelector, LabelSelector
-from vwproxy.store.objects import ChangeEvent, Encoder, StoredObject
+from vwproxy.core.objects import ChangeEvent, Encoder, StoredObject
 
 # Undelivered frames a watcher may hold before it is cut off. Large enough to absorb a burst
 # of writes (a deletecollection of a few thousand objects), small enough to bound memory.
