@@ -6,10 +6,8 @@ watches across every logical cluster. Paths without a `/clusters/` prefix addres
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import random
 import time
 from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
@@ -24,14 +22,13 @@ from starlette.routing import Route
 from vwproxy.kube import apply as ssa
 from vwproxy.kube import conversion, discovery, errors, managedfields, negotiation, openapi, strategic, tables
 from vwproxy.kube import patch as patching
-from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
 from vwproxy.kube.listoptions import ListOptions, parse_list_options
 from vwproxy.kube.negotiation import Representation
 from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster
 from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
-from vwproxy.server import http
+from vwproxy.server import http, watchstream
 from vwproxy.core.objects import StoredObject
 from vwproxy.store.shard import Shard, WriteChecks
 
@@ -40,9 +37,6 @@ log = logging.getLogger(__name__)
 # Periodic BOOKMARKs keep a watcher's resume point fresh; kube-apiserver sends them about
 # once a minute, and clients treat a silent stream as healthy for far longer.
 DEFAULT_BOOKMARK_INTERVAL = 60.0
-# A watch without timeoutSeconds ends after a random 30-60 minutes, as kube-apiserver does
-# (--min-request-timeout=1800), so reconnects of many clients do not line up.
-MIN_WATCH_SECONDS = 1800
 # Items per chunk of a streamed list body: big enough to amortise the send, small enough that a
 # 100k-item list never sits in memory as one bytes object.
 LIST_CHUNK_ITEMS = 2000
@@ -291,33 +285,10 @@ class ShardAPI:
         except errors.StatusError as exc:
             if exc.code != 410:
                 raise
-            # kube-apiserver answers a too-old watch with 200 and one in-stream ERROR event.
-            return Response(wire.error_frame(exc.to_status()), media_type=http.JSON)
-        timeout = opts.timeout_seconds if opts.timeout_seconds else random.uniform(MIN_WATCH_SECONDS, 2 * MIN_WATCH_SECONDS)
-        interval = self.bookmark_interval
-
-        async def frames() -> AsyncIterator[bytes]:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            next_bookmark = loop.time() + interval
-            try:
-                while True:
-                    now = loop.time()
-                    if now >= deadline:
-                        return
-                    wait = min(deadline, next_bookmark) - now if opts.allow_bookmarks else deadline - now
-                    batch = watcher.drain() if not watcher.idle else await watcher.wait(max(wait, 0.0))
-                    if batch:
-                        yield b"".join(batch)
-                    if watcher.closed:
-                        return
-                    if opts.allow_bookmarks and loop.time() >= next_bookmark and watcher.idle:
-                        yield wire.bookmark_frame(bookmark_version, bookmark_kind, shard.revision)
-                        next_bookmark = loop.time() + interval
-            finally:
-                shard.stop_watch(info, watcher)
-
-        return StreamingResponse(frames(), media_type=http.JSON)
+            return watchstream.expired_watch(exc)
+        return watchstream.stream_watch(
+            watcher, opts, (bookmark_version, bookmark_kind), lambda: shard.revision, lambda: shard.stop_watch(info, watcher), self.bookmark_interval
+        )
 
     # -- writes --------------------------------------------------------------------------------
 
