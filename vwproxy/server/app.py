@@ -8,13 +8,18 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 from starlette.types import Receive, Scope, Send
 
 from vwproxy.control.manifests import Manifest
 from vwproxy.control.objects import WORKSPACES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
+from vwproxy.kube import errors
+from vwproxy.server import http
 from vwproxy.server.front import Front
+from vwproxy.server.vw.apiexport import PREFIX, APIExportVirtualWorkspace
+from vwproxy.server.vw.hub import ViewHub
 from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, build_shard_app
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
@@ -38,9 +43,20 @@ class ServeApp:
         self.clients = clients or {}
         self.control = ControlPlane(shard, external_url, self.clients)
         self.manifests = list(manifests)
-        self.front = Front(build_shard_app(shard, bookmark_interval, close_on_shutdown=False), self.control, services)
+        shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False)
+        self.hub = ViewHub(shard, self.control.store)
+        # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
+        self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
+        self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, bookmark_interval)
+        self.front = Front(shard_app, self.control, services or self._services)
         self._loop_task: asyncio.Task[None] | None = None
         self.startup_error: Exception | None = None
+
+    async def _services(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"].startswith(PREFIX):
+            await self.apiexport(scope, receive, send)
+            return
+        await http.status_response(errors.path_not_found())(scope, receive, send)
 
     async def startup(self) -> None:
         await seed(self.control, self.manifests)
@@ -56,6 +72,7 @@ class ServeApp:
                 await self._loop_task
         for client in self.clients.values():
             await client.aclose()
+        await self.embedded.aclose()
         self.shard.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

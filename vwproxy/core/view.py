@@ -1,0 +1,406 @@
+"""A view: the merged watch cache of one resource over many logical clusters and backends.
+
+Reflectors (one per backend and resource) feed a view what the backends say: single changes
+from their watches (`upsert`, `delete`), a whole cluster's list after a 410 or on engagement
+(`replace_cluster`), and disengagement (`drop_cluster`). The view turns each into ChangeEvents
+stamped with the next proxy RV from the process-wide `RVSequence` (DESIGN.md decision 2), keeps
+the current objects and a bounded history of events, and serves lists (selectors, paging over
+consistent snapshots, `resourceVersion` semantics), watch replay and RV translation for writes
+with the same semantics as the embedded shard (`vwproxy.store.shard`).
+
+Every object is held as bytes with `metadata.resourceVersion` = its proxy RV and
+`annotations["kcp.io/cluster"]` = its logical cluster, encoded once when it is ingested; list
+items and watch frames reuse those bytes (decision 3). Pure: no I/O, no asyncio, no threads. A
+view is used from one thread (the server's event loop), so there is no locking.
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from vwproxy.core.history import EventHistory, TooOld
+from vwproxy.core.objects import ChangeEvent, ObjectKey, ResourceTable, StoredObject, owner_uids
+from vwproxy.core.rv import RVSequence
+from vwproxy.kube import errors
+from vwproxy.kube import watch as wire
+from vwproxy.kube.kcp import CLUSTER_ANNOTATION
+from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, ContinueToken, ListOptions, decode_continue, encode_continue
+from vwproxy.kube.selectors import FieldSelector, LabelSelector
+
+Obj = dict[str, Any]
+
+# Events kept per view for watch resumption, as the embedded shard keeps per resource: at a few
+# hundred bytes of shared references each, ~10k events cost a few MB and cover minutes of churn
+# across thousands of workspaces; a watcher that falls further behind relists (410 Expired).
+DEFAULT_HISTORY = 10_000
+# Paged-list snapshots kept for continue tokens, and for how long. kube-apiserver's tokens last
+# until etcd compacts (about five minutes), so clients expect minutes; the count bounds memory
+# when many clients page at once (a snapshot shares the objects, it costs a list of references).
+SNAPSHOT_CACHE_SIZE = 1_000
+SNAPSHOT_TTL_SECONDS = 300.0
+
+# The field labels a field selector may name on a view's objects (kube's generic GetAttrs):
+# exported resources are custom resources, which support only these two.
+SUPPORTED_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
+
+_CONFLICT_STALE = "the object has been modified; please apply your changes to the latest version and try again"
+_CONFLICT_UNKNOWN = "the object is not known (it may have been deleted); please read it again and retry"
+
+
+@dataclass
+class ListResult:
+    """One page of a list: its RV, the items, and where the next page starts."""
+
+    rv: int
+    items: list[StoredObject]
+    continue_token: str = ""
+    remaining: int | None = None
+
+
+class SnapshotCache:
+    """A small LRU cache whose entries expire a fixed time after they were stored.
+
+    Holds the matched items of paged lists so that continue tokens page a consistent snapshot.
+    `cachetools` would do, but `core` stays dependency-free; the clock is injectable for tests.
+    """
+
+    def __init__(self, max_size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_size < 1 or ttl <= 0:
+            raise ValueError("a snapshot cache needs room for one entry and a positive TTL")
+        self._max_size = max_size
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, list[StoredObject]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> list[StoredObject] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, items: list[StoredObject]) -> None:
+        now = self._clock()
+        self._entries[key] = (now + self._ttl, items)
+        self._entries.move_to_end(key)
+        # Least recently used first: drop the expired ones at the front, then any over the size.
+        # An expired entry further back is dropped when it is next looked up or reaches the front.
+        while self._entries:
+            oldest_key, (expires, _) = next(iter(self._entries.items()))
+            if expires > now and len(self._entries) <= self._max_size:
+                break
+            del self._entries[oldest_key]
+
+
+class View:
+    """The merged cache of ONE resource (e.g. widgets.example.dev of one export identity)."""
+
+    def __init__(
+        self,
+        seq: RVSequence,
+        group: str,
+        resource: str,
+        history_size: int = DEFAULT_HISTORY,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        snapshot_cache_size: int = SNAPSHOT_CACHE_SIZE,
+        snapshot_ttl: float = SNAPSHOT_TTL_SECONDS,
+    ) -> None:
+        self.seq = seq
+        self.group = group
+        self.resource = resource
+        self.storage_key = f"{group}/{resource}"
+        self._table = ResourceTable()
+        # Backend RVs of the held objects, per cluster so a disengagement drops them in one go.
+        self._backend_rvs: dict[str, dict[ObjectKey, str]] = {}
+        self._engaged: set[str] = set()
+        # Starting the history at the sequence's current RV makes every older RV "too old":
+        # this view cannot say what happened before it existed.
+        self._history: EventHistory[ChangeEvent] = EventHistory(history_size, seq.current)
+        self._snapshots = SnapshotCache(snapshot_cache_size, snapshot_ttl, clock)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def clusters(self) -> set[str]:
+        """The logical clusters the view covers (engaged by a relist or holding objects)."""
+        return set(self._engaged)
+
+    @property
+    def current_rv(self) -> int:
+        """The newest proxy RV this view issued, or the sequence's current when it was created."""
+        return self._history.newest_rv
+
+    @property
+    def compacted_rv(self) -> int:
+        """RVs below this are too old to replay or to list exactly (410)."""
+        return self._history.compacted
+
+    def __len__(self) -> int:
+        return self._table.count()
+
+    def get(self, cluster: str, namespace: str, name: str) -> StoredObject | None:
+        return self._table.get(cluster, namespace, name)
+
+    def backend_rv(self, cluster: str, namespace: str, name: str) -> str | None:
+        """The backend's resourceVersion of the object as held, for translating preconditions."""
+        return self._backend_rvs.get(cluster, {}).get((namespace, name))
+
+    def translate_precondition(self, cluster: str, namespace: str, name: str, proxy_rv: str) -> str:
+        """The backend RV to send for a client's precondition on `proxy_rv`.
+
+        Only the held version's proxy RV translates; any other RV is stale (or was never
+        issued for this object), so the write would fail at the backend anyway: answer 409
+        here without the round trip.
+        """
+        held = self.get(cluster, namespace, name)
+        backend = self.backend_rv(cluster, namespace, name)
+        if held is None or backend is None:
+            raise errors.conflict(self.resource, name, self.group, _CONFLICT_UNKNOWN)
+        if proxy_rv != str(held.rv):
+            raise errors.conflict(self.resource, name, self.group, _CONFLICT_STALE)
+        return backend
+
+    def since(self, rv: int) -> builtins.list[ChangeEvent]:
+        """The events after `rv`, for a watch resuming there; `TooOld` if some were forgotten."""
+        return self._history.since(rv)
+
+    def check_fields(self, fields: FieldSelector) -> None:
+        for name in sorted(fields.field_names()):
+            if name not in SUPPORTED_FIELDS:
+                raise errors.bad_request(f"field label not supported: {name}")
+
+    def initial_events(self, cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector) -> builtins.list[StoredObject]:
+        """The current objects a new watch (watch-list, or `resourceVersion` "" / "0") starts with."""
+        self.check_fields(fields)
+        return _matching(self._table.ordered(cluster, namespace), labels, fields)
+
+    def list(self, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
+        """One page of a list, with the embedded shard's semantics.
+
+        `resourceVersion` "" and "0" read the current state (waiting for the backends, for "",
+        is the caller's business). `NotOlderThan` N: the current state, or 504 if N was never
+        issued. `Exact` N (also N with `limit` and no match, the legacy paging form): the state at
+        N, rebuilt from the history, 410 if the history no longer reaches back to N.
+        """
+        self.check_fields(opts.fields)
+        if opts.continue_token:
+            return self._continue_list(cluster, namespace, opts)
+        rv = opts.rv_number
+        # The view is complete up to the sequence's current RV: every event of this view with a
+        # lower RV has been ingested, since ingestion draws and appends in one step. So an RV
+        # another view issued since this one's last event is not "too large" here.
+        newest_issued = self.seq.current
+        if rv > newest_issued:
+            raise errors.too_large_resource_version(rv, newest_issued)
+        exact = opts.match == EXACT or (opts.match == "" and opts.limit > 0 and rv > 0)
+        current = self.current_rv
+        if exact and rv > 0 and rv < current:
+            source: Iterable[StoredObject] = self._state_at(rv, cluster, namespace)
+            list_rv = rv
+        else:
+            source = self._table.ordered(cluster, namespace)
+            # The state is the same at every RV from the last event to the newest issued, so a
+            # requested RV in that range is what the list is "at" (NotOlderThan and Exact alike).
+            list_rv = max(current, rv)
+        matched = _matching(source, opts.labels, opts.fields)
+        return self._page(matched, list_rv, opts.limit, 0)
+
+    def _state_at(self, rv: int, cluster: str | None, namespace: str) -> builtins.list[StoredObject]:
+        """The objects as they were at `rv`, rebuilt by undoing the newer events."""
+        try:
+            newer = self._history.since(rv)
+        except TooOld:
+            raise errors.expired(f"The resourceVersion for the provided list is too old. Requested {rv}.") from None
+        state = {obj.sort_key: obj for obj in self._table.ordered(cluster, namespace)}
+        for event in reversed(newer):
+            obj = event.obj
+            if (cluster is not None and obj.cluster != cluster) or (namespace and obj.namespace != namespace):
+                continue
+            if event.type == wire.ADDED:
+                state.pop(obj.sort_key, None)
+            elif event.prev is not None:
+                state[obj.sort_key] = event.prev
+        return [state[key] for key in sorted(state)]
+
+    def _page(self, matched: builtins.list[StoredObject], list_rv: int, limit: int, offset: int, snapshot: str = "") -> ListResult:
+        end = offset + limit if limit else len(matched)
+        items = matched[offset:end]
+        if end >= len(matched):
+            return ListResult(list_rv, items)
+        if not snapshot:
+            # Random, not a counter: a token from another view or an earlier run must never name
+            # a snapshot here by accident.
+            snapshot = secrets.token_urlsafe(12)
+            self._snapshots.put(snapshot, matched)
+        token = ContinueToken(list_rv, items[-1].sort_key, snapshot, end)
+        return ListResult(list_rv, items, encode_continue(token), len(matched) - end)
+
+    def _continue_list(self, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
+        token = decode_continue(opts.continue_token)
+        if token.snapshot:
+            matched = self._snapshots.get(token.snapshot)
+            if matched is None:
+                inconsistent = encode_continue(ContinueToken(0, token.start))
+                raise errors.expired(CONTINUE_EXPIRED_MESSAGE, list_continue=inconsistent)
+            return self._page(matched, token.rv, opts.limit, token.offset, token.snapshot)
+        # An inconsistent continuation: the current state after the last key returned.
+        source = (obj for obj in self._table.ordered(cluster, namespace) if obj.sort_key > token.start)
+        return self._page(_matching(source, opts.labels, opts.fields), self.current_rv, opts.limit, 0)
+
+    # -- ingesting -------------------------------------------------------------------------
+
+    def upsert(self, cluster: str, obj: Obj, backend_rv: str) -> builtins.list[ChangeEvent]:
+        """A backend's object as of `backend_rv`: ADDED, MODIFIED, or nothing if unchanged.
+
+        Unchanged means byte-identical to the held object apart from the RVs; its backend RV is
+        still recorded, so preconditions translate to what the backend now holds. An object
+        that comes back with another uid was deleted and re-created behind the view's back:
+        that is DELETED then ADDED, as a watcher of the backend would have seen it.
+        """
+        self._engaged.add(cluster)
+        return self._upsert(cluster, obj, backend_rv, [])
+
+    def delete(self, cluster: str, namespace: str, name: str, backend_rv: str) -> builtins.list[ChangeEvent]:
+        """The backend deleted an object: DELETED with its last state at the new proxy RV.
+
+        The object's backend RV is forgotten with it (a deleted object has no precondition to
+        translate); `backend_rv` is taken so that reflectors hand over every change alike. An
+        object the view does not hold (already deleted, or never engaged) produces nothing.
+        """
+        events: builtins.list[ChangeEvent] = []
+        held = self._table.get(cluster, namespace, name)
+        if held is not None:
+            self._remove(held, events)
+        return events
+
+    def replace_cluster(self, cluster: str, objects: builtins.list[tuple[Obj, str]]) -> builtins.list[ChangeEvent]:
+        """A fresh list of one cluster (after a 410, or on engagement) replaces what is held.
+
+        The difference becomes events in (namespace, name) order: DELETED for what is gone,
+        ADDED/MODIFIED for what is new or changed, nothing for what is unchanged. Several
+        backend changes the view missed collapse into one state change per object.
+        """
+        self._engaged.add(cluster)
+        incoming: dict[ObjectKey, tuple[Obj, str]] = {}
+        for obj, backend_rv in objects:
+            incoming[_key_of(obj)] = (obj, backend_rv)  # a duplicate key: the later one wins
+        held_keys = set(self._backend_rvs.get(cluster, {}))
+        events: builtins.list[ChangeEvent] = []
+        for key in sorted(held_keys | set(incoming)):
+            if key in incoming:
+                obj, backend_rv = incoming[key]
+                self._upsert(cluster, obj, backend_rv, events)
+            else:
+                held = self._table.get(cluster, key[0], key[1])
+                assert held is not None, "backend RVs are kept for exactly the held objects"
+                self._remove(held, events)
+        return events
+
+    def drop_cluster(self, cluster: str) -> builtins.list[ChangeEvent]:
+        """Disengage a cluster: DELETED for each of its objects, in (namespace, name) order."""
+        events: builtins.list[ChangeEvent] = []
+        for held in builtins.list(self._table.ordered(cluster)):
+            self._remove(held, events)
+        self._table.drop_cluster(cluster)
+        self._backend_rvs.pop(cluster, None)
+        self._engaged.discard(cluster)
+        return events
+
+    def _upsert(self, cluster: str, obj: Obj, backend_rv: str, events: builtins.list[ChangeEvent]) -> builtins.list[ChangeEvent]:
+        namespace, name = _key_of(obj)
+        held = self._table.get(cluster, namespace, name)
+        if held is not None:
+            uid = _text(_metadata(obj).get("uid"))
+            if held.uid and uid and held.uid != uid:
+                self._remove(held, events)
+                held = None
+            elif _stamped_bytes(obj, cluster, held.rv) == held.raw:
+                # Unchanged apart from the RVs (a relist, a re-delivered event): no event, but the
+                # backend RV may have moved and is what a precondition must now carry.
+                self._backend_rvs[cluster][(namespace, name)] = backend_rv
+                return events
+        rv = self.seq.next()
+        stored = _stored(cluster, namespace, name, rv, _stamped_bytes(obj, cluster, rv), obj)
+        self._table.bucket(cluster).put(stored)
+        self._backend_rvs.setdefault(cluster, {})[(namespace, name)] = backend_rv
+        self._append(ChangeEvent(rv, wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
+        return events
+
+    def _remove(self, held: StoredObject, events: builtins.list[ChangeEvent]) -> None:
+        rv = self.seq.next()
+        last = held.decode()
+        _metadata(last)["resourceVersion"] = str(rv)
+        gone = StoredObject(
+            held.cluster, held.namespace, held.name, rv, orjson.dumps(last), held.labels, held.fields, held.deleting, held.uid, held.owners,
+        )
+        bucket = self._table.clusters.get(held.cluster)
+        if bucket is not None:
+            bucket.remove((held.namespace, held.name))
+        self._backend_rvs.get(held.cluster, {}).pop((held.namespace, held.name), None)
+        self._append(ChangeEvent(rv, wire.DELETED, gone, held, self.storage_key), events)
+
+    def _append(self, event: ChangeEvent, events: builtins.list[ChangeEvent]) -> None:
+        self._history.append(event)
+        events.append(event)
+
+
+def _matching(source: Iterable[StoredObject], labels: LabelSelector, fields: FieldSelector) -> builtins.list[StoredObject]:
+    if labels.empty and fields.empty:
+        return builtins.list(source)
+    return [o for o in source if (labels.empty or labels.matches(o.labels)) and (fields.empty or fields.matches(o.fields))]
+
+
+def _metadata(obj: Obj) -> Obj:
+    md = obj.get("metadata")
+    return md if isinstance(md, dict) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _key_of(obj: Obj) -> ObjectKey:
+    md = _metadata(obj)
+    name = md.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("a backend object without metadata.name cannot be cached")
+    return (_text(md.get("namespace")), name)
+
+
+def _stamped_bytes(obj: Obj, cluster: str, rv: int) -> bytes:
+    """`obj` as the proxy shows it: proxy RV and `kcp.io/cluster`, encoded; `obj` is not changed."""
+    md = dict(_metadata(obj))
+    md["resourceVersion"] = str(rv)
+    annotations = md.get("annotations")
+    annotations = dict(annotations) if isinstance(annotations, dict) else {}
+    annotations[CLUSTER_ANNOTATION] = cluster
+    md["annotations"] = annotations
+    out = dict(obj)
+    out["metadata"] = md
+    return orjson.dumps(out)
+
+
+def _stored(cluster: str, namespace: str, name: str, rv: int, raw: bytes, obj: Obj) -> StoredObject:
+    md = _metadata(obj)
+    labels = md.get("labels")
+    label_map = {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(labels, dict) else {}
+    fields = {"metadata.name": name, "metadata.namespace": namespace}
+    return StoredObject(cluster, namespace, name, rv, raw, label_map, fields, bool(md.get("deletionTimestamp")), _text(md.get("uid")), owner_uids(md))
+
+
+__all__ = ["View", "ListResult", "SnapshotCache", "DEFAULT_HISTORY", "SNAPSHOT_CACHE_SIZE", "SNAPSHOT_TTL_SECONDS", "SUPPORTED_FIELDS"]

@@ -1,0 +1,1 @@
+"""The virtual workspaces: the APIExport VW (and the lifecycle VWs later)."""

@@ -1,0 +1,183 @@
+"""The views behind the APIExport virtual workspace, kept in step with the embedded shard.
+
+One `View` per (export, group, resource) the export serves, plus one of the export's APIBindings.
+Engagement follows the bindings: a logical cluster is in a resource's view exactly while one of
+its APIBindings binds that resource with the export's identity hash. Changes reach the views
+synchronously from shard commits, so a write through the virtual workspace is in its view before
+the write's response is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, ControlStore, Obj
+from vwproxy.core.objects import ChangeEvent
+from vwproxy.core.rv import RVSequence
+from vwproxy.core.view import View
+from vwproxy.kube import kcp
+from vwproxy.kube import watch as wire
+from vwproxy.store.shard import Shard
+from vwproxy.store.watchers import Watcher
+
+log = logging.getLogger(__name__)
+
+BINDINGS_KEY = "apis.kcp.io/apibindings"
+EXPORTS_KEY = "apis.kcp.io/apiexports"
+
+
+@dataclass(frozen=True)
+class ViewKey:
+    export_cluster: str
+    export_name: str
+    group: str
+    resource: str
+
+    @property
+    def storage_key(self) -> str:
+        return f"{self.group}/{self.resource}"
+
+
+def binds(binding: Obj, export_cluster: str, export_name: str) -> bool:
+    """Whether `binding` is a binding to the export (by its status, or by path while that is empty)."""
+    ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
+    if ref.get("name") != export_name:
+        return False
+    status_cluster = (binding.get("status") or {}).get("apiExportClusterName")
+    return status_cluster == export_cluster if status_cluster else ref.get("path") == export_cluster
+
+
+class ViewHub:
+    """Every view of every export, and the watchers of each."""
+
+    def __init__(self, shard: Shard, store: ControlStore, seq: RVSequence | None = None, history_size: int = 10_000) -> None:
+        self.shard = shard
+        self.store = store
+        self.seq = seq or RVSequence()
+        self.history_size = history_size
+        self.views: dict[ViewKey, View] = {}
+        self.engaged: dict[ViewKey, set[str]] = {}
+        self.watchers: dict[ViewKey, set[Watcher]] = {}
+        self._by_storage_key: dict[str, set[ViewKey]] = {}
+        # What each APIBinding binds, by its status: (cluster, binding) → {(export cluster, export, group, resource, identity)}.
+        # Kept up to date from commits, so engagement never re-reads every binding.
+        self._bound: dict[tuple[str, str], frozenset[tuple[str, str, str, str, str]]] = {}
+        for cluster, binding in store.all(API_BINDINGS):
+            self._index_binding(cluster, binding)
+        shard.on_commit.append(self._on_commit)
+
+    def _index_binding(self, cluster: str, binding: Obj | None, name: str = "") -> None:
+        key = (cluster, name or str((binding or {}).get("metadata", {}).get("name", "")))
+        if binding is None:
+            self._bound.pop(key, None)
+            return
+        status = binding.get("status") or {}
+        export_cluster = str(status.get("apiExportClusterName") or "")
+        export_name = str((((binding.get("spec") or {}).get("reference") or {}).get("export") or {}).get("name") or "")
+        entries = frozenset(
+            (export_cluster, export_name, str(b.get("group", "")), str(b.get("resource", "")), str((b.get("schema") or {}).get("identityHash", "")))
+            for b in status.get("boundResources") or [] if isinstance(b, dict)
+        )
+        if entries:
+            self._bound[key] = entries
+        else:
+            self._bound.pop(key, None)
+
+    # -- engagement ------------------------------------------------------------------------------
+
+    def identity_of(self, export_cluster: str, export_name: str) -> str:
+        export = self.store.get(API_EXPORTS, export_cluster, export_name)
+        return str(((export or {}).get("status") or {}).get("identityHash") or "")
+
+    def wanted_clusters(self, key: ViewKey) -> set[str]:
+        identity = self.identity_of(key.export_cluster, key.export_name)
+        if not identity:
+            return set()
+        entry = (key.export_cluster, key.export_name, key.group, key.resource, identity)
+        return {cluster for (cluster, _), entries in self._bound.items() if entry in entries}
+
+    def view(self, key: ViewKey) -> View:
+        """The view for `key`, created (and filled from the shard) on first use."""
+        view = self.views.get(key)
+        if view is None:
+            view = View(self.seq, key.group, key.resource, self.history_size)
+            self.views[key] = view
+            self.engaged[key] = set()
+            self.watchers[key] = set()
+            self._by_storage_key.setdefault(key.storage_key, set()).add(key)
+            if key.resource == "apibindings" and key.group == "apis.kcp.io":
+                for cluster, binding in self.store.all(API_BINDINGS):
+                    if binds(binding, key.export_cluster, key.export_name):
+                        view.upsert(cluster, binding, str((binding.get("metadata") or {}).get("resourceVersion", "")))
+            else:
+                self._engage(key)
+        return view
+
+    def _engage(self, key: ViewKey) -> None:
+        view = self.views[key]
+        wanted = self.wanted_clusters(key)
+        current = self.engaged[key]
+        events: list[ChangeEvent] = []
+        table = self.shard.table(key.storage_key)
+        for cluster in sorted(wanted - current):
+            bucket = table.clusters.get(cluster)
+            objects = [(o.decode(), str(o.rv)) for o in bucket.ordered()] if bucket else []
+            events += view.replace_cluster(cluster, objects)
+        for cluster in sorted(current - wanted):
+            events += view.drop_cluster(cluster)
+        self.engaged[key] = wanted
+        self._dispatch(key, events)
+
+    # -- following the shard ---------------------------------------------------------------------
+
+    def _on_commit(self, events: list[ChangeEvent]) -> None:
+        topology_changed = False
+        for event in events:
+            if event.storage_key == BINDINGS_KEY:
+                self._index_binding(event.obj.cluster, None if event.type == wire.DELETED else event.obj.decode(), event.obj.name)
+                topology_changed = True
+            elif event.storage_key == EXPORTS_KEY:
+                topology_changed = True
+            for key in self._by_storage_key.get(event.storage_key, ()):
+                if key.resource == "apibindings" and key.group == "apis.kcp.io":
+                    self._follow_binding(key, event)
+                elif event.obj.cluster in self.engaged[key]:
+                    self._follow(key, event)
+        if topology_changed:
+            for key in list(self.views):
+                if not (key.resource == "apibindings" and key.group == "apis.kcp.io"):
+                    self._engage(key)
+
+    def _follow(self, key: ViewKey, event: ChangeEvent) -> None:
+        view = self.views[key]
+        obj = event.obj
+        if event.type == wire.DELETED:
+            produced = view.delete(obj.cluster, obj.namespace, obj.name, str(obj.rv))
+        else:
+            produced = view.upsert(obj.cluster, obj.decode(), str(obj.rv))
+        self._dispatch(key, produced)
+
+    def _follow_binding(self, key: ViewKey, event: ChangeEvent) -> None:
+        view = self.views[key]
+        obj = event.obj
+        held = view.get(obj.cluster, obj.namespace, obj.name) is not None
+        if event.type != wire.DELETED:
+            binding = obj.decode()
+            if binds(binding, key.export_cluster, key.export_name):
+                self._dispatch(key, view.upsert(obj.cluster, binding, str(obj.rv)))
+                return
+        if held:
+            self._dispatch(key, view.delete(obj.cluster, obj.namespace, obj.name, str(obj.rv)))
+
+    def _dispatch(self, key: ViewKey, events: Iterable[ChangeEvent]) -> None:
+        watchers = self.watchers.get(key)
+        if not watchers:
+            return
+        for event in events:
+            for watcher in list(watchers):
+                watcher.offer(event)
+
+    def export_label(self, export_cluster: str, export_name: str) -> str:
+        return kcp.export_label_value(export_cluster, export_name)
