@@ -44,7 +44,7 @@ class ServeApp:
         self.control = ControlPlane(shard, external_url, self.clients)
         self.manifests = list(manifests)
         shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False)
-        self.hub = ViewHub(shard, self.control.store)
+        self.hub = ViewHub(shard, self.control.store, client_for=self.control.client_for)
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, bookmark_interval)
@@ -70,6 +70,7 @@ class ServeApp:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self.hub.aclose()
         for client in self.clients.values():
             await client.aclose()
         await self.embedded.aclose()

@@ -40,6 +40,12 @@ from vwproxy.store.watchers import Watcher
 log = logging.getLogger(__name__)
 
 PREFIX = "/services/apiexport/"
+# How long a write to a kube backend waits for its reflector to bring the result into the view,
+# so the client reads its own write; past that the answer is the backend's, restamped.
+WRITE_VISIBLE_SECONDS = 5.0
+# How long a consistent read waits for a newly engaged backend's first list; past that it answers
+# from what the view has, with a Warning naming the stale workspaces.
+SYNC_WAIT_SECONDS = 5.0
 _BINDING_INFOS = [
     ResourceInfo(group=r.group, version=r.version, resource=r.resource, kind=r.kind, namespaced=False, singular="apibinding",
                  categories=r.categories, status=False, storage_version=r.storage_version, verbs=("get", "list", "watch"))
@@ -130,10 +136,10 @@ class APIExportVirtualWorkspace:
                 raise errors.method_not_allowed(verb, info.resource, info.group, "in the `*` logical cluster")
             if target.namespace:
                 raise errors.bad_request(f"cross-cluster LIST and WATCH are required to be cross-namespace, not scoped to namespace {target.namespace}")
-            return self._read(request, key, info, None, target, params)
+            return await self._read(request, key, info, None, target, params)
         self._authorize(key, info, segment, verb, user, target.namespace)
         if verb in ("get", "list", "watch"):
-            return self._read(request, key, info, segment, target, params)
+            return await self._read(request, key, info, segment, target, params)
         return await self._write(request, key, info, segment, target, params, verb)
 
     def _authorize(self, key: ViewKey, info: ResourceInfo, cluster: str, verb: str, user: str, namespace: str) -> None:
@@ -181,8 +187,11 @@ class APIExportVirtualWorkspace:
     def _encoder(self, info: ResourceInfo, rep: negotiation.Representation, params: dict[str, str]) -> tuple[str, Any]:
         return representation_encoder(info, rep, params)
 
-    def _read(self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str]) -> Response:
+    async def _read(self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str]) -> Response:
         view = self.hub.view(key)
+        if params.get("resourceVersion", "") == "":
+            # A consistent read: wait (bounded) for every backend of the view to have listed.
+            await self.hub.wait_synced(key, SYNC_WAIT_SECONDS)
         accept = request.headers.get("accept")
         if target.name and not target.legacy_watch and not _flag(params.get("watch")):
             rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
@@ -191,7 +200,7 @@ class APIExportVirtualWorkspace:
             if found is None:
                 raise errors.not_found(info.resource, target.name, info.group)
             _, encode = self._encoder(info, rep, params)
-            return http.json_response(encode(found))
+            return http.json_response(encode(found), 200, _warning_headers(self.hub.stale_warnings(key)))
         opts = parse_list_options(params, watch_path=target.legacy_watch)
         for name in opts.fields.field_names():
             if name not in ("metadata.name", "metadata.namespace"):
@@ -210,7 +219,7 @@ class APIExportVirtualWorkspace:
         _, encode = self._encoder(info, rep, params)
         kind, api_version = (("PartialObjectMetadataList", rep.api_version) if rep.kind == negotiation.PARTIAL_LIST else (info.list_kind, info.api_version))
         head = orjson.dumps({"kind": kind, "apiVersion": api_version, "metadata": list_meta})[:-1] + b',"items":['
-        return http.json_response(head + b",".join(encode(o) for o in result.items) + b"]}")
+        return http.json_response(head + b",".join(encode(o) for o in result.items) + b"]}", 200, _warning_headers(self.hub.stale_warnings(key)))
 
     def _watch(self, key: ViewKey, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: negotiation.Representation, params: dict[str, str]) -> Response:
         view = self.hub.view(key)
@@ -240,7 +249,10 @@ class APIExportVirtualWorkspace:
         watcher.allow_backlog()
         watchers = self.hub.watchers[key]
         watchers.add(watcher)
-        return watchstream.stream_watch(watcher, opts, bookmark_as, lambda: view.current_rv, lambda: watchers.discard(watcher), self.bookmark_interval)
+        return watchstream.stream_watch(
+            watcher, opts, bookmark_as, lambda: view.current_rv, lambda: watchers.discard(watcher), self.bookmark_interval,
+            _warning_headers(self.hub.stale_warnings(key)),
+        )
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -264,9 +276,25 @@ class APIExportVirtualWorkspace:
         else:
             upstream = await backend.request(request.method, path, query, headers, body)
             status, payload = upstream.status, upstream.body
+            if 200 <= status < 300 and target.name:
+                await self._visible(key, cluster, target, payload, verb, status)
+        warnings = _warning_headers(self.hub.stale_warnings(key))
         if not 200 <= status < 300:
-            return http.json_response(payload, status)
-        return http.json_response(self._as_held(view, cluster, payload, info), status)
+            return http.json_response(payload, status, warnings)
+        return http.json_response(self._as_held(view, cluster, payload, info), status, warnings)
+
+    async def _visible(self, key: ViewKey, cluster: str, target: ResourcePath, payload: bytes, verb: str, status: int) -> None:
+        """Wait (bounded) until the reflector has brought a kube backend's write into the view."""
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(obj, dict):
+            return
+        gone = verb == "delete" and status == 200
+        rv = "" if obj.get("kind") == "Status" else str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if rv or gone:
+            await self.hub.wait_for(key, cluster, target.namespace, target.name, rv, gone, WRITE_VISIBLE_SECONDS)
 
     def _translate_body(self, view: Any, cluster: str, target: ResourcePath, body: bytes, content_type: str, verb: str) -> tuple[bytes, str]:
         """Strip `kcp.io/cluster` and turn a proxy resourceVersion into the backend's (stale → 409 here)."""
@@ -316,6 +344,12 @@ class APIExportVirtualWorkspace:
         md.setdefault("annotations", {})[kcp.CLUSTER_ANNOTATION] = cluster
         obj["metadata"] = md
         return orjson.dumps(obj)
+
+
+def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
+    if not warnings:
+        return None
+    return {"Warning": ", ".join('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings)}
 
 
 def target_path(info: ResourceInfo, target: ResourcePath) -> str:

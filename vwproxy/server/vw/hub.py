@@ -9,18 +9,22 @@ the write's response is sent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, ControlStore, Obj
 from vwproxy.core.objects import ChangeEvent
 from vwproxy.core.rv import RVSequence
 from vwproxy.core.view import View
-from vwproxy.kube import kcp
+from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.store.shard import Shard
 from vwproxy.store.watchers import Watcher
+from vwproxy.upstream.client import BackendClient
+from vwproxy.upstream.reflector import Reflector
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,15 @@ def binds(binding: Obj, export_cluster: str, export_name: str) -> bool:
 class ViewHub:
     """Every view of every export, and the watchers of each."""
 
-    def __init__(self, shard: Shard, store: ControlStore, seq: RVSequence | None = None, history_size: int = 10_000) -> None:
+    def __init__(
+        self, shard: Shard, store: ControlStore, seq: RVSequence | None = None, history_size: int = 10_000,
+        client_for: Callable[[str], BackendClient | None] = lambda cluster: None,
+    ) -> None:
         self.shard = shard
+        self.client_for = client_for
+        self._reflectors: dict[tuple[ViewKey, str], tuple[asyncio.Task[None], Reflector]] = {}
+        self.stale: dict[str, str] = {}  # logical cluster → why its backend is not current
+        self._changed: dict[ViewKey, asyncio.Event] = {}
         self.store = store
         self.seq = seq or RVSequence()
         self.history_size = history_size
@@ -122,10 +133,22 @@ class ViewHub:
         events: list[ChangeEvent] = []
         table = self.shard.table(key.storage_key)
         for cluster in sorted(wanted - current):
+            try:
+                client = self.client_for(cluster)
+            except errors.StatusError as exc:
+                self.stale[cluster] = exc.message  # an undeclared backend: engaged, but nothing to show
+                continue
+            if client is not None:
+                self._start_reflector(key, cluster, client)
+                continue
             bucket = table.clusters.get(cluster)
             objects = [(o.decode(), str(o.rv)) for o in bucket.ordered()] if bucket else []
             events += view.replace_cluster(cluster, objects)
         for cluster in sorted(current - wanted):
+            running = self._reflectors.pop((key, cluster), None)
+            if running is not None:
+                running[0].cancel()
+                self.stale.pop(cluster, None)
             events += view.drop_cluster(cluster)
         self.engaged[key] = wanted
         self._dispatch(key, events)
@@ -171,7 +194,88 @@ class ViewHub:
         if held:
             self._dispatch(key, view.delete(obj.cluster, obj.namespace, obj.name, str(obj.rv)))
 
+    # -- kube backends ---------------------------------------------------------------------------
+
+    def _bound_version(self, key: ViewKey, cluster: str) -> str:
+        for _, binding in self.store.all(API_BINDINGS, cluster):
+            for bound in (binding.get("status") or {}).get("boundResources") or []:
+                if bound.get("group") == key.group and bound.get("resource") == key.resource and bound.get("storageVersions"):
+                    return str(bound["storageVersions"][0])
+        return "v1"
+
+    def _start_reflector(self, key: ViewKey, cluster: str, client: BackendClient) -> None:
+        """One reflector per (view, kube-backed workspace): list+watch of the resource on its backend."""
+        view = self.views[key]
+        path = f"/apis/{key.group}/{self._bound_version(key, cluster)}/{key.resource}" if key.group else f"/api/v1/{key.resource}"
+
+        def replace(items: list[tuple[Obj, str]]) -> None:
+            self._dispatch(key, view.replace_cluster(cluster, items))
+
+        def change(kind: str, obj: Obj, rv: str) -> None:
+            md = obj.get("metadata") or {}
+            if kind == wire.DELETED:
+                self._dispatch(key, view.delete(cluster, str(md.get("namespace") or ""), str(md.get("name") or ""), rv))
+            else:
+                self._dispatch(key, view.upsert(cluster, obj, rv))
+
+        def health(ok: bool, why: str) -> None:
+            if ok:
+                if self.stale.pop(cluster, None) is not None:
+                    log.info("workspace %s is current again", cluster)
+            else:
+                if cluster not in self.stale:
+                    log.warning("workspace %s is stale: %s", cluster, why)
+                self.stale[cluster] = why
+
+        reflector = Reflector(client, path, replace, change, health)
+        task = asyncio.get_running_loop().create_task(reflector.run(), name=f"reflector {cluster} {path}")
+        self._reflectors[(key, cluster)] = (task, reflector)
+
+    async def wait_synced(self, key: ViewKey, timeout: float) -> None:
+        """Wait (bounded) until every reflector of the view has listed once."""
+        waits = [r.synced.wait() for (k, _), (_, r) in self._reflectors.items() if k == key and not r.synced.is_set()]
+        if waits:
+            try:
+                await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            except TimeoutError:
+                pass
+
+    async def wait_for(self, key: ViewKey, cluster: str, namespace: str, name: str, backend_rv: str, gone: bool, timeout: float) -> bool:
+        """Wait until the view holds the object at `backend_rv` (or no longer holds it): read your writes."""
+        view = self.views[key]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            held = view.get(cluster, namespace, name)
+            if (held is None) if gone else (held is not None and view.backend_rv(cluster, namespace, name) == backend_rv):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            event = self._changed.setdefault(key, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return False
+
+    def stale_warnings(self, key: ViewKey) -> list[str]:
+        engaged = self.engaged.get(key, set())
+        return [f"workspace {c} is stale: {why}" for c, why in sorted(self.stale.items()) if c in engaged]
+
+    async def aclose(self) -> None:
+        for task, _ in self._reflectors.values():
+            task.cancel()
+        for task, _ in self._reflectors.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._reflectors.clear()
+
     def _dispatch(self, key: ViewKey, events: Iterable[ChangeEvent]) -> None:
+        events = list(events)
+        if events:
+            changed = self._changed.pop(key, None)
+            if changed is not None:
+                changed.set()
         watchers = self.watchers.get(key)
         if not watchers:
             return
