@@ -277,6 +277,8 @@ def test_configmap_crud_through_the_front(proxy: RunningProxy, front: httpx.Clie
     assert smp.status_code == 200, smp.text
     assert direct.get(f"{CONFIGMAPS}/settings").json()["data"] == {"a": "1", "b": "2"}
 
+    got = front.get(f"{EXT}{CONFIGMAPS}/settings")
+    assert got.status_code == 200 and got.json()["data"] == {"a": "1", "b": "2"} and cluster_annotation(got.json()) == cluster
     listed = front.get(f"{EXT}{CONFIGMAPS}", params={"labelSelector": ""}).json()
     assert [i["metadata"]["name"] for i in listed["items"]] == ["settings"]
     assert cluster_annotation(listed["items"][0]) == cluster
@@ -497,11 +499,6 @@ def client_go_openapi_url(base_path: str, server_relative_url: str) -> str:
     return server_relative_url
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: GET /clusters/root:ext/openapi/v3 relays the backend's index unchanged: its serverRelativeURLs are "
-    "under the backend's own path (/clusters/root/openapi/v3/...), so kubectl fetches "
-    "/clusters/root:ext/clusters/root/openapi/v3/... -> 404 and `kubectl explain`/`apply` fail; the index (not an "
-    "object) also gets metadata.annotations[kcp.io/cluster] stamped into it"))
 def test_openapi_of_a_kube_workspace_is_fetchable_the_way_kubectl_fetches_it(front: httpx.Client) -> None:
     ext_ready(front)
     index = front.get(f"{EXT}/openapi/v3")
@@ -513,3 +510,33 @@ def test_openapi_of_a_kube_workspace_is_fetchable_the_way_kubectl_fetches_it(fro
         assert doc.status_code == 200, f"{key}: kubectl would fetch {url} and get {doc.status_code}"
     widgets_doc = front.get(client_go_openapi_url(EXT, index.json()["paths"]["apis/example.dev/v1alpha1"]["serverRelativeURL"])).json()
     assert "/apis/example.dev/v1alpha1/namespaces/{namespace}/widgets" in widgets_doc["paths"]
+
+
+def test_a_watch_in_flight_ends_when_the_backend_goes_away_and_rewatching_gets_503(backend: ShardProcess, proxy: RunningProxy, front: httpx.Client) -> None:
+    ext_ready(front)
+    rv = front.get(f"{EXT}{CONFIGMAPS}").json()["metadata"]["resourceVersion"]
+    outcome: list[str] = []
+    opened, ended = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        try:
+            with httpx.Client(base_url=proxy.url, timeout=httpx.Timeout(10, read=30)) as client:
+                with client.stream("GET", f"{EXT}{CONFIGMAPS}", params={"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true"}) as stream:
+                    outcome.append(str(stream.status_code))
+                    opened.set()
+                    for _ in stream.iter_lines():
+                        pass
+            outcome.append("closed")
+        except httpx.TransportError as exc:  # an abrupt end is what a broken upstream watch looks like
+            outcome.append(type(exc).__name__)
+        finally:
+            opened.set()
+            ended.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    assert opened.wait(WAIT_SECONDS) and outcome[:1] == ["200"], outcome
+    backend.stop()
+    assert ended.wait(WAIT_SECONDS), "the watch through the front hangs after its backend went away"
+    again = front.get(f"{EXT}{CONFIGMAPS}", params={"watch": "true", "resourceVersion": rv})
+    assert again.status_code == 503 and again.json()["reason"] == "ServiceUnavailable"

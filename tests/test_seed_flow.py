@@ -184,15 +184,13 @@ def test_kubectl_apply_of_a_workspace_and_binding_changes_the_topology_live(prox
     url = kubectl.ok("--context", "root", "get", "workspace", "newcomer", "-o", "jsonpath={.spec.URL}")
     assert url == proxy.workspace_url("root:newcomer")
 
-    # --validate=false: client-side validation cannot fetch a path-addressed workspace's OpenAPI
-    # through the front (see test_kubectl_apply_validates_in_a_workspace_addressed_by_path)
     server = ["--server", url]
-    out = kubectl.ok(*server, "apply", "--validate=false", "-f", kubectl.write("binding.yaml", NEW_BINDING_YAML))
+    out = kubectl.ok(*server, "apply", "-f", kubectl.write("binding.yaml", NEW_BINDING_YAML))
     assert out.strip() == "apibinding.apis.kcp.io/widgets created"
     kubectl.ok(*server, "wait", "--for=condition=Ready", "apibinding/widgets", "--timeout=10s")
 
     # kubectl discovers the newly bound resource and the workspace serves it
-    out = kubectl.ok(*server, "apply", "--validate=false", "-f", kubectl.write("widget.yaml", NEW_WIDGET_YAML))
+    out = kubectl.ok(*server, "apply", "-f", kubectl.write("widget.yaml", NEW_WIDGET_YAML))
     assert out.strip() == "widget.example.dev/fresh created"
     got = json.loads(kubectl.ok(*server, "get", "widget", "fresh", "-o", "json"))
     assert got["spec"] == {"size": 7, "color": "teal"}
@@ -200,7 +198,7 @@ def test_kubectl_apply_of_a_workspace_and_binding_changes_the_topology_live(prox
     rows = [line.split() for line in kubectl.ok(*server, "get", "widgets").strip().splitlines()]
     assert rows[0][:2] == ["NAME", "SIZE"] and rows[1][:2] == ["fresh", "7"]
     # re-applying the same binding changes nothing
-    assert kubectl.ok(*server, "apply", "--validate=false", "-f", kubectl.write("binding.yaml", NEW_BINDING_YAML)).strip() == "apibinding.apis.kcp.io/widgets unchanged"
+    assert kubectl.ok(*server, "apply", "-f", kubectl.write("binding.yaml", NEW_BINDING_YAML)).strip() == "apibinding.apis.kcp.io/widgets unchanged"
     # the provider's endpoint slice still lists its one URL; the rest of the topology is untouched
     assert kubectl.ok("get", "apiexportendpointslice", "widgets", "-o", "jsonpath={.status.endpoints[*].url}") == \
         f"{proxy.url}/services/apiexport/{proxy.cluster_of('root:provider')}/widgets"
@@ -218,11 +216,6 @@ def client_go_openapi_url(base_path: str, server_relative_url: str) -> str:
     return server_relative_url
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: through the front, GET /clusters/root:<ws>/openapi/v3 lists serverRelativeURLs under "
-    "/clusters/<logical cluster name>/openapi/v3/... (Front._to_shard rewrites the path to the name before the shard "
-    "builds the prefix), so kubectl fetches /clusters/root:<ws>/clusters/<name>/openapi/v3/... -> 404, falls back to "
-    "/openapi/v2 -> 406, and `kubectl apply`/`create`/`explain` fail with 'failed to download openapi'"))
 def test_kubectl_apply_validates_in_a_workspace_addressed_by_path(proxy: RunningProxy, kubectl: Kubectl, front: httpx.Client) -> None:
     base = "/clusters/root:consumer-1"
     index = front.get(f"{base}/openapi/v3").json()
@@ -263,7 +256,7 @@ def test_provider_list_then_watch_sees_endpoints_come_and_go(proxy: RunningProxy
     assert listed.json()["items"][0]["status"]["endpoints"] == [{"url": f"{proxy.url}/services/apiexport/{proxy.cluster_of('root:provider')}/widgets"}]
 
     # a new export: its slice appears with no endpoints (no binding yet)
-    assert front.post(f"/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiresourceschemas", json=GADGET_SCHEMA).status_code == 201
+    assert front.post("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiresourceschemas", json=GADGET_SCHEMA).status_code == 201
     assert front.post(f"/clusters/root:provider{KCP}/apiexports", json=GADGET_EXPORT).status_code == 201
     eventually(lambda: (r := front.get(f"{provider}/gadgets")).status_code == 200 and conditions(r.json()).get("APIExportValid") == "True", "gadgets slice")
     listed = front.get(f"{provider}?{_selector('gadgets')}&limit=500&resourceVersion=0").json()
@@ -326,7 +319,7 @@ def test_provider_list_then_watch_sees_endpoints_come_and_go(proxy: RunningProxy
 
 
 def test_provider_watch_list_form_sees_the_slice_then_the_initial_events_end(proxy: RunningProxy, front: httpx.Client) -> None:
-    assert front.post(f"/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiresourceschemas", json=GADGET_SCHEMA).status_code == 201
+    assert front.post("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiresourceschemas", json=GADGET_SCHEMA).status_code == 201
     assert front.post(f"/clusters/root:provider{KCP}/apiexports", json=GADGET_EXPORT).status_code == 201
     eventually(lambda: front.get(f"/clusters/root:provider{SLICES}/gadgets").status_code == 200, "gadgets slice")
     query = f"allowWatchBookmarks=true&{_selector('widgets')}&resourceVersionMatch=NotOlderThan&sendInitialEvents=true&timeoutSeconds=10&watch=true"

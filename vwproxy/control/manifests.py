@@ -47,10 +47,20 @@ def load_folder(folder: Path) -> list[Manifest]:
         try:
             documents = list(yaml.safe_load_all(path.read_text()))
         except yaml.YAMLError as exc:
-            raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+            # Only the problem and where: PyYAML's own text quotes the line, which may hold a secret.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ManifestError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or 'cannot parse'}") from None
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read: {exc}") from None
-        for index, doc in enumerate(documents, start=1):
+        expanded: list[Any] = []
+        for doc in documents:
+            # A kubectl-style `kind: List` stands for its items.
+            if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+                expanded.extend(doc["items"])
+            else:
+                expanded.append(doc)
+        for index, doc in enumerate(expanded, start=1):
             if doc is None:
                 continue
             where = f"{path}#{index}"

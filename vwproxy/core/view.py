@@ -177,7 +177,7 @@ class View:
 
     def since(self, rv: int) -> builtins.list[ChangeEvent]:
         """The events after `rv`, for a watch resuming there; `TooOld` if some were forgotten."""
-        return self._history.since(rv)
+        return self._history.since(rv + 1)
 
     def check_fields(self, fields: FieldSelector) -> None:
         for name in sorted(fields.field_names()):

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from vwproxy.control.plane import ControlPlane
 from vwproxy.kube import discovery, errors
+from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import KCP_GROUPS, WILDCARD_CLUSTER, is_logical_cluster_name
 from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster
 from vwproxy.server import http
@@ -57,9 +58,11 @@ class Front:
             segment, rest = split_cluster(path, allow_paths=True)
             cluster = segment if segment == WILDCARD_CLUSTER else self._resolve(segment)
             if cluster == WILDCARD_CLUSTER or self._served_by_shard(cluster, rest):
-                await self._to_shard(scope, receive, send, cluster, rest)
+                # The shard resolves workspace paths itself; keeping the segment keeps the links
+                # it builds (OpenAPI serverRelativeURLs) under the URL the client used.
+                await self._to_shard(scope, receive, send, segment, rest)
                 return
-            response = await self._forward(Request(scope, receive), cluster, rest)
+            response = await self._forward(Request(scope, receive), cluster, segment, rest)
         except errors.StatusError as exc:
             response = http.status_response(exc)
         await response(scope, receive, send)
@@ -89,12 +92,12 @@ class Front:
         inner["raw_path"] = inner["path"].encode()
         await self.shard_app(inner, receive, send)
 
-    async def _forward(self, request: Request, cluster: str, rest: str) -> Response:
+    async def _forward(self, request: Request, cluster: str, segment: str, rest: str) -> Response:
         client = self.control.client_for(cluster)
         assert client is not None
         body = await http.read_body(request)
-        if body and http.media_type(request) in (http.JSON, "application/merge-patch+json", "application/strategic-merge-patch+json"):
-            body = stamp.strip_cluster_annotation(body)
+        if body and http.media_type(request) != http.PROTOBUF:
+            body = stamp.strip_cluster_annotation(body)  # the backend never stores a client's value
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("accept", "content-type", "user-agent")}
         query = request.url.query
         target = parse_api_path(rest) if rest.strip("/") else None
@@ -115,6 +118,9 @@ class Front:
                     async for line in upstream.lines():
                         if line.strip():
                             yield stamp.stamp_watch_line(line, cluster) + b"\n"
+                except errors.StatusError as exc:
+                    # The backend went away mid-stream: say so in-stream; the client re-watches.
+                    yield wire.error_frame(exc.to_status())
                 finally:
                     await upstream.aclose()
 
@@ -122,7 +128,10 @@ class Front:
         resp = await client.request(request.method, rest, query, headers, body)
         payload = resp.body
         if 200 <= resp.status < 300:
-            payload = stamp.stamp_object(payload, cluster)
+            if isinstance(target, ResourcePath):
+                payload = stamp.stamp_object(payload, cluster)
+            elif isinstance(target, DiscoveryPath) and target.what == "openapi":
+                payload = _relink_openapi(payload, client.base_path, f"/clusters/{segment}")
         return Response(payload, resp.status, headers=_relayed(resp.headers))
 
     async def _merged_groups(self, client: BackendClient, cluster: str, headers: dict[str, str]) -> Response:
@@ -135,6 +144,23 @@ class Front:
         names = {g.get("name") for g in backend_groups.get("groups") or []}
         backend_groups["groups"] = list(backend_groups.get("groups") or []) + [g for g in kcp["groups"] if g["name"] not in names]
         return http.object_response(backend_groups)
+
+
+def _relink_openapi(payload: bytes, backend_prefix: str, front_prefix: str) -> bytes:
+    """The backend's OpenAPI index links under its own path; the client fetches them under ours."""
+    try:
+        index = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    paths = index.get("paths") if isinstance(index, dict) else None
+    if not isinstance(paths, dict):
+        return payload
+    for entry in paths.values():
+        url = entry.get("serverRelativeURL") if isinstance(entry, dict) else None
+        if isinstance(url, str):
+            tail = url[len(backend_prefix):] if backend_prefix and url.startswith(backend_prefix + "/") else url
+            entry["serverRelativeURL"] = front_prefix + tail
+    return orjson.dumps(index)
 
 
 def _query_flag(query: str, name: str) -> bool:

@@ -169,6 +169,7 @@ class BackendClient:
         base = httpx.URL(backend.url)
         self._base = base
         self._base_path = base.raw_path.split(b"?", 1)[0].rstrip(b"/")
+        self.base_path = self._base_path.decode()  # the backend URL's path, e.g. /clusters/root:org:ws
         if transport is None:
             try:
                 ctx = tls_context(backend)

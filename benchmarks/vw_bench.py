@@ -1,0 +1,843 @@
+#!/usr/bin/env python3
+"""Benchmark of the APIExport virtual workspace (the VW) as users run it: `vwproxy serve` in its own process.
+
+The proxy is `python -m vwproxy.cli serve --config <generated folder> --data-dir <tmp> --port <free>
+--log-level warning` (uvicorn with uvloop + httptools, one event loop). The generated config is the
+example's provider export (`20-provider.yaml`: widgets.example.dev in `root:provider`) plus N
+consumer workspaces `root:ws-XXXX`, each with an APIBinding to it; the widgets are created over
+HTTP through the front once the bindings are Ready. The client is aiohttp on a uvloop event loop
+in this process, over HTTP/1.1 keep-alive connections. In one run it measures:
+
+  (a) the wildcard list through the VW (`<VW URL>/clusters/*/apis/example.dev/v1alpha1/widgets`)
+      vs a client listing the N workspaces itself, concurrently over 16 keep-alive connections
+      (`GET /clusters/root:ws-XXXX/apis/example.dev/v1alpha1/widgets` each) and merging; the
+      runs are interleaved, medians are compared;
+  (b) the VW list time as a ratio to `orjson.dumps` of the same items, timed in the same run;
+  (c) watch fan-in: a VW wildcard watcher and direct per-workspace watchers are open while K
+      merge patches (a counter in a label) are made over the N workspaces by 8 clients at a
+      fixed rate; per change, the delay from the write's response to the event's arrival at
+      each watcher, matched by (kcp.io/cluster, name, counter); p50/p99;
+  (d) the proxy's memory per widget: RSS after the bindings, after creating the widgets (the
+      embedded shard holds them) and after the first VW request (which builds the view), per
+      widget, next to a widget's JSON size;
+  (e1) scale on the embedded shard: S workspaces x 10 widgets; time from process start to all
+      bindings Ready, then a restart on the same data: time from process start to a synced view
+      (the VW wildcard list returns every widget), and RSS;
+  (e2) scale over B separate backend processes (`python -m vwproxy.cli shard --token …`, one
+      workspace each, declared in backends.yaml, `vwproxy.dev/backend` on the Workspace): the
+      same two times and the proxy's RSS.
+
+    python benchmarks/vw_bench.py [--workspaces N] [--objects M] [--changes K] [--scale-workspaces S]
+                                  [--backends B] [--skip-scale] [--profile DIR] [--quick]
+
+Exits 1 if a request fails, a phase does not converge within its bounded wait, or a watcher did
+not receive every change. Timings are never judged. Every process it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+WIDGETS = "/apis/example.dev/v1alpha1"
+KCP = "/apis/apis.kcp.io/v1alpha2"
+READY_TIMEOUT = 30.0  # one server process accepting connections (more under load: see start())
+REQUEST_TIMEOUT = 120.0
+DELIVERY_TIMEOUT = 30.0
+BACKEND_TOKEN = "vw-bench-backend-token-5e1f"
+JSON = {"content-type": "application/json"}
+MERGE_PATCH = {"content-type": "application/merge-patch+json"}
+SEQ_LABEL = "bench-seq"
+WRITERS = 8
+
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass
+class Results:
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (metric, value, note)
+    ok: bool = True
+
+    def add(self, metric: str, value: str, note: str = "") -> None:
+        self.rows.append((metric, value, note))
+        print(f"  {metric}: {value}" + (f"  ({note})" if note else ""), flush=True)
+
+
+# -- processes ------------------------------------------------------------------------------
+
+_STARTED: list[subprocess.Popen[bytes]] = []  # every child, for the last-resort clean-up in main()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _child_env() -> dict[str, str]:
+    # The proxy talks to loopback backends: no HTTP proxy from the environment may get in between.
+    return {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+
+
+class Process:
+    """A `python -m vwproxy.cli …` child: start, readiness, RSS and CPU from /proc, stop."""
+
+    def __init__(self, args: list[str], log_path: Path, port: int | None = None, profile: Path | None = None) -> None:
+        self.port = port or _free_port()
+        self.args = [*args, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
+        self.cmd = [*prefix, "-m", "vwproxy.cli", *self.args]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.started_at = time.perf_counter()
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env())
+        _STARTED.append(self.proc)
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> float:
+        """Seconds from spawn until /readyz answers 200 (bounded)."""
+        assert self.proc is not None
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.cmd[self.cmd.index('vwproxy.cli') + 1]} on port {self.port} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                async with session.get(f"{self.url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started_at
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.05)
+        raise BenchError(f"{self.url} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def rss_kib(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) in KiB."""
+        assert self.proc is not None
+        values = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+        return values["VmRSS"], values["VmHWM"]
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        self.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def stop_all(processes: list[Process], timeout: float = 15.0) -> None:
+    """SIGTERM every process first, then wait for each (bounded), then SIGKILL what is left."""
+    for p in processes:
+        p.terminate()
+    deadline = time.monotonic() + timeout
+    for p in processes:
+        if p.proc is None:
+            continue
+        try:
+            p.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait(10)
+
+
+def serve_process(config: Path, data_dir: Path, log_path: Path, profile: Path | None, port: int | None = None) -> Process:
+    return Process(["serve", "--config", str(config), "--data-dir", str(data_dir)], log_path, port, profile)
+
+
+# -- the generated config -------------------------------------------------------------------
+
+
+def ws_name(i: int) -> str:
+    return f"ws-{i:04d}"
+
+
+def backend_name(i: int) -> str:
+    return f"b-{i:03d}"
+
+
+def write_config(folder: Path, workspaces: list[str], backends: dict[str, str] | None = None) -> None:
+    """The example's provider export, the workspaces, one APIBinding each; with `backends`
+    ({workspace: backend URL}) a backends.yaml and the `vwproxy.dev/backend` annotations."""
+    folder.mkdir(parents=True)
+    provider = resources.files("vwproxy") / "data" / "example" / "20-provider.yaml"
+    (folder / "20-provider.yaml").write_text(provider.read_text())
+    names = {ws: backend_name(i) for i, ws in enumerate(workspaces)} if backends else {}
+    docs: list[Any] = [{"apiVersion": "tenancy.kcp.io/v1alpha1", "kind": "Workspace", "metadata": {"name": "provider"}}]
+    for ws in workspaces:
+        md: dict[str, Any] = {"name": ws}
+        if ws in names:
+            md["annotations"] = {"vwproxy.dev/backend": names[ws]}
+        docs.append({"apiVersion": "tenancy.kcp.io/v1alpha1", "kind": "Workspace", "metadata": md})
+    (folder / "10-workspaces.yaml").write_text("---\n".join(json.dumps(d) + "\n" for d in docs))
+    bindings = [
+        {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding",
+         "metadata": {"name": "widgets", "annotations": {"kcp.io/path": f"root:{ws}"}},
+         "spec": {"reference": {"export": {"path": "root:provider", "name": "widgets"}}}}
+        for ws in workspaces
+    ]
+    (folder / "30-bindings.yaml").write_text("---\n".join(json.dumps(d) + "\n" for d in bindings))
+    if backends:
+        (folder / "backend.token").write_text(BACKEND_TOKEN + "\n")
+        declared = [
+            {"apiVersion": "vwproxy.dev/v1alpha1", "kind": "Backend", "metadata": {"name": names[ws]},
+             "spec": {"url": f"{url}/clusters/root", "tokenFile": "backend.token"}}
+            for ws, url in backends.items()
+        ]
+        (folder / "backends.yaml").write_text("---\n".join(json.dumps(d) + "\n" for d in declared))
+
+
+def widget(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "example.dev/v1alpha1",
+        "kind": "Widget",
+        "metadata": {"name": f"w-{i:05d}", "labels": {"app": "bench", SEQ_LABEL: "0"}},
+        "spec": {"size": i % 10 + 1, "color": ("red", "green", "blue", "yellow")[i % 4]},
+    }
+
+
+# -- HTTP helpers ---------------------------------------------------------------------------
+
+
+def _session(connections: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=60, force_close=False)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT), skip_auto_headers=["User-Agent"])
+
+
+async def _expect(resp: aiohttp.ClientResponse, status: int | tuple[int, ...], what: str) -> bytes:
+    body = await resp.read()
+    wanted = (status,) if isinstance(status, int) else status
+    if resp.status not in wanted:
+        raise BenchError(f"{what}: HTTP {resp.status} (wanted {status}): {body[:300]!r}")
+    return body
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy (bounded); returns that."""
+    deadline = time.perf_counter() + timeout
+    last: Any = None
+    while time.perf_counter() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}; last saw {str(last)[:300]}")
+
+
+async def wait_bindings_ready(session: aiohttp.ClientSession, base: str, expected: int, timeout: float) -> None:
+    async def ready() -> bool | str:
+        async with session.get(f"{base}/clusters/*{KCP}/apibindings") as r:
+            items = orjson.loads(await _expect(r, 200, "list APIBindings"))["items"]
+        count = sum(1 for b in items if any(c.get("type") == "Ready" and c.get("status") == "True" for c in (b.get("status") or {}).get("conditions") or []))
+        return count >= expected or f"{count}/{expected} Ready"
+
+    await eventually(ready, f"{expected} APIBindings Ready", timeout, 0.2)
+
+
+async def vw_url(session: aiohttp.ClientSession, base: str, timeout: float) -> str:
+    async def url() -> str:
+        async with session.get(f"{base}/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets") as r:
+            if r.status != 200:
+                return ""
+            endpoints = (orjson.loads(await r.read()).get("status") or {}).get("endpoints") or []
+        return str(endpoints[0]["url"]) if endpoints else ""
+
+    found: str = await eventually(url, "the endpoint slice's URL", timeout)
+    return f"{found}/clusters/*{WIDGETS}/widgets"
+
+
+async def create_widgets(base: str, workspaces: list[str], per_workspace: int, clients: int) -> float:
+    jobs = [(ws, i) for ws in workspaces for i in range(per_workspace)]
+
+    async def worker(session: aiohttp.ClientSession, j: int) -> None:
+        for ws, i in jobs[j::clients]:
+            async with session.post(f"{base}/clusters/root:{ws}{WIDGETS}/namespaces/default/widgets", data=orjson.dumps(widget(i)), headers=JSON) as r:
+                await _expect(r, 201, f"create widget {i} in root:{ws}")
+
+    async with _session(clients) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session, j) for j in range(clients)))
+        return time.perf_counter() - started
+
+
+async def wait_synced_view(session: aiohttp.ClientSession, base: str, expected: int, timeout: float) -> tuple[float, str]:
+    """Poll until the VW wildcard list returns `expected` widgets; (perf_counter then, the list URL)."""
+    url = await vw_url(session, base, timeout)
+
+    async def synced() -> bool | str:
+        async with session.get(url) as r:
+            body = await _expect(r, 200, "VW wildcard list")
+        count = len(orjson.loads(body)["items"])
+        return count == expected or f"{count}/{expected} widgets"
+
+    await eventually(synced, f"a VW list of {expected} widgets", timeout, 0.05)
+    return time.perf_counter(), url
+
+
+# -- (a) and (b): lists ---------------------------------------------------------------------
+
+
+async def timed_vw_list(session: aiohttp.ClientSession, url: str) -> tuple[float, float, bytes]:
+    """(seconds to the whole body, seconds to the decoded list, body)."""
+    started = time.perf_counter()
+    async with session.get(url) as r:
+        body = await _expect(r, 200, "VW wildcard list")
+    fetched = time.perf_counter()
+    orjson.loads(body)
+    return fetched - started, time.perf_counter() - started, body
+
+
+async def timed_direct_lists(session: aiohttp.ClientSession, base: str, workspaces: list[str]) -> tuple[float, float, dict[str, bytes]]:
+    """Every workspace's list concurrently: (seconds to all bodies, seconds to the merged items, bodies)."""
+    started = time.perf_counter()
+
+    async def one(ws: str) -> tuple[str, bytes]:
+        async with session.get(f"{base}/clusters/root:{ws}{WIDGETS}/widgets") as r:
+            return ws, await _expect(r, 200, f"list root:{ws}")
+
+    bodies = dict(await asyncio.gather(*(one(ws) for ws in workspaces)))
+    fetched = time.perf_counter()
+    merged: list[Any] = []
+    for body in bodies.values():
+        merged.extend(orjson.loads(body)["items"])
+    return fetched - started, time.perf_counter() - started, bodies
+
+
+def timed_dumps(items: list[Any], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        orjson.dumps(items)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+# -- (c): watch fan-in ----------------------------------------------------------------------
+
+
+@dataclass
+class FanIn:
+    acks: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (cluster, name, counter) → response time
+    write_latency: list[float] = field(default_factory=list)
+    vw: dict[tuple[str, str, str], float] = field(default_factory=dict)  # first arrival per change
+    direct: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=lambda: {"vw": 0, "direct": 0})
+    other: list[str] = field(default_factory=list)
+    watched_clusters: set[str] = field(default_factory=set)  # the workspaces with a direct watcher
+    write_seconds: float = 0.0
+
+
+async def _read_watch(session: aiohttp.ClientSession, url: str, params: dict[str, str], into: dict[tuple[str, str, str], float],
+                      fan: FanIn, which: str, opened: asyncio.Event) -> None:
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with session.get(url, params=params, timeout=timeout) as r:
+        if r.status != 200:
+            raise BenchError(f"watch {url}: HTTP {r.status}: {(await r.read())[:300]!r}")
+        opened.set()
+        buf = b""
+        async for chunk in r.content.iter_any():
+            now = time.perf_counter()
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = orjson.loads(line)
+                kind = event.get("type")
+                if kind == "BOOKMARK":
+                    continue
+                if kind != "MODIFIED":
+                    fan.other.append(f"{which} {kind}: {line[:200]!r}")
+                    if kind == "ERROR":
+                        return
+                    continue
+                md = event["object"]["metadata"]
+                key = ((md.get("annotations") or {}).get("kcp.io/cluster", ""), md["name"], (md.get("labels") or {}).get(SEQ_LABEL, ""))
+                if key in into:
+                    fan.duplicates[which] += 1
+                else:
+                    into[key] = now
+
+
+async def watch_fan_in(base: str, vw_list_url: str, vw_rv: str, direct_rvs: dict[str, str], watched: list[str],
+                       workspaces: list[str], per_workspace: int, changes: int, rate: float) -> FanIn:
+    fan = FanIn()
+    tasks: list[asyncio.Task[None]] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=["User-Agent"]) as watch_session, _session(WRITERS) as session:
+        try:
+            events = []
+            params = {"watch": "true", "resourceVersion": vw_rv, "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
+            ev = asyncio.Event()
+            events.append(ev)
+            tasks.append(asyncio.create_task(_read_watch(watch_session, vw_list_url, params, fan.vw, fan, "vw", ev)))
+            for ws in watched:
+                ev = asyncio.Event()
+                events.append(ev)
+                params = {"watch": "true", "resourceVersion": direct_rvs[ws], "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
+                tasks.append(asyncio.create_task(_read_watch(watch_session, f"{base}/clusters/root:{ws}{WIDGETS}/widgets", params, fan.direct, fan, "direct", ev)))
+            waiting = asyncio.gather(*(e.wait() for e in events))
+            done, _ = await asyncio.wait([waiting, *tasks], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                if t.done() and t.exception():
+                    raise t.exception()  # type: ignore[misc]
+            if not all(e.is_set() for e in events):
+                waiting.cancel()
+                raise BenchError(f"only {sum(e.is_set() for e in events)}/{len(events)} watches opened within 30 s")
+
+            started = time.perf_counter()
+
+            async def writer(j: int) -> None:
+                for u in range(j, changes, WRITERS):
+                    if rate > 0:
+                        delay = started + u / rate - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    ws = workspaces[u % len(workspaces)]
+                    name = widget((u // len(workspaces)) % per_workspace)["metadata"]["name"]
+                    sent = time.perf_counter()
+                    patch = orjson.dumps({"metadata": {"labels": {SEQ_LABEL: str(u + 1)}}})
+                    async with session.patch(f"{base}/clusters/root:{ws}{WIDGETS}/namespaces/default/widgets/{name}", data=patch, headers=MERGE_PATCH) as r:
+                        body = await _expect(r, 200, f"patch {name} in root:{ws}")
+                    acked = time.perf_counter()
+                    md = orjson.loads(body)["metadata"]
+                    cluster = md["annotations"]["kcp.io/cluster"]
+                    fan.acks[(cluster, name, str(u + 1))] = acked
+                    fan.write_latency.append(acked - sent)
+                    if ws in watched:
+                        fan.watched_clusters.add(cluster)
+
+            await asyncio.gather(*(writer(j) for j in range(WRITERS)))
+            fan.write_seconds = time.perf_counter() - started
+
+            def delivered() -> bool:
+                want_direct = [k for k in fan.acks if k[0] in fan.watched_clusters]
+                return all(k in fan.vw for k in fan.acks) and all(k in fan.direct for k in want_direct)
+
+            deadline = time.perf_counter() + DELIVERY_TIMEOUT
+            while not delivered() and time.perf_counter() < deadline and not all(t.done() for t in tasks):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # duplicates or errors would arrive now
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
+    return fan
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for name in ("vwproxy", "uvicorn", "uvloop", "httptools", "starlette", "httpx", "orjson", "aiohttp"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} ?")
+    import sqlite3
+
+    return ", ".join(parts) + f", SQLite {sqlite3.sqlite_version}"
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+class CpuMeter:
+    def __init__(self, server: Process) -> None:
+        self.server = server
+        self.server_start = server.cpu_seconds()
+        self.client_start = time.process_time()
+
+    def note(self) -> str:
+        return f"server CPU {self.server.cpu_seconds() - self.server_start:.2f} s, client CPU {time.process_time() - self.client_start:.2f} s"
+
+
+def _profile_path(args: argparse.Namespace, name: str) -> Path | None:
+    if not args.profile:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return args.profile / f"{name}.prof"
+
+
+async def main_phases(args: argparse.Namespace, tmp: Path, results: Results, owned: list[Process]) -> None:
+    """(a) to (d) on N workspaces x M widgets."""
+    n, m = args.workspaces, args.objects
+    total = n * m
+    workspaces = [ws_name(i) for i in range(n)]
+    write_config(tmp / "config", workspaces)
+    server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", _profile_path(args, "serve"))
+    owned.append(server)
+    print(f"server:  {shlex.join(server.cmd)}")
+    async with _session(16) as session:
+        server.spawn()
+        ready = await server.wait_ready(session, READY_TIMEOUT + n * 0.05)
+        await wait_bindings_ready(session, server.url, n, 60 + n * 0.1)
+        bound = time.perf_counter() - server.started_at
+        list_url = await vw_url(session, server.url, 30)
+        results.add("workspaces bound", f"{n}", f"ready in {ready:.2f} s, all APIBindings Ready {bound:.2f} s after start")
+        rss_bound, _ = server.rss_kib()
+
+        cpu = CpuMeter(server)
+        secs = await create_widgets(server.url, workspaces, m, WRITERS)
+        results.add("widgets created", f"{total}", f"{total / secs:,.0f} widgets/s by {WRITERS} clients through the front, {secs:.2f} s; {cpu.note()}")
+        rss_created, _ = server.rss_kib()
+
+        # The first VW request builds the view from the shard; limit=1 keeps the response small.
+        started = time.perf_counter()
+        async with session.get(list_url, params={"limit": "1"}) as r:
+            await _expect(r, 200, "first VW list (limit=1)")
+        first_secs = time.perf_counter() - started
+        rss_view, _ = server.rss_kib()
+
+        # (a) and (b): interleaved runs, after one warm-up of each.
+        # The client's garbage collector is off while a run is timed (decoding 10,000 objects
+        # would otherwise trigger collections of this process's heap in the middle of a run).
+        vw_fetch: list[float] = []
+        vw_decoded: list[float] = []
+        direct_fetch: list[float] = []
+        direct_merged: list[float] = []
+        shard_fetch: list[float] = []
+        connections = args.direct_connections
+        vw_body = b""
+        direct_bodies: dict[str, bytes] = {}
+        shard_url = f"{server.url}/clusters/*{WIDGETS}/widgets"
+        async with _session(1) as vw_session, _session(connections) as direct_session:
+            await timed_vw_list(vw_session, list_url)
+            await timed_direct_lists(direct_session, server.url, workspaces)
+            await timed_vw_list(vw_session, shard_url)
+            cpu = CpuMeter(server)
+            for _ in range(args.list_runs):
+                gc.collect()
+                gc.disable()
+                try:
+                    f, d, vw_body = await timed_vw_list(vw_session, list_url)
+                    vw_fetch.append(f)
+                    vw_decoded.append(d)
+                    gc.collect()
+                    f, d, direct_bodies = await timed_direct_lists(direct_session, server.url, workspaces)
+                    direct_fetch.append(f)
+                    direct_merged.append(d)
+                    gc.collect()
+                    shard_fetch.append((await timed_vw_list(vw_session, shard_url))[0])
+                finally:
+                    gc.enable()
+            list_cpu = cpu.note()
+        doc = orjson.loads(vw_body)
+        items = doc["items"]
+        if len(items) != total:
+            raise BenchError(f"the VW wildcard list returned {len(items)} widgets, expected {total}")
+        direct_count = sum(len(orjson.loads(b)["items"]) for b in direct_bodies.values())
+        if direct_count != total:
+            raise BenchError(f"the direct lists returned {direct_count} widgets, expected {total}")
+        vw_med, vw_dec_med = statistics.median(vw_fetch), statistics.median(vw_decoded)
+        d_med, d_merged_med = statistics.median(direct_fetch), statistics.median(direct_merged)
+        direct_mb = sum(len(b) for b in direct_bodies.values()) / 1e6
+        results.add("(a) VW wildcard list (median)", f"{_ms(vw_med)} ms",
+                    f"{len(items)} items, {len(vw_body) / 1e6:.2f} MB; runs {', '.join(_ms(t) for t in vw_fetch)} ms; decoded too: {_ms(vw_dec_med)} ms")
+        results.add("(a) direct workspace lists (median)", f"{_ms(d_med)} ms",
+                    f"{n} lists over {connections} connections, {direct_mb:.2f} MB; runs {', '.join(_ms(t) for t in direct_fetch)} ms; decoded and merged too: {_ms(d_merged_med)} ms")
+        results.add("(a) shard wildcard list, for reference (median)", f"{_ms(statistics.median(shard_fetch))} ms",
+                    f"`/clusters/*{WIDGETS}/widgets` through the front: the embedded shard's own wildcard list of the same widgets; runs {', '.join(_ms(t) for t in shard_fetch)} ms")
+        results.add("(a) proxy / direct ratio", f"{vw_med / d_med:.2f}x", f"bodies read; decoded/merged: {vw_dec_med / d_merged_med:.2f}x; target <= 0.5x; {list_cpu} over all list runs")
+        dumps_med = statistics.median(timed_dumps(items, args.list_runs))
+        results.add("(b) orjson.dumps(items) (median)", f"{_ms(dumps_med)} ms", "same items, in this process")
+        results.add("(b) VW list / orjson.dumps ratio", f"{vw_med / dumps_med:.1f}x", "target <= 3x")
+
+        # (d) memory per widget.
+        sizes = [len(orjson.dumps(i)) for i in items]
+        per_shard = (rss_created - rss_bound) * 1024 / total
+        per_view = (rss_view - rss_created) * 1024 / total
+        avg = statistics.mean(sizes)
+        results.add("(d) widget JSON size (mean)", f"{avg:,.0f} bytes", f"as the VW returns it (with managedFields and kcp.io/cluster); min {min(sizes)}, max {max(sizes)}")
+        results.add("(d) proxy RSS per widget, shard", f"{per_shard / 1024:.2f} KiB", f"{per_shard / avg:.1f}x the JSON; RSS {_mib(rss_bound)} -> {_mib(rss_created)} creating {total} widgets (stored + watch history)")
+        results.add("(d) proxy RSS per widget, view", f"{per_view / 1024:.2f} KiB", f"{per_view / avg:.1f}x the JSON; RSS -> {_mib(rss_view)} when the first VW request built the view ({first_secs * 1000:.0f} ms)")
+
+        # (c) watch fan-in.
+        watched = workspaces[: min(n, args.direct_watchers)]
+        direct_rvs = {ws: str(orjson.loads(direct_bodies[ws])["metadata"]["resourceVersion"]) for ws in watched}
+        cpu = CpuMeter(server)
+        fan = await watch_fan_in(server.url, list_url, str(doc["metadata"]["resourceVersion"]), direct_rvs, watched, workspaces, m, args.changes, args.change_rate)
+        rate_note = f"{args.change_rate:,.0f}/s asked" if args.change_rate > 0 else "as fast as possible"
+        results.add("(c) changes committed", f"{len(fan.acks)}",
+                    f"merge patches by {WRITERS} clients over {n} workspaces, {rate_note}, {len(fan.acks) / fan.write_seconds:,.0f}/s done; "
+                    f"write latency p50 {_ms(_pct(fan.write_latency, 50))} ms, p99 {_ms(_pct(fan.write_latency, 99))} ms; {cpu.note()}")
+        vw_delays = [fan.vw[k] - t for k, t in fan.acks.items() if k in fan.vw]
+        want_direct = {k: t for k, t in fan.acks.items() if k[0] in fan.watched_clusters}
+        direct_delays = [fan.direct[k] - t for k, t in want_direct.items() if k in fan.direct]
+        results.add("(c) VW watcher delay p50 / p99", f"{_ms(_pct(vw_delays, 50))} / {_ms(_pct(vw_delays, 99))} ms",
+                    f"from the write's response to the event at the VW wildcard watcher; max {_ms(max(vw_delays, default=float('nan')))} ms; {sum(d < 0 for d in vw_delays)} arrived before the response")
+        results.add("(c) direct watcher delay p50 / p99", f"{_ms(_pct(direct_delays, 50))} / {_ms(_pct(direct_delays, 99))} ms",
+                    f"same, at the per-workspace watchers ({len(watched)} open); max {_ms(max(direct_delays, default=float('nan')))} ms; {sum(d < 0 for d in direct_delays)} arrived before the response")
+        complete = len(vw_delays) == len(fan.acks) == args.changes and len(direct_delays) == len(want_direct) and not fan.other and not any(fan.duplicates.values())
+        results.add("(c) delivered", f"VW {len(vw_delays)}/{len(fan.acks)}, direct {len(direct_delays)}/{len(want_direct)} {'OK' if complete else 'MISMATCH'}",
+                    f"duplicates VW {fan.duplicates['vw']}, direct {fan.duplicates['direct']}; other events {len(fan.other)}")
+        if fan.other:
+            print("  other watch events:", *fan.other[:5], sep="\n    ")
+        if not complete:
+            results.ok = False
+        rss, hwm = server.rss_kib()
+        results.add("proxy RSS after the load", _mib(rss), f"peak (VmHWM) {_mib(hwm)}")
+    server.stop()
+
+
+async def scale_embedded(args: argparse.Namespace, tmp: Path, results: Results, owned: list[Process]) -> None:
+    """(e1) S workspaces on the embedded shard, P widgets each; cold start to a synced view."""
+    s, p = args.scale_workspaces, args.scale_objects
+    total = s * p
+    workspaces = [ws_name(i) for i in range(s)]
+    write_config(tmp / "e1-config", workspaces)
+    generous = 60 + s * 0.5
+    async with _session(16) as session:
+        server = serve_process(tmp / "e1-config", tmp / "e1-data", tmp / "e1.log", _profile_path(args, "e1-first"))
+        owned.append(server)
+        server.spawn()
+        ready = await server.wait_ready(session, generous)
+        await wait_bindings_ready(session, server.url, s, generous)
+        bound = time.perf_counter() - server.started_at
+        rss_bound, _ = server.rss_kib()
+        results.add("(e1) first start: all bindings Ready", f"{bound:.1f} s", f"{s} workspaces + bindings seeded from the config; ready (listening) after {ready:.1f} s; RSS {_mib(rss_bound)}")
+        secs = await create_widgets(server.url, workspaces, p, WRITERS)
+        synced_at, _ = await wait_synced_view(session, server.url, total, generous)
+        rss, _ = server.rss_kib()
+        results.add("(e1) widgets created", f"{total}", f"{total / secs:,.0f}/s through the front; view synced {(synced_at - server.started_at):.1f} s after start; RSS {_mib(rss)}")
+        server.stop()
+        # The same data and config again: a cold start.
+        server = serve_process(tmp / "e1-config", tmp / "e1-data", tmp / "e1.log", _profile_path(args, "e1-restart"))
+        owned.append(server)
+        server.spawn()
+        ready = await server.wait_ready(session, generous)
+        synced_at, _ = await wait_synced_view(session, server.url, total, generous)
+        rss, hwm = server.rss_kib()
+        results.add("(e1) restart: start to synced view", f"{synced_at - server.started_at:.1f} s",
+                    f"{s} workspaces x {p} widgets; listening after {ready:.1f} s; server CPU {server.cpu_seconds():.1f} s")
+        results.add("(e1) proxy RSS, synced", _mib(rss), f"peak (VmHWM) {_mib(hwm)}")
+        server.stop()
+
+
+async def scale_backends(args: argparse.Namespace, tmp: Path, results: Results, owned: list[Process]) -> None:
+    """(e2) B backend processes, one workspace each; start to a synced view, and RSS."""
+    b, p = args.backends, args.scale_objects
+    backends: list[Process] = []
+    (tmp / "e2-backends").mkdir()
+    started = time.perf_counter()
+    for i in range(b):
+        proc = Process(["shard", "--data-dir", str(tmp / "e2-backends" / backend_name(i)), "--token", BACKEND_TOKEN],
+                       tmp / "e2-backends" / f"{backend_name(i)}.log")
+        backends.append(proc)
+        owned.append(proc)
+        proc.spawn()
+    async with _session(32) as session:
+        outcomes = await asyncio.gather(*(proc.wait_ready(session, 60 + b * 2.0) for proc in backends), return_exceptions=True)
+        failed = [(proc, o) for proc, o in zip(backends, outcomes) if isinstance(o, BaseException)]
+        if failed:
+            for proc, o in failed[:3]:
+                print(f"  backend on port {proc.port} failed: {o}")
+            raise BenchError(f"{len(failed)} of {b} backend processes did not start; try fewer with --backends")
+        up = time.perf_counter() - started
+        rss_each = [proc.rss_kib()[0] for proc in backends]
+        results.add("(e2) backend processes started", f"{b}", f"concurrently, all ready {up:.1f} s after the first spawn; RSS each {_mib(int(statistics.mean(rss_each)))} mean, {_mib(sum(rss_each))} together")
+
+        workspaces = [f"bws-{i:03d}" for i in range(b)]
+        write_config(tmp / "e2-config", workspaces, {ws: proc.url for ws, proc in zip(workspaces, backends)})
+        total = b * p
+        generous = 60 + b * 1.0
+        server = serve_process(tmp / "e2-config", tmp / "e2-data", tmp / "e2.log", _profile_path(args, "e2-first"))
+        owned.append(server)
+        print(f"server:  {shlex.join(server.cmd)}")
+        server.spawn()
+        ready = await server.wait_ready(session, generous)
+        await wait_bindings_ready(session, server.url, b, generous)
+        bound = time.perf_counter() - server.started_at
+        results.add("(e2) first start: all bindings Ready", f"{bound:.1f} s", f"{b} workspaces, each on its own backend (CRD installed there); listening after {ready:.1f} s")
+        secs = await create_widgets(server.url, workspaces, p, WRITERS)
+        synced_at, _ = await wait_synced_view(session, server.url, total, generous)
+        results.add("(e2) widgets created", f"{total}", f"{total / secs:,.0f}/s through the front to the backends; view synced {synced_at - server.started_at:.1f} s after start")
+        server.stop()
+        server = serve_process(tmp / "e2-config", tmp / "e2-data", tmp / "e2.log", _profile_path(args, "e2-restart"))
+        owned.append(server)
+        server.spawn()
+        ready = await server.wait_ready(session, generous)
+        synced_at, _ = await wait_synced_view(session, server.url, total, generous)
+        rss, hwm = server.rss_kib()
+        results.add("(e2) restart: start to synced view", f"{synced_at - server.started_at:.1f} s",
+                    f"{b} backends x {p} widgets, one reflector each; listening after {ready:.1f} s; server CPU {server.cpu_seconds():.1f} s")
+        results.add("(e2) proxy RSS, synced", _mib(rss), f"peak (VmHWM) {_mib(hwm)}; the {b} backends hold the widgets")
+        server.stop()
+    stop_all(backends)
+
+
+async def run(args: argparse.Namespace, command: str) -> Results:
+    results = Results()
+    tmp = Path(tempfile.mkdtemp(prefix="vwproxy-vwbench-"))
+    owned: list[Process] = []
+    print(f"command: {command}")
+    print(f"client:  aiohttp {aiohttp.__version__} on {type(asyncio.get_running_loop()).__module__} loop, HTTP/1.1 keep-alive")
+    print(f"machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, {platform.system()} {platform.release()}")
+    print(f"stack:   {_versions()}")
+    print(f"load:    {args.workspaces} workspaces x {args.objects} widgets; {args.changes} changes at {args.change_rate:g}/s; {args.list_runs} list runs; "
+          + ("scale phases skipped" if args.skip_scale else f"scale: {args.scale_workspaces} workspaces and {args.backends} backends x {args.scale_objects} widgets"))
+    if args.profile:
+        print(f"profile: the servers run under cProfile (slower); .prof files in {args.profile}")
+    print("running:", flush=True)
+    started = time.perf_counter()
+    try:
+        await main_phases(args, tmp, results, owned)
+        if not args.skip_scale:
+            await scale_embedded(args, tmp, results, owned)
+            await scale_backends(args, tmp, results, owned)
+    finally:
+        stop_all(owned)
+        if args.keep:
+            print(f"kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"the run took {time.perf_counter() - started:.0f} s")
+    return results
+
+
+def print_table(results: Results, command: str) -> None:
+    width = max(len(r[0]) for r in results.rows)
+    vwidth = max(len(r[1]) for r in results.rows)
+    print()
+    print(f"| {'metric'.ljust(width)} | {'value'.ljust(vwidth)} | note")
+    print(f"|-{'-' * width}-|-{'-' * vwidth}-|------")
+    for metric, value, note in results.rows:
+        print(f"| {metric.ljust(width)} | {value.ljust(vwidth)} | {note}")
+    print()
+    print(f"command: {command}")
+    print("result: " + ("OK" if results.ok else "FAILED (see the watch check)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspaces", type=int, default=None, help="consumer workspaces for (a)-(d) (default 100; --quick: 4)")
+    parser.add_argument("--objects", type=int, default=None, help="widgets per workspace for (a)-(d) (default 100; --quick: 10)")
+    parser.add_argument("--changes", type=int, default=None, help="merge patches while the watchers are open (default 2000; --quick: 100)")
+    parser.add_argument("--change-rate", type=float, default=500.0, help="changes per second asked of the writers, 0 for as fast as they go (default 500)")
+    parser.add_argument("--direct-watchers", type=int, default=100, help="per-workspace watchers opened for comparison (default 100, at most --workspaces)")
+    parser.add_argument("--direct-connections", type=int, default=16, help="connections of the client listing the workspaces itself (default 16)")
+    parser.add_argument("--list-runs", type=int, default=None, help="interleaved list runs to take the medians of (default 7; --quick: 3)")
+    parser.add_argument("--scale-workspaces", type=int, default=None, help="(e1) workspaces on the embedded shard (default 1000; --quick: 20)")
+    parser.add_argument("--backends", type=int, default=None, help="(e2) separate backend processes, one workspace each (default 100; --quick: 3)")
+    parser.add_argument("--scale-objects", type=int, default=None, help="widgets per workspace in (e1) and (e2) (default 10; --quick: 5)")
+    parser.add_argument("--skip-scale", action="store_true", help="skip (e1) and (e2)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="run every proxy under cProfile, writing DIR/<phase>.prof (timings are then not comparable)")
+    parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, data, logs)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+
+    def pick(value: int | None, default: int, small: int) -> int:
+        return value if value is not None else (small if quick else default)
+
+    args.workspaces = pick(args.workspaces, 100, 4)
+    args.objects = pick(args.objects, 100, 10)
+    args.changes = pick(args.changes, 2000, 100)
+    args.list_runs = pick(args.list_runs, 7, 3)
+    args.scale_workspaces = pick(args.scale_workspaces, 1000, 20)
+    args.backends = pick(args.backends, 100, 3)
+    args.scale_objects = pick(args.scale_objects, 10, 5)
+    for name in ("workspaces", "objects", "changes", "list_runs", "scale_workspaces", "backends", "scale_objects", "direct_watchers", "direct_connections"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.change_rate < 0:
+        parser.error("--change-rate must not be negative")
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+    command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/vw_bench.py", *argv])
+    try:
+        import uvloop
+
+        loop_factory: Any = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        loop_factory = None
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            results = runner.run(run(args, command))
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in _STARTED:  # last resort: nothing this benchmark started outlives it
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    print_table(results, command)
+    return 0 if results.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
