@@ -177,7 +177,7 @@ class View:
 
     def since(self, rv: int) -> builtins.list[ChangeEvent]:
         """The events after `rv`, for a watch resuming there; `TooOld` if some were forgotten."""
-        return self._history.since(rv + 1)
+        return self._history.since(rv)
 
     def check_fields(self, fields: FieldSelector) -> None:
         for name in sorted(fields.field_names()):
@@ -216,7 +216,7 @@ class View:
             source = self._table.ordered(cluster, namespace)
             # The state is the same at every RV from the last event to the newest issued, so a
             # requested RV in that range is what the list is "at" (NotOlderThan and Exact alike).
-            list_rv = max(current, rv)
+            list_rv = max(current, rv) - 1
         matched = _matching(source, opts.labels, opts.fields)
         return self._page(matched, list_rv, opts.limit, 0)
 

@@ -120,6 +120,7 @@ class Reflector:
                 raise Expired()
             if stream.status != 200:
                 raise errors.StatusError(stream.status if stream.status >= 400 else 502, "BackendError", f"watching {self.path} answered HTTP {stream.status}")
+            self.health(True, "")  # resumed: the backend is current again
             async for line in stream.lines():
                 if not line.strip():
                     continue
