@@ -269,3 +269,13 @@ def test_kubectl_through_the_vw(proxy: RunningProxy, front: httpx.Client, tmp_pa
     finally:
         watch.terminate()
         watch.wait(10)
+
+
+def test_readyz_and_metrics(proxy: RunningProxy, front: httpx.Client) -> None:
+    ready = front.get("/readyz")
+    assert ready.status_code == 200 and ready.text.strip().endswith("readyz check passed")
+    front.get(f"{vw_url(front)}/clusters/*/{WIDGETS}/widgets")
+    metrics = dict(line.split(" ", 1) for line in front.get("/metrics").text.splitlines() if line and not line.startswith("#"))
+    assert int(metrics["vwproxy_views"]) >= 1 and int(metrics["vwproxy_view_objects"]) >= 5
+    assert int(metrics["vwproxy_resource_version"]) > 10**15
+    assert metrics["vwproxy_slow_watchers_closed_total"] == "0"

@@ -199,3 +199,13 @@ def test_bad_manifest_names_file_and_field(tmp_path: Path) -> None:
 
     with pytest.raises(ManifestError, match=r"bad\.yaml#1: field metadata\.name is required"):
         RunningProxy(tmp_path / "data", config)
+
+
+def test_deleting_a_workspace_deletes_its_logical_cluster(proxy: RunningProxy, front: httpx.Client) -> None:
+    front.post("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces", json={"metadata": {"name": "short-lived"}})
+    eventually(lambda: front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/short-lived").json().get("status", {}).get("phase") == "Ready", "Ready")
+    cluster = proxy.cluster_of("root:short-lived")
+    front.post(f"/clusters/{cluster}/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "doomed"}})
+    assert front.delete("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/short-lived").status_code == 200
+    eventually(lambda: front.get(f"/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 404, "the logical cluster is gone")
+    assert front.get("/clusters/root:short-lived/api/v1/namespaces").status_code == 404

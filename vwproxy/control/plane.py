@@ -80,11 +80,13 @@ class ControlPlane:
             kind = _KEYS_BY_STORAGE.get(event.storage_key)
             if kind is None:
                 continue
-            last = event.obj.decode() if event.type == wire.DELETED and kind == "binding" else None
+            last = event.obj.decode() if event.type == wire.DELETED and kind in ("binding", "workspace") else None
             self._enqueue_for(kind, event.obj.cluster, event.obj.namespace, event.obj.name, last)
 
     def _enqueue_for(self, kind: str, cluster: str, namespace: str, name: str, last_state: Obj | None) -> None:
-        if kind in ("workspace", "workspacetype", "export", "slice"):
+        if kind == "workspace":
+            self.enqueue((kind, cluster, name), last_state)
+        elif kind in ("workspacetype", "export", "slice"):
             self.enqueue((kind, cluster, name))
         elif kind == "logicalcluster":
             self.enqueue(("logicalcluster", cluster))
@@ -112,7 +114,7 @@ class ControlPlane:
         r = self.reconcilers
         kind = key[0]
         if kind == "workspace":
-            r.reconcile_workspace(key[1], key[2])
+            r.reconcile_workspace(key[1], key[2], last_state)
         elif kind == "workspacetype":
             r.reconcile_workspace_type(key[1], key[2])
         elif kind == "logicalcluster":

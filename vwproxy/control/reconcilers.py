@@ -77,9 +77,13 @@ class Reconcilers:
 
     # -- workspaces ------------------------------------------------------------------------------
 
-    def reconcile_workspace(self, parent: str, name: str) -> None:
+    def reconcile_workspace(self, parent: str, name: str, last_state: Obj | None = None) -> None:
         ws = self.store.get(WORKSPACES, parent, name)
         if ws is None:
+            # Deleted: its logical cluster (and with it everything in the workspace) goes too.
+            cluster = ((last_state or {}).get("spec") or {}).get("cluster")
+            if cluster and self.store.shard.cluster_exists(str(cluster)):
+                self.store.delete(LOGICAL_CLUSTERS, str(cluster), LOGICAL_CLUSTER_OBJECT_NAME)
             return
         md = ws["metadata"]
         path = f"{self.store.path_of(parent)}:{name}"

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from vwproxy.control.manifests import Manifest
@@ -80,7 +81,27 @@ class ServeApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "http" and scope["path"] in ("/readyz", "/metrics"):
+            response = self._readyz() if scope["path"] == "/readyz" else self._metrics()
+            await response(scope, receive, send)
+            return
         await self.front(scope, receive, send)
+
+    def _readyz(self) -> Response:
+        """Ready once seeded; stale workspaces are explained, not fatal (the rest is served)."""
+        if self._loop_task is None:
+            return PlainTextResponse("[-]control-plane: seeding\nreadyz check failed\n", 503)
+        lines = ["[+]shard ok", "[+]control-plane ok"]
+        for cluster, why in sorted(self.hub.stale.items()):
+            lines.append(f"[-]workspace {cluster}: stale: {why}")
+        lines.append("readyz check passed")
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    def _metrics(self) -> Response:
+        """Prometheus text exposition of the proxy's gauges and counters."""
+        values = {**self.hub.metrics(), "vwproxy_shard_revision": self.shard.revision, "vwproxy_shard_watchers": self.shard.watcher_count()}
+        body = "".join(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}\n{name} {value}\n" for name, value in values.items())
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -17,6 +17,7 @@ from vwproxy.core.objects import ChangeEvent, Encoder, StoredObject
 # Undelivered frames a watcher may hold before it is cut off. Large enough to absorb a burst
 # of writes (a deletecollection of a few thousand objects), small enough to bound memory.
 WATCHER_BUFFER_LIMIT = 10_000
+SLOW_WATCHER_REASON = "watcher fell behind"
 
 
 class Watcher:
@@ -77,7 +78,7 @@ class Watcher:
         if self.closed:
             return
         if len(self._frames) >= self.limit:
-            self.close("watcher fell behind")
+            self.close(SLOW_WATCHER_REASON)
             return
         self._frames.append(frame)
         self._ready.set()

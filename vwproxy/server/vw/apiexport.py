@@ -250,7 +250,7 @@ class APIExportVirtualWorkspace:
         watchers = self.hub.watchers[key]
         watchers.add(watcher)
         return watchstream.stream_watch(
-            watcher, opts, bookmark_as, lambda: view.current_rv, lambda: watchers.discard(watcher), self.bookmark_interval,
+            watcher, opts, bookmark_as, lambda: view.current_rv, lambda: self.hub.stop_watch(key, watcher), self.bookmark_interval,
             _warning_headers(self.hub.stale_warnings(key)),
         )
 

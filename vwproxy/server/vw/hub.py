@@ -22,7 +22,7 @@ from vwproxy.core.view import View
 from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.store.shard import Shard
-from vwproxy.store.watchers import Watcher
+from vwproxy.store.watchers import SLOW_WATCHER_REASON, Watcher
 from vwproxy.upstream.client import BackendClient
 from vwproxy.upstream.reflector import Reflector
 
@@ -65,6 +65,7 @@ class ViewHub:
         self._reflectors: dict[tuple[ViewKey, str], tuple[asyncio.Task[None], Reflector]] = {}
         self.stale: dict[str, str] = {}  # logical cluster → why its backend is not current
         self._changed: dict[ViewKey, asyncio.Event] = {}
+        self.slow_watchers_closed = 0
         self.store = store
         self.seq = seq or RVSequence()
         self.history_size = history_size
@@ -257,6 +258,22 @@ class ViewHub:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 return False
+
+    def stop_watch(self, key: ViewKey, watcher: Watcher) -> None:
+        self.watchers.get(key, set()).discard(watcher)
+        if watcher.closed == SLOW_WATCHER_REASON:
+            self.slow_watchers_closed += 1
+
+    def metrics(self) -> dict[str, int]:
+        return {
+            "vwproxy_views": len(self.views),
+            "vwproxy_view_objects": sum(len(v) for v in self.views.values()),
+            "vwproxy_watchers": sum(len(w) for w in self.watchers.values()),
+            "vwproxy_slow_watchers_closed_total": self.slow_watchers_closed,
+            "vwproxy_reflectors": len(self._reflectors),
+            "vwproxy_stale_workspaces": len(self.stale),
+            "vwproxy_resource_version": self.seq.current,
+        }
 
     def stale_warnings(self, key: ViewKey) -> list[str]:
         engaged = self.engaged.get(key, set())
