@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import kubernetes
 import orjson
 import pytest
 
-from test_control_plane import conditions, eventually
+from support import eventually
+from test_control_plane import conditions
 from vwproxy.testing.proxy import RunningProxy
 
 WIDGETS = "apis/example.dev/v1alpha1"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import base64
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,9 @@ import httpx
 import pytest
 
 from vwproxy.testing.proxy import RunningProxy
+from support import eventually
 
 KCP = "/apis/apis.kcp.io/v1alpha2"
-WAIT_SECONDS = 10.0
 
 
 @pytest.fixture
@@ -32,16 +31,6 @@ def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
         yield client
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    """Poll `check` until it returns something truthy (bounded): reconcilers run asynchronously."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, str]:

@@ -17,32 +17,19 @@ import httpx
 import pytest
 
 from vwproxy.testing.proxy import example_topology
+from support import eventually, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 READY_TIMEOUT_SECONDS = 15.0
 EXIT_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 5.0
-WAIT_SECONDS = 10.0
 KCP = "/apis/apis.kcp.io/v1alpha2"
 WIDGETS = "/apis/example.dev/v1alpha1/namespaces/default/widgets"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:

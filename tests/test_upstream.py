@@ -29,6 +29,7 @@ from vwproxy.upstream import client as client_module
 from vwproxy.upstream.backends import Backend, BackendConfigError, load_backends, tls_context
 from vwproxy.upstream.client import BackendClient
 from vwproxy.upstream.stamp import stamp_object, stamp_watch_line, strip_cluster_annotation
+from support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-backend-token"
@@ -275,10 +276,6 @@ def test_a_missing_backends_file_named_directly_is_an_error(tmp_path: Path) -> N
 # --- a real second shard process as a kube backend ----------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -23,6 +23,7 @@ changes nothing and a fresh view built from the backends holds the same objects.
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -491,7 +492,7 @@ def test_a_later_run_starts_above_everything_an_earlier_run_issued(start_s: int,
 # -- unit tests --------------------------------------------------------------------------------
 
 def test_rv_sequence_default_base_is_the_start_time_in_microseconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rv_module.time, "time_ns", lambda: 1_700_000_000_123_456_789)
+    monkeypatch.setattr(rv_module, "time", SimpleNamespace(time_ns=lambda: 1_700_000_000_123_456_789))
     seq = RVSequence()
     assert seq.base == seq.current == 1_700_000_000_123_456
     assert seq.next() == 1_700_000_000_123_457
@@ -769,6 +770,19 @@ def test_a_bad_continue_token_is_400() -> None:
     assert err.value.code == 400
 
 
+def test_a_token_continues_only_its_own_cluster_and_namespace() -> None:
+    view = make_view()
+    for cluster, ns, name in (("c1", "d", "a"), ("c1", "d", "b"), ("c1", "e", "c"), ("c2", "d", "a")):
+        view.upsert(cluster, widget(ns, name), "1")
+    token = view.list("c1", "", opts(limit=1)).continue_token
+    other_scopes: list[tuple[str | None, str]] = [(None, ""), ("c2", ""), ("c1", "d")]
+    for scope_cluster, scope_namespace in other_scopes:
+        with pytest.raises(StatusError) as err:
+            view.list(scope_cluster, scope_namespace, opts(limit=1, continue_token=token))
+        assert err.value.code == 400 and err.value.message.startswith("continue key is not valid")
+    assert [o.name for o in view.list("c1", "", opts(limit=5, continue_token=token)).items] == ["b", "c"]
+
+
 def test_a_token_from_another_view_is_expired_here() -> None:
     seq = RVSequence(0)
     a, b = View(seq, GROUP, "widgets"), View(seq, GROUP, "gadgets")
@@ -782,7 +796,7 @@ def test_a_token_from_another_view_is_expired_here() -> None:
 
 def test_snapshot_cache_is_lru_and_expires() -> None:
     now = [0.0]
-    cache = SnapshotCache(2, 10.0, lambda: now[0])
+    cache: SnapshotCache[list[int]] = SnapshotCache(2, 10.0, lambda: now[0])
     cache.put("a", [])
     cache.put("b", [])
     assert cache.get("a") == []  # "a" is now the most recently used

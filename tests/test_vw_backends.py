@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from test_kube_backend import EXT, ShardProcess, backend, config, direct, ext_ready, front, proxy, widget  # noqa: F401  (fixtures)
-from test_control_plane import eventually
+from support import eventually
 from vwproxy.testing.proxy import RunningProxy
 
 WIDGETS = "apis/example.dev/v1alpha1"
