@@ -198,3 +198,14 @@ def test_deleting_a_workspace_deletes_its_logical_cluster(proxy: RunningProxy, f
     assert front.delete("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/short-lived").status_code == 200
     eventually(lambda: front.get(f"/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 404, "the logical cluster is gone")
     assert front.get("/clusters/root:short-lived/api/v1/namespaces").status_code == 404
+
+
+def test_two_bindings_of_the_same_export_share_the_crd(proxy: RunningProxy, front: httpx.Client) -> None:
+    binding = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "again"}, "spec": {"reference": {"export": {"path": "root:provider", "name": "widgets"}}}}
+    assert front.post(f"/clusters/root:consumer-2{KCP}/apibindings", json=binding).status_code == 201
+    eventually(lambda: conditions(front.get(f"/clusters/root:consumer-2{KCP}/apibindings/again").json()).get("Ready") == "True", "second binding Ready")
+    assert proxy.settle(), "the two bindings settle instead of fighting over the CRD"
+    front.delete(f"/clusters/root:consumer-2{KCP}/apibindings/widgets")
+    assert proxy.settle()
+    listed = front.get("/clusters/root:consumer-2/apis/example.dev/v1alpha1/namespaces/default/widgets")
+    assert listed.status_code == 200 and [w["metadata"]["name"] for w in listed.json()["items"]] == ["green"], "the remaining binding keeps the resource and its objects"

@@ -134,6 +134,7 @@ class ControlPlane:
                 break
             batch, self._pending = self._pending, {}
             for key, last in batch.items():
+                await asyncio.sleep(0)  # reconcilers on the embedded shard never block: let requests in between
                 try:
                     await self._reconcile(key, last)
                 except errors.StatusError as exc:

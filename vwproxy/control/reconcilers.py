@@ -324,6 +324,10 @@ class Reconcilers:
             if existing is not None and BOUND_BY_ANNOTATION not in (existing["metadata"].get("annotations") or {}):
                 fail("BindingUpToDate", "NamingConflicts", f"a CustomResourceDefinition {crd['metadata']['name']} already exists in this workspace")
                 return
+            if existing is not None and (existing["metadata"].get("annotations") or {}).get(kcp.IDENTITY_ANNOTATION) == identity:
+                # Another binding of the same identity installed it: share it, do not take it over
+                # (two bindings rewriting the owner annotation would chase each other forever).
+                crd["metadata"]["annotations"][BOUND_BY_ANNOTATION] = (existing["metadata"].get("annotations") or {}).get(BOUND_BY_ANNOTATION, name)
             crds.append(crd)
             storage = [v.get("name") for v in spec.get("versions") or [] if v.get("storage")]
             bound.append({
@@ -366,8 +370,25 @@ class Reconcilers:
         for res in (last_state.get("status") or {}).get("boundResources") or []:
             crd_name = f"{res.get('resource')}.{res.get('group')}"
             existing = await self.read_crd(cluster, crd_name)
-            if existing is not None and (existing["metadata"].get("annotations") or {}).get(BOUND_BY_ANNOTATION) == name:
+            if existing is None or (existing["metadata"].get("annotations") or {}).get(BOUND_BY_ANNOTATION) != name:
+                continue
+            heir = self._other_binding_of(cluster, name, res)
+            if heir:
+                # Another binding still binds it with the same identity: hand the CRD over.
+                annotations = {**(existing["metadata"].get("annotations") or {}), BOUND_BY_ANNOTATION: heir}
+                await self.write_crd(cluster, crd_name, {**existing, "metadata": {**existing["metadata"], "annotations": annotations}})
+            else:
                 await self.write_crd(cluster, crd_name, None)
+
+    def _other_binding_of(self, cluster: str, name: str, bound: Obj) -> str:
+        identity = (bound.get("schema") or {}).get("identityHash")
+        for _, other in self.store.all(API_BINDINGS, cluster):
+            if other["metadata"]["name"] == name:
+                continue
+            for res in (other.get("status") or {}).get("boundResources") or []:
+                if res.get("group") == bound.get("group") and res.get("resource") == bound.get("resource") and (res.get("schema") or {}).get("identityHash") == identity:
+                    return str(other["metadata"]["name"])
+        return ""
 
 
 def bindings_of_export(store: ControlStore, export_cluster: str, export_name: str) -> list[tuple[str, Obj]]:

@@ -71,8 +71,8 @@ class RunningProxy:
         return self
 
     def stop(self) -> None:
-        self.server.stop()
-        self.shard.close()
+        if self.server.stop():
+            self.shard.close()  # never from this thread while the server's loop may still use it
 
     def __enter__(self) -> RunningProxy:
         return self.start()

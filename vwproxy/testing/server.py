@@ -70,10 +70,16 @@ class ServerThread:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(STARTUP_TIMEOUT_SECONDS)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop serving; True once the server thread has ended (its app may then be torn down)."""
         self._server.should_exit = True
         self._thread.join(STARTUP_TIMEOUT_SECONDS)
+        if self._thread.is_alive():
+            # Open streams outlived the graceful period: stop waiting for them.
+            self._server.force_exit = True
+            self._thread.join(STARTUP_TIMEOUT_SECONDS)
         self._sock.close()
+        return not self._thread.is_alive()
 
     def __enter__(self) -> ServerThread:
         return self.start()
