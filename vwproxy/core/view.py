@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -51,6 +51,10 @@ SNAPSHOT_TTL_SECONDS = 300.0
 # exported resources are custom resources, which support only these two.
 SUPPORTED_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 
+# Random bytes in a snapshot's id: unguessable, so a continue token cannot be forged to read a
+# snapshot another client's list made, and no id repeats across views or runs.
+SNAPSHOT_ID_BYTES = 12
+
 _CONFLICT_STALE = "the object has been modified; please apply your changes to the latest version and try again"
 _CONFLICT_UNKNOWN = "the object is not known (it may have been deleted); please read it again and retry"
 
@@ -65,7 +69,18 @@ class ListResult:
     remaining: int | None = None
 
 
-class SnapshotCache:
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The matched items of a paged list, and the scope (cluster, namespace) it was made for."""
+
+    scope: tuple[str | None, str]
+    items: list[StoredObject]
+
+
+class SnapshotCache(Generic[V]):
     """A small LRU cache whose entries expire a fixed time after they were stored.
 
     Holds the matched items of paged lists so that continue tokens page a consistent snapshot.
@@ -78,12 +93,12 @@ class SnapshotCache:
         self._max_size = max_size
         self._ttl = ttl
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, list[StoredObject]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> list[StoredObject] | None:
+    def get(self, key: str) -> V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -93,9 +108,9 @@ class SnapshotCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: str, items: list[StoredObject]) -> None:
+    def put(self, key: str, value: V) -> None:
         now = self._clock()
-        self._entries[key] = (now + self._ttl, items)
+        self._entries[key] = (now + self._ttl, value)
         self._entries.move_to_end(key)
         # Least recently used first: drop the expired ones at the front, then any over the size.
         # An expired entry further back is dropped when it is next looked up or reaches the front.
@@ -131,7 +146,7 @@ class View:
         # Starting the history at the sequence's current RV makes every older RV "too old":
         # this view cannot say what happened before it existed.
         self._history: EventHistory[ChangeEvent] = EventHistory(history_size, seq.current)
-        self._snapshots = SnapshotCache(snapshot_cache_size, snapshot_ttl, clock)
+        self._snapshots: SnapshotCache[_Snapshot] = SnapshotCache(snapshot_cache_size, snapshot_ttl, clock)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -216,9 +231,9 @@ class View:
             source = self._table.ordered(cluster, namespace)
             # The state is the same at every RV from the last event to the newest issued, so a
             # requested RV in that range is what the list is "at" (NotOlderThan and Exact alike).
-            list_rv = max(current, rv) - 1
+            list_rv = max(current, rv)
         matched = _matching(source, opts.labels, opts.fields)
-        return self._page(matched, list_rv, opts.limit, 0)
+        return self._page(matched, list_rv, opts.limit, 0, (cluster, namespace))
 
     def _state_at(self, rv: int, cluster: str | None, namespace: str) -> builtins.list[StoredObject]:
         """The objects as they were at `rv`, rebuilt by undoing the newer events."""
@@ -237,7 +252,9 @@ class View:
                 state[obj.sort_key] = event.prev
         return [state[key] for key in sorted(state)]
 
-    def _page(self, matched: builtins.list[StoredObject], list_rv: int, limit: int, offset: int, snapshot: str = "") -> ListResult:
+    def _page(
+        self, matched: builtins.list[StoredObject], list_rv: int, limit: int, offset: int, scope: tuple[str | None, str], snapshot: str = "",
+    ) -> ListResult:
         end = offset + limit if limit else len(matched)
         items = matched[offset:end]
         if end >= len(matched):
@@ -245,22 +262,27 @@ class View:
         if not snapshot:
             # Random, not a counter: a token from another view or an earlier run must never name
             # a snapshot here by accident.
-            snapshot = secrets.token_urlsafe(12)
-            self._snapshots.put(snapshot, matched)
+            snapshot = secrets.token_urlsafe(SNAPSHOT_ID_BYTES)
+            self._snapshots.put(snapshot, _Snapshot(scope, matched))
         token = ContinueToken(list_rv, items[-1].sort_key, snapshot, end)
         return ListResult(list_rv, items, encode_continue(token), len(matched) - end)
 
     def _continue_list(self, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
         token = decode_continue(opts.continue_token)
+        scope = (cluster, namespace)
         if token.snapshot:
-            matched = self._snapshots.get(token.snapshot)
-            if matched is None:
+            snapshot = self._snapshots.get(token.snapshot)
+            if snapshot is None:
                 inconsistent = encode_continue(ContinueToken(0, token.start))
                 raise errors.expired(CONTINUE_EXPIRED_MESSAGE, list_continue=inconsistent)
-            return self._page(matched, token.rv, opts.limit, token.offset, token.snapshot)
+            if snapshot.scope != scope:
+                # As kube-apiserver rejects a key outside the request's prefix: a token only
+                # continues the list (cluster, namespace) it came from.
+                raise errors.bad_request("continue key is not valid: it was issued for a list of another cluster or namespace")
+            return self._page(snapshot.items, token.rv, opts.limit, token.offset, scope, token.snapshot)
         # An inconsistent continuation: the current state after the last key returned.
         source = (obj for obj in self._table.ordered(cluster, namespace) if obj.sort_key > token.start)
-        return self._page(_matching(source, opts.labels, opts.fields), self.current_rv, opts.limit, 0)
+        return self._page(_matching(source, opts.labels, opts.fields), self.current_rv, opts.limit, 0, scope)
 
     # -- ingesting -------------------------------------------------------------------------
 
@@ -331,7 +353,8 @@ class View:
                 held = None
             elif _stamped_bytes(obj, cluster, held.rv) == held.raw:
                 # Unchanged apart from the RVs (a relist, a re-delivered event): no event, but the
-                # backend RV may have moved and is what a precondition must now carry.
+                # backend RV may have moved and is what a precondition must now carry. Comparing
+                # costs one throwaway encoding; the bytes kept are still encoded once, below.
                 self._backend_rvs[cluster][(namespace, name)] = backend_rv
                 return events
         rv = self.seq.next()
@@ -344,7 +367,7 @@ class View:
     def _remove(self, held: StoredObject, events: builtins.list[ChangeEvent]) -> None:
         rv = self.seq.next()
         last = held.decode()
-        _metadata(last)["resourceVersion"] = str(rv)
+        last["metadata"]["resourceVersion"] = str(rv)  # held objects always carry metadata: stamped
         gone = StoredObject(
             held.cluster, held.namespace, held.name, rv, orjson.dumps(last), held.labels, held.fields, held.deleting, held.uid, held.owners,
         )
@@ -403,4 +426,4 @@ def _stored(cluster: str, namespace: str, name: str, rv: int, raw: bytes, obj: O
     return StoredObject(cluster, namespace, name, rv, raw, label_map, fields, bool(md.get("deletionTimestamp")), _text(md.get("uid")), owner_uids(md))
 
 
-__all__ = ["View", "ListResult", "SnapshotCache", "DEFAULT_HISTORY", "SNAPSHOT_CACHE_SIZE", "SNAPSHOT_TTL_SECONDS", "SUPPORTED_FIELDS"]
+__all__ = ["View", "ListResult", "SnapshotCache", "DEFAULT_HISTORY", "SNAPSHOT_CACHE_SIZE", "SNAPSHOT_TTL_SECONDS", "SNAPSHOT_ID_BYTES", "SUPPORTED_FIELDS"]
