@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "testing": {"kube", "core", "store", "upstream", "auth", "control", "server"},
 }
 # Third-party packages the pure layers may use (DESIGN.md: kube and core do no I/O).
-PURE_THIRD_PARTY = {"orjson", "jsonschema"}  # jsonschema: pure computation, for CRD schemas
+PURE_THIRD_PARTY = {"orjson", "jsonschema", "cachetools"}  # pure computation: CRD schemas, TTL caches
 PURE_LAYERS = {"kube", "core"}
 
 

@@ -520,7 +520,7 @@ def test_continue_with_resource_version_is_rejected(api: httpx.Client) -> None:
 def test_expired_continue_token_is_410_with_inconsistent_continuation(shard: EmbeddedShard, api: httpx.Client) -> None:
     _seed(api, 5)
     token = api.get(CM, params={"limit": "2"}).json()["metadata"]["continue"]
-    shard.server.call(shard.shard._snapshots.clear)  # what the TTL does after five minutes
+    shard.server.call(shard.shard.forget_snapshots)  # what the TTL does after five minutes
     resp = api.get(CM, params={"limit": "2", "continue": token})
     assert resp.status_code == 410
     body = status_of(resp)

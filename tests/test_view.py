@@ -35,7 +35,7 @@ from vwproxy.core import rv as rv_module
 from vwproxy.core.history import TooOld
 from vwproxy.core.objects import ChangeEvent, StoredObject
 from vwproxy.core.rv import RV_PER_SECOND, RVSequence, base_from_clock
-from vwproxy.core.view import DEFAULT_HISTORY, SNAPSHOT_TTL_SECONDS, SnapshotCache, View
+from vwproxy.core.view import DEFAULT_HISTORY, SNAPSHOT_TTL_SECONDS, View
 from vwproxy.kube.errors import StatusError
 from vwproxy.kube.kcp import CLUSTER_ANNOTATION
 from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, NOT_OLDER_THAN, ListOptions, decode_continue, parse_list_options
@@ -830,23 +830,6 @@ def test_a_token_from_another_view_is_expired_here() -> None:
     with pytest.raises(StatusError) as err:
         b.list(None, "", opts(limit=1, continue_token=token))
     assert err.value.code == 410
-
-
-def test_snapshot_cache_is_lru_and_expires() -> None:
-    now = [0.0]
-    cache: SnapshotCache[list[int]] = SnapshotCache(2, 10.0, lambda: now[0])
-    cache.put("a", [])
-    cache.put("b", [])
-    assert cache.get("a") == []  # "a" is now the most recently used
-    cache.put("c", [])
-    assert cache.get("b") is None and cache.get("a") == [] and cache.get("c") == [] and len(cache) == 2
-    now[0] = 10.0
-    assert cache.get("a") is None  # expires exactly TTL after it was stored
-    now[0] = 25.0
-    cache.put("d", [])
-    assert len(cache) == 1  # the expired entry at the front went with the put
-    with pytest.raises(ValueError):
-        SnapshotCache(0, 1.0)
 
 
 def test_since_replays_and_raises_too_old() -> None:

@@ -17,22 +17,20 @@ view is used from one thread (the server's event loop), so there is no locking.
 from __future__ import annotations
 
 import builtins
-import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
-from vwproxy.core.history import EventHistory, TooOld
+from vwproxy.core.history import EventHistory
+from vwproxy.core.listing import SNAPSHOT_CACHE_SIZE, SNAPSHOT_TTL_SECONDS, Lister, ListResult, matching
 from vwproxy.core.objects import ChangeEvent, ObjectKey, ResourceTable, StoredObject, owner_uids
 from vwproxy.core.rv import RVSequence
 from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import CLUSTER_ANNOTATION
-from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, ContinueToken, ListOptions, decode_continue, encode_continue
+from vwproxy.kube.listoptions import ListOptions
 from vwproxy.kube.selectors import FieldSelector, LabelSelector
 
 Obj = dict[str, Any]
@@ -41,84 +39,12 @@ Obj = dict[str, Any]
 # hundred bytes of shared references each, ~10k events cost a few MB and cover minutes of churn
 # across thousands of workspaces; a watcher that falls further behind relists (410 Expired).
 DEFAULT_HISTORY = 10_000
-# Paged-list snapshots kept for continue tokens, and for how long. kube-apiserver's tokens last
-# until etcd compacts (about five minutes), so clients expect minutes; the count bounds memory
-# when many clients page at once (a snapshot shares the objects, it costs a list of references).
-SNAPSHOT_CACHE_SIZE = 1_000
-SNAPSHOT_TTL_SECONDS = 300.0
-
 # The field labels a field selector may name on a view's objects (kube's generic GetAttrs):
 # exported resources are custom resources, which support only these two.
 SUPPORTED_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 
-# Random bytes in a snapshot's id: unguessable, so a continue token cannot be forged to read a
-# snapshot another client's list made, and no id repeats across views or runs.
-SNAPSHOT_ID_BYTES = 12
-
 _CONFLICT_STALE = "the object has been modified; please apply your changes to the latest version and try again"
 _CONFLICT_UNKNOWN = "the object is not known (it may have been deleted); please read it again and retry"
-
-
-@dataclass
-class ListResult:
-    """One page of a list: its RV, the items, and where the next page starts."""
-
-    rv: int
-    items: list[StoredObject]
-    continue_token: str = ""
-    remaining: int | None = None
-
-
-V = TypeVar("V")
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """The matched items of a paged list, and the scope (cluster, namespace) it was made for."""
-
-    scope: tuple[str | None, str]
-    items: list[StoredObject]
-
-
-class SnapshotCache(Generic[V]):
-    """A small LRU cache whose entries expire a fixed time after they were stored.
-
-    Holds the matched items of paged lists so that continue tokens page a consistent snapshot.
-    `cachetools` would do, but `core` stays dependency-free; the clock is injectable for tests.
-    """
-
-    def __init__(self, max_size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if max_size < 1 or ttl <= 0:
-            raise ValueError("a snapshot cache needs room for one entry and a positive TTL")
-        self._max_size = max_size
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: str) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: str, value: V) -> None:
-        now = self._clock()
-        self._entries[key] = (now + self._ttl, value)
-        self._entries.move_to_end(key)
-        # Least recently used first: drop the expired ones at the front, then any over the size.
-        # An expired entry further back is dropped when it is next looked up or reaches the front.
-        while self._entries:
-            oldest_key, (expires, _) = next(iter(self._entries.items()))
-            if expires > now and len(self._entries) <= self._max_size:
-                break
-            del self._entries[oldest_key]
 
 
 class View:
@@ -146,7 +72,7 @@ class View:
         # Starting the history at the sequence's current RV makes every older RV "too old":
         # this view cannot say what happened before it existed.
         self._history: EventHistory[ChangeEvent] = EventHistory(history_size, seq.current)
-        self._snapshots: SnapshotCache[_Snapshot] = SnapshotCache(snapshot_cache_size, snapshot_ttl, clock)
+        self._lister = Lister(self._table, lambda: self._history, clock=clock, snapshot_cache_size=snapshot_cache_size, snapshot_ttl=snapshot_ttl)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -202,87 +128,17 @@ class View:
     def initial_events(self, cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector) -> builtins.list[StoredObject]:
         """The current objects a new watch (watch-list, or `resourceVersion` "" / "0") starts with."""
         self.check_fields(fields)
-        return _matching(self._table.ordered(cluster, namespace), labels, fields)
+        return matching(self._table.ordered(cluster, namespace), labels, fields)
 
     def list(self, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
-        """One page of a list, with the embedded shard's semantics.
+        """One page of a list, with the embedded shard's semantics (`core.listing`).
 
-        `resourceVersion` "" and "0" read the current state (waiting for the backends, for "",
-        is the caller's business). `NotOlderThan` N: the current state, or 504 if N was never
-        issued. `Exact` N (also N with `limit` and no match, the legacy paging form): the state at
-        N, rebuilt from the history, 410 if the history no longer reaches back to N.
+        The view is complete up to the sequence's current RV: every event of this view with a
+        lower RV has been ingested, since ingestion draws and appends in one step. So an RV
+        another view issued since this one's last event is not "too large" here.
         """
         self.check_fields(opts.fields)
-        if opts.continue_token:
-            return self._continue_list(cluster, namespace, opts)
-        rv = opts.rv_number
-        # The view is complete up to the sequence's current RV: every event of this view with a
-        # lower RV has been ingested, since ingestion draws and appends in one step. So an RV
-        # another view issued since this one's last event is not "too large" here.
-        newest_issued = self.seq.current
-        if rv > newest_issued:
-            raise errors.too_large_resource_version(rv, newest_issued)
-        exact = opts.match == EXACT or (opts.match == "" and opts.limit > 0 and rv > 0)
-        current = self.current_rv
-        if exact and rv > 0 and rv < current:
-            source: Iterable[StoredObject] = self._state_at(rv, cluster, namespace)
-            list_rv = rv
-        else:
-            source = self._table.ordered(cluster, namespace)
-            # The state is the same at every RV from the last event to the newest issued, so a
-            # requested RV in that range is what the list is "at" (NotOlderThan and Exact alike).
-            list_rv = max(current, rv)
-        matched = _matching(source, opts.labels, opts.fields)
-        return self._page(matched, list_rv, opts.limit, 0, (cluster, namespace))
-
-    def _state_at(self, rv: int, cluster: str | None, namespace: str) -> builtins.list[StoredObject]:
-        """The objects as they were at `rv`, rebuilt by undoing the newer events."""
-        try:
-            newer = self._history.since(rv)
-        except TooOld:
-            raise errors.expired(f"The resourceVersion for the provided list is too old. Requested {rv}.") from None
-        state = {obj.sort_key: obj for obj in self._table.ordered(cluster, namespace)}
-        for event in reversed(newer):
-            obj = event.obj
-            if (cluster is not None and obj.cluster != cluster) or (namespace and obj.namespace != namespace):
-                continue
-            if event.type == wire.ADDED:
-                state.pop(obj.sort_key, None)
-            elif event.prev is not None:
-                state[obj.sort_key] = event.prev
-        return [state[key] for key in sorted(state)]
-
-    def _page(
-        self, matched: builtins.list[StoredObject], list_rv: int, limit: int, offset: int, scope: tuple[str | None, str], snapshot: str = "",
-    ) -> ListResult:
-        end = offset + limit if limit else len(matched)
-        items = matched[offset:end]
-        if end >= len(matched):
-            return ListResult(list_rv, items)
-        if not snapshot:
-            # Random, not a counter: a token from another view or an earlier run must never name
-            # a snapshot here by accident.
-            snapshot = secrets.token_urlsafe(SNAPSHOT_ID_BYTES)
-            self._snapshots.put(snapshot, _Snapshot(scope, matched))
-        token = ContinueToken(list_rv, items[-1].sort_key, snapshot, end)
-        return ListResult(list_rv, items, encode_continue(token), len(matched) - end)
-
-    def _continue_list(self, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
-        token = decode_continue(opts.continue_token)
-        scope = (cluster, namespace)
-        if token.snapshot:
-            snapshot = self._snapshots.get(token.snapshot)
-            if snapshot is None:
-                inconsistent = encode_continue(ContinueToken(0, token.start))
-                raise errors.expired(CONTINUE_EXPIRED_MESSAGE, list_continue=inconsistent)
-            if snapshot.scope != scope:
-                # As kube-apiserver rejects a key outside the request's prefix: a token only
-                # continues the list (cluster, namespace) it came from.
-                raise errors.bad_request("continue key is not valid: it was issued for a list of another cluster or namespace")
-            return self._page(snapshot.items, token.rv, opts.limit, token.offset, scope, token.snapshot)
-        # An inconsistent continuation: the current state after the last key returned.
-        source = (obj for obj in self._table.ordered(cluster, namespace) if obj.sort_key > token.start)
-        return self._page(_matching(source, opts.labels, opts.fields), self.current_rv, opts.limit, 0, scope)
+        return self._lister.list(cluster, namespace, opts, self.current_rv, self.seq.current)
 
     # -- ingesting -------------------------------------------------------------------------
 
@@ -382,11 +238,6 @@ class View:
         events.append(event)
 
 
-def _matching(source: Iterable[StoredObject], labels: LabelSelector, fields: FieldSelector) -> builtins.list[StoredObject]:
-    if labels.empty and fields.empty:
-        return builtins.list(source)
-    return [o for o in source if (labels.empty or labels.matches(o.labels)) and (fields.empty or fields.matches(o.fields))]
-
 
 def _metadata(obj: Obj) -> Obj:
     md = obj.get("metadata")
@@ -426,4 +277,4 @@ def _stored(cluster: str, namespace: str, name: str, rv: int, raw: bytes, obj: O
     return StoredObject(cluster, namespace, name, rv, raw, label_map, fields, bool(md.get("deletionTimestamp")), _text(md.get("uid")), owner_uids(md))
 
 
-__all__ = ["View", "ListResult", "SnapshotCache", "DEFAULT_HISTORY", "SNAPSHOT_CACHE_SIZE", "SNAPSHOT_TTL_SECONDS", "SNAPSHOT_ID_BYTES", "SUPPORTED_FIELDS"]
+__all__ = ["View", "ListResult", "DEFAULT_HISTORY", "SNAPSHOT_CACHE_SIZE", "SNAPSHOT_TTL_SECONDS", "SUPPORTED_FIELDS"]

@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import builtins
 import logging
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from cachetools import TTLCache
 
 from vwproxy.core.history import EventHistory, TooOld
+from vwproxy.core.listing import Lister, ListResult, matching
 from vwproxy.kube import errors, meta, validation
 from vwproxy.kube import watch as wire
 from vwproxy.kube.errors import Cause
 from vwproxy.kube.kcp import CLUSTER_ANNOTATION, LOGICAL_CLUSTER_OBJECT_NAME, PATH_ANNOTATION, ROOT_CLUSTER
-from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, NOT_OLDER_THAN, ContinueToken, ListOptions, decode_continue, encode_continue
+from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
-from vwproxy.kube.selectors import FieldSelector, LabelSelector
+from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
 from vwproxy.core.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
@@ -38,10 +37,6 @@ log = logging.getLogger(__name__)
 
 # Events kept per resource for watch resumption; older RVs get 410 Expired and clients relist.
 DEFAULT_HISTORY_SIZE = 10_000
-# Paged-list snapshots kept for continue tokens, and how long: kube-apiserver's tokens last
-# until etcd compacts (about five minutes), so clients expect minutes, not seconds.
-SNAPSHOT_CACHE_SIZE = 1_000
-SNAPSHOT_TTL_SECONDS = 300.0
 
 LOGICAL_CLUSTERS_KEY = "core.kcp.io/logicalclusters"
 NAMESPACES_KEY = "/namespaces"
@@ -50,14 +45,6 @@ DEFAULT_NAMESPACE = "default"
 _BUILTIN_BY_KEY = {r.storage_key: r for r in BUILTIN_RESOURCES}
 
 Obj = dict[str, Any]
-
-
-@dataclass
-class ListResult:
-    rv: int
-    items: list[StoredObject]
-    continue_token: str = ""
-    remaining: int | None = None
 
 
 @dataclass
@@ -149,7 +136,7 @@ class Shard:
         self._tables: dict[str, ResourceTable] = {}
         self._histories: dict[str, EventHistory[ChangeEvent]] = {}
         self._watchers: dict[str, set[Watcher]] = {}
-        self._snapshots: TTLCache[str, builtins.list[StoredObject]] = TTLCache(maxsize=SNAPSHOT_CACHE_SIZE, ttl=SNAPSHOT_TTL_SECONDS)
+        self._listers: dict[str, Lister] = {}
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
         self._closed = False
         self._uids: dict[str, dict[str, tuple[str, str, str]]] = {}  # cluster → uid → (storage key, namespace, name)
@@ -248,34 +235,6 @@ class Shard:
             self._histories[storage_key] = history
         return history
 
-    def _matching(self, info: ResourceInfo, cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector, source: Iterable[StoredObject]) -> builtins.list[StoredObject]:
-        out = []
-        for obj in source:
-            if cluster is not None and obj.cluster != cluster:
-                continue
-            if namespace and obj.namespace != namespace:
-                continue
-            if not labels.empty and not labels.matches(obj.labels):
-                continue
-            if not fields.empty and not fields.matches(obj.fields):
-                continue
-            out.append(obj)
-        return out
-
-    def _state_at(self, info: ResourceInfo, rv: int, cluster: str | None, namespace: str) -> builtins.list[StoredObject]:
-        """The objects as they were at revision `rv`, rebuilt by undoing newer events."""
-        try:
-            newer = self._history(info.storage_key).since(rv)
-        except TooOld:
-            raise errors.expired(f"The resourceVersion for the provided list is too old. Requested {rv}.") from None
-        state = {obj.sort_key: obj for obj in self.table(info.storage_key).ordered(cluster, namespace)}
-        for event in reversed(newer):
-            key = event.obj.sort_key
-            if event.type == wire.ADDED:
-                state.pop(key, None)
-            elif event.prev is not None:
-                state[key] = event.prev
-        return [state[k] for k in sorted(state)]
 
     def check_fields(self, info: ResourceInfo, fields: FieldSelector) -> None:
         supported = strategy.supported_fields(info)
@@ -285,44 +244,19 @@ class Shard:
 
     def list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
         self.check_fields(info, opts.fields)
-        if opts.continue_token:
-            return self._continue_list(info, cluster, namespace, opts)
-        rv = opts.rv_number
-        exact = opts.match == EXACT or (opts.match == "" and opts.limit > 0 and rv > 0)
-        if rv > self.revision:
-            raise errors.too_large_resource_version(rv, self.revision)
-        if exact and rv < self.revision:
-            source: Iterable[StoredObject] = self._state_at(info, rv, cluster, namespace)
-            list_rv = rv
-        else:
-            source = self.table(info.storage_key).ordered(cluster, namespace)
-            list_rv = self.revision
-        matched = self._matching(info, cluster, namespace, opts.labels, opts.fields, source)
-        return self._page(matched, list_rv, opts.limit, 0)
+        return self._lister(info.storage_key).list(cluster, namespace, opts, self.revision, self.revision)
 
-    def _page(self, matched: builtins.list[StoredObject], list_rv: int, limit: int, offset: int, snapshot: str = "") -> ListResult:
-        end = offset + limit if limit else len(matched)
-        items = matched[offset:end]
-        if end >= len(matched):
-            return ListResult(list_rv, items)
-        if not snapshot:
-            snapshot = secrets.token_urlsafe(12)
-            self._snapshots[snapshot] = matched
-        token = ContinueToken(list_rv, items[-1].sort_key, snapshot, end)
-        return ListResult(list_rv, items, encode_continue(token), len(matched) - end)
+    def _lister(self, storage_key: str) -> Lister:
+        lister = self._listers.get(storage_key)
+        if lister is None:
+            lister = Lister(self.table(storage_key), lambda: self._history(storage_key))
+            self._listers[storage_key] = lister
+        return lister
 
-    def _continue_list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
-        token = decode_continue(opts.continue_token)
-        if token.snapshot:
-            matched = self._snapshots.get(token.snapshot)
-            if matched is None:
-                inconsistent = encode_continue(ContinueToken(0, token.start))
-                raise errors.expired(CONTINUE_EXPIRED_MESSAGE, list_continue=inconsistent)
-            return self._page(matched, token.rv, opts.limit, token.offset, token.snapshot)
-        # An inconsistent continuation: the current state after the last key returned.
-        source = (o for o in self.table(info.storage_key).ordered(cluster, namespace) if o.sort_key > token.start)
-        matched = self._matching(info, cluster, namespace, opts.labels, opts.fields, source)
-        return self._page(matched, self.revision, opts.limit, 0)
+    def forget_snapshots(self) -> None:
+        """Drop every paging snapshot (what their TTL does after five minutes)."""
+        for lister in self._listers.values():
+            lister.forget_snapshots()
 
     # -- watching --------------------------------------------------------------------------
 
@@ -690,7 +624,7 @@ class Shard:
     def delete_collection(self, info: ResourceInfo, cluster: str, namespace: str, opts: ListOptions, options: Obj, dry_run: bool = False) -> builtins.list[StoredObject]:
         self.check_fields(info, opts.fields)
         self._admit(info, cluster, namespace, creating=False)
-        doomed = self._matching(info, cluster, namespace, opts.labels, opts.fields, self.table(info.storage_key).ordered(cluster, namespace))
+        doomed = matching(self.table(info.storage_key).ordered(cluster, namespace), opts.labels, opts.fields)
         out = []
         for obj in doomed:
             try:
