@@ -16,12 +16,13 @@ import orjson
 from vwproxy.kube import watch as wire
 
 ObjectKey = tuple[str, str]  # (namespace, name) within one logical cluster
+_NAME_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 
 
 class StoredObject:
     """One object as stored: its place, its revision, its JSON and its selectable attributes."""
 
-    __slots__ = ("cluster", "namespace", "name", "rv", "raw", "labels", "fields", "deleting", "uid", "owners")
+    __slots__ = ("cluster", "namespace", "name", "rv", "raw", "labels", "_extra_fields", "deleting", "uid", "owners")
 
     def __init__(
         self,
@@ -42,7 +43,10 @@ class StoredObject:
         self.rv = rv
         self.raw = raw
         self.labels = labels
-        self.fields = fields
+        # Only the fields beyond name and namespace are kept (most kinds have none): at many
+        # thousands of objects a dict each is a measurable share of memory.
+        extra = {k: v for k, v in fields.items() if k not in _NAME_FIELDS}
+        self._extra_fields: dict[str, str] | None = extra or None
         self.deleting = deleting
         self.uid = uid
         self.owners = owners  # uids from metadata.ownerReferences, for garbage collection
@@ -54,6 +58,14 @@ class StoredObject:
     @property
     def sort_key(self) -> tuple[str, str, str]:
         return (self.cluster, self.namespace, self.name)
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The field-selector attributes (kube's GetAttrs): name, namespace, and kind-specific ones."""
+        out = {"metadata.name": self.name, "metadata.namespace": self.namespace}
+        if self._extra_fields:
+            out.update(self._extra_fields)
+        return out
 
 
 Encoder = Callable[[StoredObject], bytes]

@@ -140,6 +140,8 @@ class Shard:
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
         self._closed = False
         self._uids: dict[str, dict[str, tuple[str, str, str]]] = {}  # cluster → uid → (storage key, namespace, name)
+        self._paths: dict[str, str] = {}  # workspace path → logical cluster
+        self._path_of: dict[str, str] = {}  # and back
         self._load()
         self._bootstrap()
 
@@ -156,6 +158,7 @@ class Shard:
             )
             self.table(row.storage_key).bucket(row.cluster).put(stored)
             self._index_uid(row.storage_key, stored)
+            self._index_path(row.storage_key, stored, False)
             if row.storage_key == CRD_STORAGE_KEY:
                 self.registry.set_crd(row.cluster, row.name, obj)
 
@@ -197,14 +200,7 @@ class Shard:
 
     def cluster_for_path(self, path: str) -> str | None:
         """The logical cluster whose `LogicalCluster` carries `kcp.io/path: <path>`, if any."""
-        table = self._tables.get(LOGICAL_CLUSTERS_KEY)
-        if table is None:
-            return None
-        for cluster, bucket in table.clusters.items():
-            found = bucket.objects.get(("", LOGICAL_CLUSTER_OBJECT_NAME))
-            if found is not None and found.fields.get("kcp.io/path") == path:
-                return cluster
-        return None
+        return self._paths.get(path)
 
     def require_cluster(self, cluster: str) -> None:
         if not self.cluster_exists(cluster):
@@ -326,6 +322,7 @@ class Shard:
             else:
                 bucket.put(p.obj)
                 self._index_uid(p.storage_key, p.obj)
+            self._index_path(p.storage_key, p.obj, p.event_type == wire.DELETED)
             event = ChangeEvent(p.obj.rv, p.event_type, p.obj, p.prev, p.storage_key)
             events.append(event)
             self._history(p.storage_key).append(event)
@@ -334,6 +331,18 @@ class Shard:
         for hook in self.on_commit:
             hook(events)
         self._after_commit(events)
+
+    def _index_path(self, storage_key: str, obj: StoredObject, gone: bool) -> None:
+        """Workspace path → logical cluster, from each LogicalCluster's `kcp.io/path`."""
+        if storage_key != LOGICAL_CLUSTERS_KEY or obj.name != LOGICAL_CLUSTER_OBJECT_NAME:
+            return
+        old = self._path_of.pop(obj.cluster, None)
+        if old is not None and self._paths.get(old) == obj.cluster:
+            del self._paths[old]
+        path = obj.fields.get(PATH_ANNOTATION, "")
+        if path and not gone:
+            self._paths[path] = obj.cluster
+            self._path_of[obj.cluster] = path
 
     def _index_uid(self, storage_key: str, obj: StoredObject) -> None:
         if obj.uid:
