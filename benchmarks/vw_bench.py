@@ -91,10 +91,18 @@ class Results:
 _STARTED: list[subprocess.Popen[bytes]] = []  # every child, for the last-resort clean-up in main()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and not handed out before in this run (100 backends start at once)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _child_env() -> dict[str, str]:
@@ -133,19 +141,38 @@ class Process:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(f"{self.cmd[self.cmd.index('vwproxy.cli') + 1]} on port {self.port} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise BenchError(f"{self.args[0]} on port {self.port} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 async with session.get(f"{self.url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - self.started_at
+                    ready = r.status == 200
             except (aiohttp.ClientError, asyncio.TimeoutError):
-                pass
+                ready = False
+            if ready:
+                # Another program may have taken the port meanwhile and answered for us: the
+                # process must still be running once its own bind would have failed.
+                seconds = time.perf_counter() - self.started_at
+                await asyncio.sleep(0.2)
+                if self.proc.poll() is None:
+                    return seconds
+                continue  # reported at the top of the loop
             await asyncio.sleep(0.05)
         raise BenchError(f"{self.url} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def address_in_use(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None and "address already in use" in self.log_tail().lower()
+
+    def respawn_elsewhere(self) -> None:
+        """Start again on another free port (after losing a race for the first one)."""
+        self.port = _free_port()
+        self.args[self.args.index("--port") + 1] = str(self.port)
+        self.cmd[self.cmd.index("--port") + 1] = str(self.port)
+        self.spawn()
 
     def rss_kib(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) in KiB."""
         assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise BenchError(f"{self.args[0]} on port {self.port} exited with {self.proc.returncode}:\n{self.log_tail()}")
         values = {}
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             key, _, rest = line.partition(":")
@@ -431,13 +458,18 @@ async def watch_fan_in(base: str, vw_list_url: str, vw_rv: str, direct_rvs: dict
                 events.append(ev)
                 params = {"watch": "true", "resourceVersion": direct_rvs[ws], "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
                 tasks.append(asyncio.create_task(_read_watch(watch_session, f"{base}/clusters/root:{ws}{WIDGETS}/widgets", params, fan.direct, fan, "direct", ev)))
-            waiting = asyncio.gather(*(e.wait() for e in events))
-            done, _ = await asyncio.wait([waiting, *tasks], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            async def all_opened() -> None:
+                for e in events:
+                    await e.wait()
+
+            waiting = asyncio.create_task(all_opened())
+            await asyncio.wait([waiting, *tasks], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
             for t in tasks:
-                if t.done() and t.exception():
-                    raise t.exception()  # type: ignore[misc]
+                failure = t.exception() if t.done() else None
+                if failure is not None:
+                    raise failure
             if not all(e.is_set() for e in events):
-                waiting.cancel()
                 raise BenchError(f"only {sum(e.is_set() for e in events)}/{len(events)} watches opened within 30 s")
 
             started = time.perf_counter()
@@ -530,8 +562,9 @@ class CpuMeter:
 def _profile_path(args: argparse.Namespace, name: str) -> Path | None:
     if not args.profile:
         return None
-    args.profile.mkdir(parents=True, exist_ok=True)
-    return args.profile / f"{name}.prof"
+    folder: Path = args.profile
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.prof"
 
 
 async def main_phases(args: argparse.Namespace, tmp: Path, results: Results, owned: list[Process]) -> None:
@@ -705,7 +738,17 @@ async def scale_backends(args: argparse.Namespace, tmp: Path, results: Results, 
         owned.append(proc)
         proc.spawn()
     async with _session(32) as session:
-        outcomes = await asyncio.gather(*(proc.wait_ready(session, 60 + b * 2.0) for proc in backends), return_exceptions=True)
+        async def until_ready(proc: Process) -> float:
+            for _ in range(3):  # a port another program took between our check and the bind
+                try:
+                    return await proc.wait_ready(session, 60 + b * 2.0)
+                except BenchError:
+                    if not proc.address_in_use():
+                        raise
+                    proc.respawn_elsewhere()
+            return await proc.wait_ready(session, 60 + b * 2.0)
+
+        outcomes = await asyncio.gather(*(until_ready(proc) for proc in backends), return_exceptions=True)
         failed = [(proc, o) for proc, o in zip(backends, outcomes) if isinstance(o, BaseException)]
         if failed:
             for proc, o in failed[:3]:
