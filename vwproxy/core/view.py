@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 
 from vwproxy.core.history import EventHistory
 from vwproxy.core.listing import SNAPSHOT_CACHE_SIZE, SNAPSHOT_TTL_SECONDS, Lister, ListResult, matching
-from vwproxy.core.objects import ChangeEvent, ObjectKey, ResourceTable, StoredObject, owner_uids
+from vwproxy.core.objects import ChangeEvent, ObjectKey, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.core.rv import RVSequence
 from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
@@ -225,7 +224,7 @@ class View:
         last = held.decode()
         last["metadata"]["resourceVersion"] = str(rv)  # held objects always carry metadata: stamped
         gone = StoredObject(
-            held.cluster, held.namespace, held.name, rv, orjson.dumps(last), held.labels, held.fields, held.deleting, held.uid, held.owners,
+            held.cluster, held.namespace, held.name, rv, encode_json(last), held.labels, held.fields, held.deleting, held.uid, held.owners,
         )
         bucket = self._table.clusters.get(held.cluster)
         if bucket is not None:
@@ -266,7 +265,7 @@ def _stamped_bytes(obj: Obj, cluster: str, rv: int) -> bytes:
     md["annotations"] = annotations
     out = dict(obj)
     out["metadata"] = md
-    return orjson.dumps(out)
+    return encode_json(out)
 
 
 def _stored(cluster: str, namespace: str, name: str, rv: int, raw: bytes, obj: Obj) -> StoredObject:

@@ -265,7 +265,7 @@ class ShardAPI:
             head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta})[:-1] + b',"items":['
             encode = encoder_for(info)
         if len(items) <= LIST_CHUNK_ITEMS:
-            return http.json_response(head + b",".join(encode(o) for o in items) + b"]}")
+            return http.json_response(http.list_body(head, (encode(o) for o in items)))
 
         async def chunks() -> AsyncIterator[bytes]:
             yield head
@@ -407,7 +407,7 @@ class ShardAPI:
             gone = self.shard.delete_collection(info, cluster, target.namespace, opts, options, dry_run)
             head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": {"resourceVersion": str(self.shard.revision)}})[:-1]
             encode = encoder_for(info)
-            return http.json_response(head + b',"items":[' + b",".join(encode(o) for o in gone) + b"]}")
+            return http.json_response(http.list_body(head + b',"items":[', (encode(o) for o in gone)))
         stored, gone_now = self.shard.delete(info, cluster, target.namespace, target.name, options, dry_run)
         if not gone_now:
             return http.json_response(encoder_for(info)(stored), 202)

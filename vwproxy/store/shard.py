@@ -28,7 +28,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, owner_uids
+from vwproxy.core.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.store.watchers import Watcher
@@ -89,7 +89,7 @@ class Transaction:
         namespace, name = md.get("namespace", "") or "", md["name"]
         fields = strategy.selectable_fields(storage_key, obj, namespace, name)
         return StoredObject(
-            cluster, namespace, name, rv, orjson.dumps(obj), dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp")),
+            cluster, namespace, name, rv, encode_json(obj), dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp")),
             str(md.get("uid") or ""), owner_uids(md),
         )
 

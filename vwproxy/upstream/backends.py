@@ -33,6 +33,7 @@ import binascii
 import os
 import re
 import shutil
+import functools
 import ssl
 import tempfile
 from dataclasses import dataclass, field
@@ -116,12 +117,20 @@ def load_backends(path: Path) -> dict[str, Backend]:
     return backends
 
 
+@functools.cache
+def _system_context() -> ssl.SSLContext:
+    """One context with the system CAs, shared by every backend that needs nothing else."""
+    return ssl.create_default_context()
+
+
 def tls_context(backend: Backend) -> ssl.SSLContext:
     """The TLS settings for talking to `backend` (system CAs unless `ca_file`; client cert if any).
 
     Raises `ssl.SSLError` or `OSError` for unusable files; `load_backends` has already checked
     them, so this fails only if a file changed since.
     """
+    if not backend.ca_file and not backend.cert_file and not backend.insecure:
+        return _system_context()
     ctx = ssl.create_default_context(cafile=backend.ca_file or None)
     if backend.insecure:
         ctx.check_hostname = False
@@ -297,6 +306,8 @@ def _from_url(name: str, spec: dict[str, Any], where: str, folder: Path) -> Back
 
 def _check_tls(backend: Backend, where: str, fields: _Fields) -> None:
     """Load the TLS files now, so a bad PEM is reported at start with the field that named it."""
+    if not backend.ca_file and not backend.cert_file:
+        return  # nothing of ours to load (and the system CA bundle costs ~20 ms and ~1 MB a context)
     try:
         ctx = ssl.create_default_context()
         if backend.ca_file:

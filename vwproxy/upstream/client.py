@@ -19,6 +19,7 @@ it and nothing else, so a caller can never borrow the proxy's privileges on a ba
 from __future__ import annotations
 
 import socket
+import ssl
 import string
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class BackendClient:
         self.base_path = self._base_path.decode()  # the backend URL's path, e.g. /clusters/root:org:ws
         if transport is None:
             try:
-                ctx = tls_context(backend)
+                ctx: ssl.SSLContext | bool = tls_context(backend) if base.scheme == "https" else False
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise BackendConfigError(f"backend {backend.name}: TLS files unusable: {exc.__class__.__name__}") from None
             transport = httpx.AsyncHTTPTransport(

@@ -219,7 +219,7 @@ class APIExportVirtualWorkspace:
         _, encode = self._encoder(info, rep, params)
         kind, api_version = (("PartialObjectMetadataList", rep.api_version) if rep.kind == negotiation.PARTIAL_LIST else (info.list_kind, info.api_version))
         head = orjson.dumps({"kind": kind, "apiVersion": api_version, "metadata": list_meta})[:-1] + b',"items":['
-        return http.json_response(head + b",".join(encode(o) for o in result.items) + b"]}", 200, _warning_headers(self.hub.stale_warnings(key)))
+        return http.json_response(http.list_body(head, (encode(o) for o in result.items)), 200, _warning_headers(self.hub.stale_warnings(key)))
 
     def _watch(self, key: ViewKey, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: negotiation.Representation, params: dict[str, str]) -> Response:
         view = self.hub.view(key)
