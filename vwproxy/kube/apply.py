@@ -105,13 +105,14 @@ fields in an apply to /status); the caller strips the ignored part from
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 import orjson
 
 from vwproxy.kube.errors import StatusError, bad_request
+from vwproxy.kube.jsonvalue import deep_copy
 
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 
@@ -171,25 +172,6 @@ def _json(value: Any) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _deep_copy(value: Any) -> Any:
-    """Copy a JSON value with an explicit stack (no recursion limit)."""
-    if not isinstance(value, (dict, list)):
-        return value
-    root: Any = {} if isinstance(value, dict) else []
-    stack: list[tuple[Any, Any]] = [(value, root)]
-    while stack:
-        src, dst = stack.pop()
-        items: Iterable[tuple[Any, Any]] = src.items() if isinstance(src, dict) else enumerate(src)
-        for key, child in items:
-            new: Any = child
-            if isinstance(child, (dict, list)):
-                new = {} if isinstance(child, dict) else []
-                stack.append((child, new))
-            if isinstance(dst, dict):
-                dst[key] = new
-            else:
-                dst.append(new)
-    return root
 
 
 def _kind(value: Any) -> int:
@@ -231,7 +213,7 @@ def _equal(a: Any, b: Any) -> bool:
 def _strip_nulls(value: Any, depth: int = 0) -> Any:
     """Copy of an apply body without null map members (null = not specified)."""
     if depth >= _MAX_DEPTH:
-        return _deep_copy(value)
+        return deep_copy(value)
     if isinstance(value, dict):
         return {k: _strip_nulls(v, depth + 1) for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -436,7 +418,7 @@ def _merge(dst: Any, cfg: Any, path: Path, fpath: Path, list_keys: ListKeys) -> 
                     # Through _merge, not a plain copy, so server-owned metadata is left out.
                     dst[key] = _merge({}, value, cpath, fpath + (key,), list_keys)
                 else:
-                    dst[key] = _deep_copy(value)
+                    dst[key] = deep_copy(value)
             return dst
         if isinstance(dst, list) and isinstance(cfg, list):
             dst_index = _list_index(dst, fpath, list_keys)
@@ -447,12 +429,12 @@ def _merge(dst: Any, cfg: Any, path: Path, fpath: Path, list_keys: ListKeys) -> 
                 for item, pe in zip(cfg, cfg_index[1]):
                     if pe not in position:
                         position[pe] = len(dst)
-                        dst.append(_deep_copy(item))
+                        dst.append(deep_copy(item))
                     elif keys:
                         i = position[pe]
                         dst[i] = _merge(dst[i], item, path + (pe,), fpath, list_keys)
                 return dst
-    return _deep_copy(cfg)
+    return deep_copy(cfg)
 
 
 def _step(node: Any, pe: str, fpath: Path, list_keys: ListKeys) -> tuple[Any, Path] | None:
@@ -664,7 +646,7 @@ def _managed_fields_of(obj: Obj) -> Any:
 
 def _without_managed_fields(obj: Obj) -> Obj:
     """A private deep copy of `obj` minus metadata.managedFields."""
-    out: Obj = _deep_copy(obj)
+    out: Obj = deep_copy(obj)
     md = out.get("metadata")
     if isinstance(md, dict):
         md.pop("managedFields", None)
@@ -756,7 +738,7 @@ def apply(
     last_fields = previous.fields if previous else set()
     others_owned: set[Path] = set().union(*(e.fields for e in entries.values()))
 
-    result: Obj = _merge(_deep_copy(before), config, (), (), list_keys)
+    result: Obj = _merge(deep_copy(before), config, (), (), list_keys)
     _prune(result, last_fields - config_fields - others_owned, config_fields | others_owned, list_keys)
 
     diff = _Diff(set(), set(), set())

@@ -26,6 +26,7 @@ from typing import Any, Final
 import orjson
 
 from vwproxy.kube.errors import StatusError, bad_request, unsupported_media_type
+from vwproxy.kube.jsonvalue import deep_copy
 
 JSON_PATCH: Final = "application/json-patch+json"
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -49,33 +50,6 @@ _BAD_ESCAPE_RE: Final = re.compile(r"~(?![01])")
 # JSON value helpers
 
 
-def _deep_copy(value: Any) -> Any:
-    """Copy a decoded JSON value; scalars are immutable and shared as-is."""
-    if isinstance(value, dict):
-        root: Any = {}
-    elif isinstance(value, list):
-        root = []
-    else:
-        return value
-    stack: list[tuple[Any, Any]] = [(value, root)]
-    while stack:
-        src, dst = stack.pop()
-        items = src.items() if isinstance(src, dict) else enumerate(src)
-        for key, child in items:
-            if isinstance(child, dict):
-                new: Any = {}
-                stack.append((child, new))
-            elif isinstance(child, list):
-                new = []
-                stack.append((child, new))
-            else:
-                new = child
-            # Containers are placed before they are filled, so list order holds.
-            if isinstance(dst, dict):
-                dst[key] = new
-            else:
-                dst.append(new)
-    return root
 
 
 def _is_number(value: Any) -> bool:
@@ -235,11 +209,11 @@ def _replace(doc: Any, tokens: list[str], pointer: str, value: Any) -> Any:
 
 def _apply_one(doc: Any, op: _Op) -> Any:
     if op.op == "add":
-        return _add(doc, op.tokens, op.path, _deep_copy(op.value))
+        return _add(doc, op.tokens, op.path, deep_copy(op.value))
     if op.op == "remove":
         return _remove(doc, op.tokens, op.path)[0]
     if op.op == "replace":
-        return _replace(doc, op.tokens, op.path, _deep_copy(op.value))
+        return _replace(doc, op.tokens, op.path, deep_copy(op.value))
     if op.op == "test":
         if not _json_equal(_walk(doc, op.tokens, op.path), op.value):
             raise _Unapplicable(f"value at path {_quote(op.path)} is not equal to the expected value")
@@ -250,7 +224,7 @@ def _apply_one(doc: Any, op: _Op) -> Any:
     except _Unapplicable:
         raise _Unapplicable(f"doc is missing from path: {_quote(op.from_path)}") from None
     if op.op == "copy":
-        return _add(doc, op.tokens, op.path, _deep_copy(source))
+        return _add(doc, op.tokens, op.path, deep_copy(source))
     # move
     if op.tokens == op.from_tokens:
         return doc
@@ -325,7 +299,7 @@ def apply_json_patch(doc: Any, patch: Any) -> Any:
     since the work happens on a copy the caller's document is untouched.
     """
     ops = _validate(patch)
-    result = _deep_copy(doc)
+    result = deep_copy(doc)
     for op in ops:
         try:
             result = _apply_one(result, op)
@@ -345,8 +319,8 @@ def apply_merge_patch(doc: Any, patch: Any) -> Any:
     (arrays included) replaces the target wholesale.
     """
     if not isinstance(patch, dict):
-        return _deep_copy(patch)
-    result: dict[str, Any] = _deep_copy(doc) if isinstance(doc, dict) else {}
+        return deep_copy(patch)
+    result: dict[str, Any] = deep_copy(doc) if isinstance(doc, dict) else {}
     # Each pair is (target object already owned by `result`, patch object).
     stack: list[tuple[dict[str, Any], dict[str, Any]]] = [(result, patch)]
     while stack:
@@ -363,7 +337,7 @@ def apply_merge_patch(doc: Any, patch: Any) -> Any:
                     target[key] = child
                 stack.append((child, value))
             else:
-                target[key] = _deep_copy(value)
+                target[key] = deep_copy(value)
     return result
 
 

@@ -92,6 +92,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
 from vwproxy.kube.errors import Cause
+from vwproxy.kube.jsonvalue import deep_copy
 
 # jsonschema ships no type information (typeshed's stubs leave much of it untyped): the library is
 # used through this one Any-typed name, and only JSON values and our own types cross that line.
@@ -159,13 +160,6 @@ def _build_node(schema: Mapping[str, Any]) -> _Node:
     )
 
 
-def _copy(value: Any) -> Any:
-    """A deep copy of a JSON value."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def _child(path: str, key: str) -> str:
@@ -180,7 +174,7 @@ def _apply_defaults(value: Any, node: _Node | None) -> None:
             if prop.default is None:
                 continue
             if key not in value or (value[key] is None and not prop.nullable):
-                value[key] = _copy(prop.default)
+                value[key] = deep_copy(prop.default)
         for key in list(value):
             prop_node = node.properties.get(key)
             if prop_node is not None:
@@ -188,7 +182,7 @@ def _apply_defaults(value: Any, node: _Node | None) -> None:
             elif node.additional and node.additional_node is not None:
                 element = node.additional_node
                 if value[key] is None and not element.nullable and element.default is not None:
-                    value[key] = _copy(element.default)
+                    value[key] = deep_copy(element.default)
                 _apply_defaults(value[key], element)
     elif isinstance(value, list):
         element_node = node.items
@@ -199,7 +193,7 @@ def _apply_defaults(value: Any, node: _Node | None) -> None:
                 and not element_node.nullable
                 and element_node.default is not None
             ):
-                value[i] = _copy(element_node.default)
+                value[i] = deep_copy(element_node.default)
             _apply_defaults(value[i], element_node)
 
 

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from vwproxy.kube import errors
+from vwproxy.kube.jsonvalue import deep_copy
 
 STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
 
@@ -198,29 +199,6 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def _deep_copy(value: Any) -> Any:
-    """Copy a decoded JSON value without recursion (the original may be deep)."""
-    if not isinstance(value, (dict, list)):
-        return value
-    root: Any = {} if isinstance(value, dict) else []
-    stack: list[tuple[Any, Any]] = [(value, root)]
-    while stack:
-        src, dst = stack.pop()
-        items = src.items() if isinstance(src, dict) else enumerate(src)
-        for key, child in items:
-            new: Any = child
-            if isinstance(child, dict):
-                new = {}
-                stack.append((child, new))
-            elif isinstance(child, list):
-                new = []
-                stack.append((child, new))
-            # The container is placed before it is filled, so list order holds.
-            if isinstance(dst, dict):
-                dst[key] = new
-            else:
-                dst.append(new)
-    return root
 
 
 def _depth(value: Any) -> int:
@@ -590,7 +568,7 @@ def apply_strategic_merge_patch(original: dict[str, Any], patch: dict[str, Any],
         raise errors.bad_request(f"invalid strategic merge patch: expected a JSON object, got {_json_type(patch)}")
     if _depth(patch) > MAX_PATCH_DEPTH:
         raise _invalid((), f"the patch is nested more than {MAX_PATCH_DEPTH} levels deep")
-    result = _deep_copy(original) if isinstance(original, dict) else {}
+    result = deep_copy(original) if isinstance(original, dict) else {}
     merged = _Merger(_fields_for(api_version, kind)).merge_map(result, patch, ())
     if merged is None:
         raise _invalid((), '"$patch": "delete" cannot delete the whole object; use DELETE')
