@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -188,3 +188,9 @@ def decode_continue(text: str) -> ContinueToken:
         return ContinueToken(rv, (start[0], start[1], start[2]), snap, offset)
     except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
         raise errors.bad_request(f"continue key is not valid: {exc}") from None
+
+
+def with_name(opts: ListOptions, name: str) -> ListOptions:
+    """A list or watch of one named object: a `metadata.name` field selector added to the request's."""
+    text = f"metadata.name={name}" if opts.fields.empty else f"{opts.fields},metadata.name={name}"
+    return replace(opts, fields=FieldSelector.parse(text))

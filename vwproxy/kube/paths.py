@@ -7,6 +7,7 @@ namespace subresources (`namespaces/<ns>/status`, `namespaces/<ns>/finalize`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vwproxy.kube import errors
@@ -112,3 +113,24 @@ def _parse_resource(group: str, version: str, rest: list[str]) -> ResourcePath:
     name = rest[1] if len(rest) > 1 else ""
     subresource = rest[2] if len(rest) > 2 else ""
     return ResourcePath(group, version, resource, namespace, name, subresource, legacy_watch)
+
+
+_TRUE = frozenset({"true", "1", "t", "yes", "y", "on"})
+
+
+def is_true(value: str | None) -> bool:
+    """A query flag as Kubernetes reads it (`watch=True`, any case, counts)."""
+    return (value or "").strip().lower() in _TRUE
+
+
+def wants_watch(target: ResourcePath, params: Mapping[str, str]) -> bool:
+    return target.legacy_watch or is_true(params.get("watch"))
+
+
+def verb_of(method: str, target: ResourcePath, params: Mapping[str, str]) -> str:
+    """The Kubernetes verb of a request (get, list, watch, create, update, patch, delete, deletecollection)."""
+    if method in ("GET", "HEAD"):
+        if wants_watch(target, params):
+            return "watch"
+        return "get" if target.name else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or ("delete" if target.name else "deletecollection")

@@ -21,7 +21,7 @@ from vwproxy.control.plane import ControlPlane
 from vwproxy.kube import discovery, errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import KCP_GROUPS, WILDCARD_CLUSTER, is_logical_cluster_name
-from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster, wants_watch
 from vwproxy.server import http
 from vwproxy.upstream import stamp
 from vwproxy.upstream.client import BackendClient
@@ -105,7 +105,7 @@ class Front:
             return await self._merged_groups(client, cluster, headers)
         if isinstance(target, DiscoveryPath) and target.what == "api":
             headers["accept"] = "application/json"  # aggregated discovery is not merged across the two
-        watching = isinstance(target, ResourcePath) and (target.legacy_watch or _query_flag(query, "watch"))
+        watching = isinstance(target, ResourcePath) and wants_watch(target, dict(request.query_params))
         if watching:
             upstream = await client.stream(request.method, rest, query, headers, body)
             if upstream.status != 200:
@@ -162,13 +162,6 @@ def _relink_openapi(payload: bytes, backend_prefix: str, front_prefix: str) -> b
             entry["serverRelativeURL"] = front_prefix + tail
     return orjson.dumps(index)
 
-
-def _query_flag(query: str, name: str) -> bool:
-    for part in query.split("&"):
-        key, _, value = part.partition("=")
-        if key == name:
-            return value.lower() in ("true", "1", "t", "yes", "y", "on")
-    return False
 
 
 def _relayed(headers: Any) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,11 +22,10 @@ from vwproxy.kube import apply as ssa
 from vwproxy.kube import conversion, discovery, errors, managedfields, negotiation, openapi, strategic, tables
 from vwproxy.kube import patch as patching
 from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
-from vwproxy.kube.listoptions import ListOptions, parse_list_options
+from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
 from vwproxy.kube.negotiation import Representation
-from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster, verb_of, wants_watch
 from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
-from vwproxy.kube.selectors import FieldSelector
 from vwproxy.server import http, watchstream
 from vwproxy.core.objects import StoredObject
 from vwproxy.store.shard import Shard, WriteChecks
@@ -193,21 +191,21 @@ class ShardAPI:
         params = http.query(request)
         method = request.method
         if wildcard:
-            verb = self._verb(method, target, params)
+            verb = verb_of(method, target, params)
             if verb not in ("list", "watch"):
                 raise errors.method_not_allowed(verb, info.resource, info.group, "in the `*` logical cluster")
             if target.namespace:
                 raise errors.bad_request(f"cross-cluster LIST and WATCH are required to be cross-namespace, not scoped to namespace {target.namespace}")
         if method in ("GET", "HEAD"):
             accept = request.headers.get("accept")
-            if target.name and not target.legacy_watch and not self._wants_watch(params):
+            if target.name and not wants_watch(target, params):
                 rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
                 self.shard.require_cluster(cluster)
                 _, encode = representation_encoder(info, rep, params)
                 return http.json_response(encode(self.shard.get(info, cluster, target.namespace, target.name)))
             opts = parse_list_options(params, watch_path=target.legacy_watch)
             if target.name:
-                opts = _with_name(opts, target.name)
+                opts = with_name(opts, target.name)
             if not wildcard:
                 self.shard.require_cluster(cluster)
             scope = None if wildcard else cluster
@@ -233,19 +231,6 @@ class ShardAPI:
                 raise errors.StatusError(405, "MethodNotAllowed", f"DELETE is not supported on {info.resource}/{target.subresource}")
             return await self._delete(request, info, cluster, target, params)
         raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported")
-
-    @staticmethod
-    def _wants_watch(params: dict[str, str]) -> bool:
-        return params.get("watch", "").strip().lower() in ("true", "1", "t", "yes", "y", "on")
-
-    def _verb(self, method: str, target: ResourcePath, params: dict[str, str]) -> str:
-        if method in ("GET", "HEAD"):
-            if target.legacy_watch or self._wants_watch(params):
-                return "watch"
-            return "get" if target.name else "list"
-        return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or (
-            "delete" if target.name else "deletecollection"
-        )
 
     def _list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation, params: dict[str, str]) -> Response:
         result = self.shard.list(info, cluster, namespace, opts)
@@ -416,13 +401,6 @@ class ShardAPI:
         uid = (stored.decode().get("metadata") or {}).get("uid", "")
         return http.object_response(errors.success_status(target.name, info.resource, uid, info.group))
 
-
-def _with_name(opts: ListOptions, name: str) -> ListOptions:
-    """A watch (or list) of one named object is a `metadata.name` field selector."""
-    text = f"metadata.name={name}"
-    if not opts.fields.empty:
-        text = f"{opts.fields},{text}"
-    return replace(opts, fields=FieldSelector.parse(text))
 
 
 def build_shard_app(shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, close_on_shutdown: bool = True) -> Starlette:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from dataclasses import replace
 from urllib.parse import unquote
 
 import httpx
@@ -27,10 +26,9 @@ from vwproxy.core.objects import StoredObject
 from vwproxy.kube import conversion, discovery, errors, kcp, negotiation, openapi, protobuf
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import WILDCARD_CLUSTER, is_logical_cluster_name
-from vwproxy.kube.listoptions import ListOptions, parse_list_options
-from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path
+from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of, wants_watch
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
-from vwproxy.kube.selectors import FieldSelector
 from vwproxy.server import http, watchstream
 from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, representation_encoder
 from vwproxy.server.vw.hub import ViewHub, ViewKey, binds
@@ -128,7 +126,7 @@ class APIExportVirtualWorkspace:
         if target.namespace and not info.namespaced:
             raise errors.path_not_found()
         params = http.query(request)
-        verb = _verb(request.method, target, params)
+        verb = verb_of(request.method, target, params)
         key = ViewKey(export_cluster, export_name, info.group, info.resource)
         user = request.headers.get("x-remote-user", "system:anonymous")
         if segment == WILDCARD_CLUSTER:
@@ -193,7 +191,7 @@ class APIExportVirtualWorkspace:
             # A consistent read: wait (bounded) for every backend of the view to have listed.
             await self.hub.wait_synced(key, SYNC_WAIT_SECONDS)
         accept = request.headers.get("accept")
-        if target.name and not target.legacy_watch and not _flag(params.get("watch")):
+        if target.name and not wants_watch(target, params):
             rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
             assert cluster is not None
             found = view.get(cluster, target.namespace, target.name)
@@ -206,7 +204,7 @@ class APIExportVirtualWorkspace:
             if name not in ("metadata.name", "metadata.namespace"):
                 raise errors.bad_request(f"field label not supported: {name}")
         if target.name:
-            opts = _with_name(opts, target.name)
+            opts = with_name(opts, target.name)
         if opts.watch:
             return self._watch(key, info, cluster, target.namespace, opts, negotiation.choose(accept, _WATCH_TRANSFORMS), params)
         rep = negotiation.choose(accept, _LIST_TRANSFORMS)
@@ -362,18 +360,4 @@ def target_path(info: ResourceInfo, target: ResourcePath) -> str:
     return out
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "1", "t", "yes", "y", "on")
 
-
-def _verb(method: str, target: ResourcePath, params: dict[str, str]) -> str:
-    if method in ("GET", "HEAD"):
-        if target.legacy_watch or _flag(params.get("watch")):
-            return "watch"
-        return "get" if target.name else "list"
-    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method) or ("delete" if target.name else "deletecollection")
-
-
-def _with_name(opts: ListOptions, name: str) -> ListOptions:
-    text = f"metadata.name={name}" if opts.fields.empty else f"{opts.fields},metadata.name={name}"
-    return replace(opts, fields=FieldSelector.parse(text))
