@@ -39,6 +39,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+import procstats  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+
 WILDCARD = "/clusters/*/api/v1/configmaps"
 STARTUP_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 60.0
@@ -102,25 +104,15 @@ class Server:
     def rss_kib(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) of the server process in KiB."""
         assert self.proc is not None
-        values = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-        return values["VmRSS"], values["VmHWM"]
+        return procstats.rss_kib(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far."""
         assert self.proc is not None
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return procstats.cpu_seconds(self.proc.pid)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return procstats.log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -60,6 +60,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+import procstats  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+
 WIDGETS = "/apis/example.dev/v1alpha1"
 KCP = "/apis/apis.kcp.io/v1alpha2"
 READY_TIMEOUT = 30.0  # one server process accepting connections (more under load: see start())
@@ -173,24 +175,14 @@ class Process:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise BenchError(f"{self.args[0]} on port {self.port} exited with {self.proc.returncode}:\n{self.log_tail()}")
-        values = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-        return values["VmRSS"], values["VmHWM"]
+        return procstats.rss_kib(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return procstats.cpu_seconds(self.proc.pid)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return procstats.log_tail(self.log_path, lines)
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
