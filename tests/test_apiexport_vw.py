@@ -279,3 +279,15 @@ def test_readyz_and_metrics(proxy: RunningProxy, front: httpx.Client) -> None:
     assert int(metrics["vwproxy_views"]) >= 1 and int(metrics["vwproxy_view_objects"]) >= 5
     assert int(metrics["vwproxy_resource_version"]) > 10**15
     assert metrics["vwproxy_slow_watchers_closed_total"] == "0"
+
+
+def test_deletecollection_through_the_vw_answers_in_proxy_rvs(proxy: RunningProxy, front: httpx.Client) -> None:
+    base = vw_url(front)
+    consumer = proxy.cluster_of("root:consumer-3")
+    before = int(front.get(f"{base}/clusters/*/{WIDGETS}/widgets").json()["metadata"]["resourceVersion"])
+    resp = front.delete(f"{base}/clusters/{consumer}/{WIDGETS}/namespaces/default/widgets")
+    assert resp.status_code == 200, resp.text
+    gone = resp.json()["items"]
+    assert sorted(i["metadata"]["name"] for i in gone) == ["black", "yellow"]
+    assert all(int(i["metadata"]["resourceVersion"]) > before and i["metadata"]["annotations"]["kcp.io/cluster"] == consumer for i in gone)
+    assert front.get(f"{base}/clusters/{consumer}/{WIDGETS}/widgets").json()["items"] == []

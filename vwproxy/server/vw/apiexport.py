@@ -331,17 +331,25 @@ class APIExportVirtualWorkspace:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return payload
-        if not isinstance(obj, dict) or obj.get("kind") == "Status" or "items" in obj:
+        if not isinstance(obj, dict) or obj.get("kind") == "Status":
             return payload
+        if isinstance(obj.get("items"), list):  # deletecollection: each item, and the list, in proxy RVs
+            obj["items"] = [self._held_item(view, cluster, item, info) if isinstance(item, dict) else item for item in obj["items"]]
+            obj.setdefault("metadata", {})["resourceVersion"] = str(view.current_rv)
+            return orjson.dumps(obj)
+        return orjson.dumps(self._held_item(view, cluster, obj, info))
+
+    def _held_item(self, view: Any, cluster: str, obj: Obj, info: ResourceInfo) -> Obj:
         md = obj.get("metadata") or {}
         held: StoredObject | None = view.get(cluster, str(md.get("namespace") or ""), str(md.get("name") or ""))
         if held is not None and view.backend_rv(cluster, held.namespace, held.name) == str(md.get("resourceVersion")):
-            return held.raw if not conversion.needs_conversion(info) else orjson.dumps(conversion.to_served(held.decode(), info))
-        # Gone already (a delete): show its last state at the view's newest revision.
+            out: Obj = held.decode()
+            return conversion.to_served(out, info) if conversion.needs_conversion(info) else out
+        # Gone already (a delete): its last state at the view's newest revision.
         md["resourceVersion"] = str(view.current_rv)
         md.setdefault("annotations", {})[kcp.CLUSTER_ANNOTATION] = cluster
         obj["metadata"] = md
-        return orjson.dumps(obj)
+        return obj
 
 
 def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
