@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DB_FILE = "shard.db"
+# How long a write waits for a lock held by another connection (a backup, an inspecting sqlite3
+# shell) before failing, instead of failing at once.
+BUSY_TIMEOUT_MS = 5000
 SCHEMA_VERSION = 1
 
 
@@ -60,7 +63,7 @@ class SqliteStore:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._migrate()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the shard database {self.path}: {exc}") from exc

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, ControlStore, Obj
 from vwproxy.core.objects import ChangeEvent
 from vwproxy.core.rv import RVSequence
-from vwproxy.core.view import View
+from vwproxy.core.view import DEFAULT_HISTORY, View
 from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.store.shard import Shard
@@ -57,7 +57,7 @@ class ViewHub:
     """Every view of every export, and the watchers of each."""
 
     def __init__(
-        self, shard: Shard, store: ControlStore, seq: RVSequence | None = None, history_size: int = 10_000,
+        self, shard: Shard, store: ControlStore, seq: RVSequence | None = None, history_size: int = DEFAULT_HISTORY,
         client_for: Callable[[str], BackendClient | None] = lambda cluster: None,
     ) -> None:
         self.shard = shard
