@@ -44,13 +44,16 @@ class Serve:
         self.data_dir = tmp / "data"
         self.stdout_path, self.stderr_path = tmp / "serve.stdout", tmp / "serve.stderr"
         self.argv = [sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *args]
+        tls = "--tls-cert-file" in args
+        self.scheme = "https" if tls else "http"
+        self.verify: str | bool = args[args.index("--tls-cert-file") + 1] if tls else True
         env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, cwd=tmp)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def stderr(self) -> str:
@@ -62,7 +65,7 @@ class Serve:
             if self.proc.poll() is not None:
                 raise AssertionError(f"vwproxy serve exited with {self.proc.returncode}:\n{self.stderr}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -230,3 +233,37 @@ def test_external_url_is_what_clients_are_told(tmp_path: Path, serve: Callable[.
         everything = client.get("/clusters/*/apis/tenancy.kcp.io/v1alpha1/workspaces").text + client.get("/clusters/*/apis/apis.kcp.io/v1alpha1/apiexportendpointslices").text
         assert f"127.0.0.1:{proc.port}" not in everything
     assert external in proc.stderr
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=vwproxy-test",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return str(cert), str(key)
+
+
+def test_serve_over_https(serve: Callable[..., Serve], tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    running = serve("--tls-cert-file", cert, "--tls-private-key-file", key).wait_ready()
+    assert running.url.startswith("https://")
+    with httpx.Client(base_url=running.url, verify=cert, timeout=10) as client:
+        slice_obj = client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
+        url = slice_obj["status"]["endpoints"][0]["url"]
+        assert url.startswith(f"{running.url}/services/apiexport/"), "URLs it publishes use https"
+        assert len(client.get(f"{url}/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]) == 5
+    kubectl = shutil.which("kubectl")
+    assert kubectl
+    out = subprocess.run([kubectl, "--server", f"{running.url}/clusters/root", "--certificate-authority", cert, "--cache-dir", str(tmp_path / "kc"), "--token", "not-checked-yet",
+                          "get", "workspaces", "-o", "name"], capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": "/dev/null"})
+    assert out.returncode == 0, out.stderr
+    assert "workspace.tenancy.kcp.io/provider" in out.stdout.split()
+
+
+def test_tls_flags_go_together(serve: Callable[..., Serve], tmp_path: Path) -> None:
+    cert, _ = _self_signed(tmp_path)
+    running = serve("--tls-cert-file", cert)
+    assert running.wait_exit() != 0
+    assert "--tls-cert-file and --tls-private-key-file go together" in running.stderr

@@ -38,6 +38,8 @@ def _shard_options(parser: argparse.ArgumentParser, default_port: int, default_d
     parser.add_argument("--durable", action="store_true", help="fsync every write (survive power loss, not only process crashes)")
     parser.add_argument("--bookmark-interval", type=float, default=DEFAULT_BOOKMARK_INTERVAL, help="seconds between watch BOOKMARKs (default: %(default)s)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--tls-cert-file", type=Path, default=None, help="serve HTTPS with this PEM certificate (kubectl sends bearer tokens only over HTTPS)")
+    parser.add_argument("--tls-private-key-file", type=Path, default=None, help="the PEM private key of --tls-cert-file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +82,19 @@ def _open_shard(args: argparse.Namespace) -> Shard:
         raise SystemExit(f"vwproxy: {exc}") from None
 
 
+def _check_tls(args: argparse.Namespace) -> None:
+    cert, key = args.tls_cert_file, args.tls_private_key_file
+    if (cert is None) != (key is None):
+        raise SystemExit("vwproxy: --tls-cert-file and --tls-private-key-file go together")
+    for flag, path in (("--tls-cert-file", cert), ("--tls-private-key-file", key)):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"vwproxy: {flag}: {path} is not a readable file")
+
+
+def _scheme(args: argparse.Namespace) -> str:
+    return "https" if args.tls_cert_file else "http"
+
+
 def _run(app: object, args: argparse.Namespace) -> None:
     uvicorn.run(
         app,  # type: ignore[arg-type]
@@ -90,16 +105,19 @@ def _run(app: object, args: argparse.Namespace) -> None:
         log_level=args.log_level,
         access_log=args.log_level == "debug",
         timeout_graceful_shutdown=2,
+        ssl_certfile=str(args.tls_cert_file) if args.tls_cert_file else None,
+        ssl_keyfile=str(args.tls_private_key_file) if args.tls_private_key_file else None,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _check_tls(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "shard":
         token = _shard_token(args)
         shard = _open_shard(args)
-        log.info("embedded shard: %s, revision %d, serving on http://%s:%d", shard.data_dir, shard.revision, args.host, args.port)
+        log.info("embedded shard: %s, revision %d, serving on %s://%s:%d", shard.data_dir, shard.revision, _scheme(args), args.host, args.port)
         app: ASGIApp = build_shard_app(shard, args.bookmark_interval)
         if token:
             log.info("requests need a bearer token (health endpoints excepted)")
@@ -117,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vwproxy: {exc}", file=sys.stderr)
         return 2
     shard = _open_shard(args)
-    external = args.external_url.rstrip("/") or f"http://{args.host}:{args.port}"
+    external = args.external_url.rstrip("/") or f"{_scheme(args)}://{args.host}:{args.port}"
     clients = {name: BackendClient(backend) for name, backend in backends.items()}
     log.info("vwproxy on %s: config %s, %d manifests, backends: %s", external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
     try:
