@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from vwproxy.testing.proxy import RunningProxy
 from vwproxy.testing.shard import EmbeddedShard
 
 # Bookmarks every 0.2 s so tests can see periodic BOOKMARKs without waiting a minute.
@@ -31,4 +32,19 @@ def api(shard: EmbeddedShard) -> Iterator[httpx.Client]:
 def base(shard: EmbeddedShard) -> Iterator[httpx.Client]:
     """A client for the shard's base URL (any `/clusters/<name>/…` path)."""
     with httpx.Client(base_url=shard.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
+    """`vwproxy serve` on the example topology, settled (modules with other needs override it)."""
+    with RunningProxy(tmp_path / "data", bookmark_interval=TEST_BOOKMARK_INTERVAL) as running:
+        assert running.settle()
+        yield running
+
+
+@pytest.fixture
+def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
+    """A client for the proxy's front URL."""
+    with httpx.Client(base_url=proxy.url, timeout=10) as client:
         yield client

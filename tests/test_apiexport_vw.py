@@ -8,14 +8,12 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import kubernetes
 import orjson
-import pytest
 
 from support import eventually
 from test_control_plane import conditions
@@ -23,19 +21,6 @@ from vwproxy.testing.proxy import RunningProxy
 
 WIDGETS = "apis/example.dev/v1alpha1"
 KCP = "/apis/apis.kcp.io/v1alpha2"
-
-
-@pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
-    with RunningProxy(tmp_path / "data", bookmark_interval=0.2) as running:
-        assert running.settle()
-        yield running
-
-
-@pytest.fixture
-def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, timeout=10) as client:
-        yield client
 
 
 def vw_url(front: httpx.Client, provider: str = "provider") -> str:

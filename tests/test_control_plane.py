@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,6 @@ from support import eventually
 
 KCP = "/apis/apis.kcp.io/v1alpha2"
 
-
-@pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
-    with RunningProxy(tmp_path / "data") as running:
-        assert running.settle()
-        yield running
-
-
-@pytest.fixture
-def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, timeout=10) as client:
-        yield client
 
 
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,18 +72,6 @@ spec:
 def conditions(obj: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
 
-
-@pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
-    with RunningProxy(tmp_path / "data") as running:
-        assert running.settle()
-        yield running
-
-
-@pytest.fixture
-def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, timeout=10) as client:
-        yield client
 
 
 @dataclass
