@@ -1,8 +1,9 @@
-"""What the benchmarks read about a server process they started: memory, CPU time, its log."""
+"""What the benchmarks share: reading a server process (memory, CPU time, log) and the results table."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -28,3 +29,28 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+@dataclass
+class Results:
+    """The rows of a run's results table, printed as they are measured."""
+
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (metric, value, note)
+    ok: bool = True
+
+    def add(self, metric: str, value: str, note: str = "") -> None:
+        self.rows.append((metric, value, note))
+        print(f"  {metric}: {value}" + (f"  ({note})" if note else ""), flush=True)
+
+
+def print_table(results: Results, command: str) -> None:
+    width = max(len(r[0]) for r in results.rows)
+    vwidth = max(len(r[1]) for r in results.rows)
+    print()
+    print(f"| {'metric'.ljust(width)} | {'value'.ljust(vwidth)} | note")
+    print(f"|-{'-' * width}-|-{'-' * vwidth}-|------")
+    for metric, value, note in results.rows:
+        print(f"| {metric.ljust(width)} | {value.ljust(vwidth)} | {note}")
+    print()
+    print(f"command: {command}")
+    print("result: " + ("OK" if results.ok else "FAILED (see the watch check)"))

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import aiohttp
 import orjson
 
 import procstats  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from procstats import Results, print_table  # noqa: E402
 
 WILDCARD = "/clusters/*/api/v1/configmaps"
 STARTUP_TIMEOUT = 20.0
@@ -53,14 +54,6 @@ class BenchError(Exception):
     pass
 
 
-@dataclass
-class Results:
-    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (metric, value, note)
-    ok: bool = True
-
-    def add(self, metric: str, value: str, note: str = "") -> None:
-        self.rows.append((metric, value, note))
-        print(f"  {metric}: {value}" + (f"  ({note})" if note else ""), flush=True)
 
 
 # -- the server process ---------------------------------------------------------------------
@@ -448,17 +441,6 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     return results
 
 
-def print_table(results: Results, command: str) -> None:
-    width = max(len(r[0]) for r in results.rows)
-    vwidth = max(len(r[1]) for r in results.rows)
-    print()
-    print(f"| {'metric'.ljust(width)} | {'value'.ljust(vwidth)} | note")
-    print(f"|-{'-' * width}-|-{'-' * vwidth}-|------")
-    for metric, value, note in results.rows:
-        print(f"| {metric.ljust(width)} | {value.ljust(vwidth)} | {note}")
-    print()
-    print(f"command: {command}")
-    print("result: " + ("OK" if results.ok else "FAILED (see the watch check)"))
 
 
 def main(argv: list[str] | None = None) -> int:

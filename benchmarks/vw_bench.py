@@ -61,6 +61,7 @@ import aiohttp
 import orjson
 
 import procstats  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from procstats import Results, print_table  # noqa: E402
 
 WIDGETS = "/apis/example.dev/v1alpha1"
 KCP = "/apis/apis.kcp.io/v1alpha2"
@@ -78,14 +79,6 @@ class BenchError(Exception):
     pass
 
 
-@dataclass
-class Results:
-    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (metric, value, note)
-    ok: bool = True
-
-    def add(self, metric: str, value: str, note: str = "") -> None:
-        self.rows.append((metric, value, note))
-        print(f"  {metric}: {value}" + (f"  ({note})" if note else ""), flush=True)
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -808,17 +801,6 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     return results
 
 
-def print_table(results: Results, command: str) -> None:
-    width = max(len(r[0]) for r in results.rows)
-    vwidth = max(len(r[1]) for r in results.rows)
-    print()
-    print(f"| {'metric'.ljust(width)} | {'value'.ljust(vwidth)} | note")
-    print(f"|-{'-' * width}-|-{'-' * vwidth}-|------")
-    for metric, value, note in results.rows:
-        print(f"| {metric.ljust(width)} | {value.ljust(vwidth)} | {note}")
-    print()
-    print(f"command: {command}")
-    print("result: " + ("OK" if results.ok else "FAILED (see the watch check)"))
 
 
 def main(argv: list[str] | None = None) -> int:
