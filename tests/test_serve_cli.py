@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ class Serve:
         self.argv = [sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *args]
         tls = "--tls-cert-file" in args
         self.scheme = "https" if tls else "http"
-        self.verify: str | bool = args[args.index("--tls-cert-file") + 1] if tls else True
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=args[args.index("--tls-cert-file") + 1]) if tls else True
         env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, cwd=tmp)
@@ -249,7 +250,7 @@ def test_serve_over_https(serve: Callable[..., Serve], tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     running = serve("--tls-cert-file", cert, "--tls-private-key-file", key).wait_ready()
     assert running.url.startswith("https://")
-    with httpx.Client(base_url=running.url, verify=cert, timeout=10) as client:
+    with httpx.Client(base_url=running.url, verify=running.verify, timeout=10) as client:
         slice_obj = client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
         url = slice_obj["status"]["endpoints"][0]["url"]
         assert url.startswith(f"{running.url}/services/apiexport/"), "URLs it publishes use https"
