@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,26 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessStats:
+    """Readings of a started server process: `proc` (Popen) and `log_path` are set by the subclass."""
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def rss_kib(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) of the process in KiB."""
+        assert self.proc is not None
+        return rss_kib(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return log_tail(self.log_path, lines)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -39,8 +39,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-import procstats  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
-from procstats import Results, print_table  # noqa: E402
+from procstats import ProcessStats, Results, print_table  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
 
 WILDCARD = "/clusters/*/api/v1/configmaps"
 STARTUP_TIMEOUT = 20.0
@@ -65,7 +64,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
+class Server(ProcessStats):
     def __init__(self, data_dir: Path, log_path: Path) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
@@ -93,19 +92,6 @@ class Server:
                 pass
             await asyncio.sleep(0.05)
         raise BenchError(f"server not ready after {STARTUP_TIMEOUT}s:\n{self.log_tail()}")
-
-    def rss_kib(self) -> tuple[int, int]:
-        """(VmRSS, VmHWM) of the server process in KiB."""
-        assert self.proc is not None
-        return procstats.rss_kib(self.proc.pid)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far."""
-        assert self.proc is not None
-        return procstats.cpu_seconds(self.proc.pid)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return procstats.log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -60,8 +60,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-import procstats  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
-from procstats import Results, print_table  # noqa: E402
+from procstats import ProcessStats, Results, print_table  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
 
 WIDGETS = "/apis/example.dev/v1alpha1"
 KCP = "/apis/apis.kcp.io/v1alpha2"
@@ -105,7 +104,7 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
 
 
-class Process:
+class Process(ProcessStats):
     """A `python -m vwproxy.cli …` child: start, readiness, RSS and CPU from /proc, stop."""
 
     def __init__(self, args: list[str], log_path: Path, port: int | None = None, profile: Path | None = None) -> None:
@@ -164,18 +163,11 @@ class Process:
         self.spawn()
 
     def rss_kib(self) -> tuple[int, int]:
-        """(VmRSS, VmHWM) in KiB."""
+        """(VmRSS, VmHWM) in KiB; a process that died is an error, not a reading."""
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise BenchError(f"{self.args[0]} on port {self.port} exited with {self.proc.returncode}:\n{self.log_tail()}")
-        return procstats.rss_kib(self.proc.pid)
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        return procstats.cpu_seconds(self.proc.pid)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return procstats.log_tail(self.log_path, lines)
+        return super().rss_kib()
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -29,3 +29,14 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def client_go_openapi_url(base_path: str, server_relative_url: str) -> str:
+    """Where client-go (kubectl) fetches a group-version document listed in /openapi/v3.
+
+    A URL rooted at /openapi/v3 keeps the client's path prefix (kubernetes#117463); any other is
+    taken as server-relative, with the client's prefix added unless it already starts with it.
+    """
+    if server_relative_url.startswith("/openapi/v3") or not server_relative_url.startswith(base_path + "/"):
+        return base_path + server_relative_url
+    return server_relative_url

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from vwproxy.testing.proxy import RunningProxy, example_topology
-from support import eventually, free_port
+from support import client_go_openapi_url, eventually, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -472,17 +472,6 @@ def test_deleting_the_binding_removes_the_crd_from_the_backend(front: httpx.Clie
     gone = front.get(f"{EXT}{WIDGETS}")
     assert gone.status_code == 404 and gone.json()["kind"] == "Status"
     assert "example.dev" not in [g["name"] for g in front.get(f"{EXT}/apis").json()["groups"]]
-
-
-def client_go_openapi_url(base_path: str, server_relative_url: str) -> str:
-    """Where client-go (kubectl) fetches a group-version document listed in /openapi/v3.
-
-    A URL rooted at /openapi/v3 keeps the client's path prefix (kubernetes#117463); any other is
-    taken as server-relative, with the client's prefix added unless it already starts with it.
-    """
-    if server_relative_url.startswith("/openapi/v3") or not server_relative_url.startswith(base_path + "/"):
-        return base_path + server_relative_url
-    return server_relative_url
 
 
 def test_openapi_of_a_kube_workspace_is_fetchable_the_way_kubectl_fetches_it(front: httpx.Client) -> None:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from vwproxy.testing.proxy import RunningProxy
-from support import eventually
+from support import client_go_openapi_url, eventually
 
 KUBECTL = shutil.which("kubectl")
 
@@ -180,17 +180,6 @@ def test_kubectl_apply_of_a_workspace_and_binding_changes_the_topology_live(prox
     assert kubectl.ok("get", "apiexportendpointslice", "widgets", "-o", "jsonpath={.status.endpoints[*].url}") == \
         f"{proxy.url}/services/apiexport/{proxy.cluster_of('root:provider')}/widgets"
     assert len(front.get("/clusters/root:consumer-1/apis/example.dev/v1alpha1/namespaces/default/widgets").json()["items"]) == 2
-
-
-def client_go_openapi_url(base_path: str, server_relative_url: str) -> str:
-    """Where client-go (kubectl) fetches a group-version document listed in /openapi/v3.
-
-    A URL rooted at /openapi/v3 keeps the client's path prefix (kubernetes#117463); any other is
-    taken as server-relative, with the client's prefix added unless it already starts with it.
-    """
-    if server_relative_url.startswith("/openapi/v3") or not server_relative_url.startswith(base_path + "/"):
-        return base_path + server_relative_url
-    return server_relative_url
 
 
 def test_kubectl_apply_validates_in_a_workspace_addressed_by_path(proxy: RunningProxy, kubectl: Kubectl, front: httpx.Client) -> None:
