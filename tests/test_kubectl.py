@@ -119,6 +119,10 @@ class Kubectl:
         assert result.returncode == 0, f"kubectl {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
         return result.stdout
 
+    def popen(self, *args: str, cluster: str = CLUSTER) -> subprocess.Popen[str]:
+        """A long-running kubectl (`get -w`) whose output the test reads as it comes."""
+        return subprocess.Popen(self.argv(*args, cluster=cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, cwd=self.workdir)
+
     def json(self, *args: str, cluster: str = CLUSTER) -> Any:
         return json.loads(self.ok(*args, "-o", "json", cluster=cluster))
 
@@ -279,14 +283,7 @@ class LineReader:
 
 def test_get_watch_prints_changes(kubectl: Kubectl, http: httpx.Client) -> None:
     assert http.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "before"}}).status_code == 201
-    proc = subprocess.Popen(
-        kubectl.argv("get", "configmaps", "--watch", "--output-watch-events"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=kubectl.env,
-        cwd=kubectl.workdir,
-    )
+    proc = kubectl.popen("get", "configmaps", "--watch", "--output-watch-events")
     try:
         reader = LineReader(proc)
         header = reader.wait_for("NAME")
@@ -319,14 +316,7 @@ def test_get_watch_prints_changes(kubectl: Kubectl, http: httpx.Client) -> None:
 def test_get_watch_of_one_object_in_another_cluster_sees_only_it(kubectl: Kubectl, http: httpx.Client, shard: EmbeddedShard) -> None:
     shard.create_logical_cluster("other")
     kubectl.ok("create", "-f", "-", stdin="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n")
-    proc = subprocess.Popen(
-        kubectl.argv("get", "configmap", "watched", "--watch", "-o", "custom-columns=NAME:.metadata.name,V:.data.v,CLUSTER:.metadata.annotations.kcp\\.io/cluster"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=kubectl.env,
-        cwd=kubectl.workdir,
-    )
+    proc = kubectl.popen("get", "configmap", "watched", "--watch", "-o", "custom-columns=NAME:.metadata.name,V:.data.v,CLUSTER:.metadata.annotations.kcp\\.io/cluster")
     try:
         reader = LineReader(proc)
         # (custom columns apply to the object; --output-watch-events would apply them to the event)
