@@ -747,10 +747,13 @@ def many_watchers(api: httpx.Client) -> Iterator[None]:
 
 
 def test_slow_watcher_is_cut_off_not_buffered_forever(shard: EmbeddedShard, api: httpx.Client) -> None:
+    from vwproxy.core.watch import Watcher, begin_watch
     from vwproxy.kube.listoptions import parse_list_options
 
     info = shard.server.call(lambda: shard.shard.resolve("root", "", "v1", "configmaps"))
-    watcher = shard.server.call(lambda: shard.shard.watch(info, "root", "default", parse_list_options({"watch": "true", "resourceVersion": str(shard.shard.revision)}), "v1", lambda o: o.raw))
+    opts = parse_list_options({"watch": "true", "resourceVersion": str(shard.shard.revision)})
+    watcher = Watcher("root", "default", opts.labels, opts.fields, "v1", lambda o: o.raw)
+    shard.server.call(lambda: begin_watch(shard.shard.reader(info), watcher, opts, ("v1", "ConfigMap")))
     watcher.limit = watcher._base_limit = 5
     for i in range(8):
         api.post(CM, json=cm(f"burst-{i}"))

@@ -40,7 +40,7 @@ from vwproxy.kube.errors import StatusError
 from vwproxy.kube.kcp import CLUSTER_ANNOTATION
 from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, NOT_OLDER_THAN, ListOptions, decode_continue, parse_list_options
 from vwproxy.kube.selectors import FieldSelector, LabelSelector
-from vwproxy.store.watchers import Watcher
+from vwproxy.core.watch import Watcher, begin_watch
 
 GROUP = "example.dev"
 Key = tuple[str, str, str]  # (cluster, namespace, name)
@@ -700,7 +700,7 @@ def test_list_order_scopes_and_selectors() -> None:
 def test_list_rejects_unsupported_field_labels() -> None:
     view = make_view()
     for call in (lambda: view.list(None, "", opts(fields="spec.v=1")),
-                 lambda: view.initial_events(None, "", LabelSelector(), FieldSelector.parse("status.phase=x"))):
+                 lambda: begin_watch(view, Watcher(None, "", LabelSelector(), FieldSelector.parse("status.phase=x"), "json", lambda o: o.raw), opts(fields="status.phase=x"), ("v1", "W"))):
         with pytest.raises(StatusError) as err:
             call()
         assert err.value.code == 400 and "field label not supported" in err.value.message
@@ -860,10 +860,18 @@ def test_initial_events_are_the_current_matching_objects() -> None:
     view.upsert("c1", widget("d", "b", sel="y"), "1")
     view.upsert("c1", widget("e", "c", sel="x"), "1")
     everything = LabelSelector()
-    assert keys(view.initial_events(None, "", everything, FieldSelector())) == [("c1", "d", "b"), ("c1", "e", "c"), ("c2", "d", "a")]
-    assert keys(view.initial_events(None, "", LabelSelector.parse("sel=x"), FieldSelector())) == [("c1", "e", "c"), ("c2", "d", "a")]
-    assert keys(view.initial_events("c1", "e", everything, FieldSelector())) == [("c1", "e", "c")]
-    assert keys(view.initial_events(None, "", everything, FieldSelector.parse("metadata.name=b"))) == [("c1", "d", "b")]
+
+    def initial(cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector) -> list[tuple[str, str, str]]:
+        watcher = Watcher(cluster, namespace, labels, fields, "json", lambda o: o.raw)
+        begin_watch(view, watcher, opts(), ("example.dev/v1", "Widget"))
+        view.remove_watcher(watcher)
+        objs = [orjson.loads(line)["object"] for frame in watcher.drain() for line in frame.splitlines()]
+        return [(o["metadata"]["annotations"]["kcp.io/cluster"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs]
+
+    assert initial(None, "", everything, FieldSelector()) == [("c1", "d", "b"), ("c1", "e", "c"), ("c2", "d", "a")]
+    assert initial(None, "", LabelSelector.parse("sel=x"), FieldSelector()) == [("c1", "e", "c"), ("c2", "d", "a")]
+    assert initial("c1", "e", everything, FieldSelector()) == [("c1", "e", "c")]
+    assert initial(None, "", everything, FieldSelector.parse("metadata.name=b")) == [("c1", "d", "b")]
 
 
 def test_translate_precondition() -> None:

@@ -18,7 +18,7 @@ from vwproxy.kube.errors import StatusError
 from vwproxy.kube.listoptions import parse_list_options
 from vwproxy.kube.resources import ResourceInfo
 from vwproxy.store.shard import Shard
-from vwproxy.store.watchers import Watcher
+from vwproxy.core.watch import Watcher, begin_watch
 
 NAMES = ["a", "b", "c", "d"]
 
@@ -55,7 +55,9 @@ class Client:
 
     def _watch(self, rv: int) -> Watcher:
         opts = parse_list_options(self._params(rv))
-        return self.shard.watch(self.info, "root", "default", opts, "v1", lambda o: o.raw)
+        watcher = Watcher("root", "default", opts.labels, opts.fields, "v1", lambda o: o.raw)
+        begin_watch(self.shard.reader(self.info), watcher, opts, (self.info.api_version, self.info.kind))
+        return watcher
 
     def drain(self) -> None:
         for frame in self.watcher.drain():
@@ -74,7 +76,7 @@ class Client:
 
     def reconnect(self) -> None:
         self.drain()
-        self.shard.stop_watch(self.info, self.watcher)
+        self.shard.reader(self.info).remove_watcher(self.watcher)
         try:
             self.watcher = self._watch(self.rv)
         except StatusError as exc:

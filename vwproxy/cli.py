@@ -14,7 +14,8 @@ from starlette.types import ASGIApp
 from vwproxy.control.manifests import ManifestError, load_folder
 from vwproxy.server.app import ServeApp
 from vwproxy.server.auth_middleware import require_bearer_token
-from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, build_shard_app
+from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL
+from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, Shard
 from vwproxy.store.sqlite import StorageError
 from vwproxy.upstream.backends import BackendConfigError, load_backends

@@ -16,7 +16,7 @@ from vwproxy.control.objects import (
     API_BINDINGS, API_EXPORTS, ENDPOINT_SLICES, LOGICAL_CLUSTERS, NAMESPACES, SCHEMAS, SECRETS, WORKSPACE_TYPES, WORKSPACES,
     ControlStore, Obj, condition,
 )
-from vwproxy.kube import errors, kcp
+from vwproxy.kube import errors, kcp, vwpaths
 from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME, PATH_ANNOTATION
 
 log = logging.getLogger(__name__)
@@ -174,11 +174,10 @@ class Reconcilers:
         wst = self.store.get(WORKSPACE_TYPES, cluster, name)
         if wst is None or wst["metadata"].get("deletionTimestamp"):
             return
-        owner = f"{cluster}:{name}"
         status = dict(wst.get("status") or {})
         status["virtualWorkspaces"] = [
-            {"url": f"{self.external_url}/services/initializingworkspaces/{owner}", "type": "initializing"},
-            {"url": f"{self.external_url}/services/terminatingworkspaces/{owner}", "type": "terminating"},
+            {"url": vwpaths.lifecycle_url(self.external_url, kind, cluster, name), "type": vwpaths.LIFECYCLE_TYPE[kind]}
+            for kind in vwpaths.LIFECYCLE_KINDS
         ]
         status["conditions"] = [condition("VirtualWorkspaceURLsReady", True, previous=status.get("conditions"))]
         self.store.set_status(WORKSPACE_TYPES, cluster, wst, status)
@@ -263,7 +262,7 @@ class Reconcilers:
             status["conditions"] = [condition("APIExportValid", True, previous=previous), condition("PartitionValid", True, previous=previous)]
             assert export_cluster is not None
             if self.export_is_bound(export_cluster, export_name):
-                status["endpoints"] = [{"url": f"{self.external_url}/services/apiexport/{export_cluster}/{export_name}"}]
+                status["endpoints"] = [{"url": vwpaths.apiexport_url(self.external_url, export_cluster, export_name)}]
             else:
                 status.pop("endpoints", None)
         self.store.set_status(ENDPOINT_SLICES, cluster, slice_obj, status)

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
 from vwproxy.core.history import EventHistory
-from vwproxy.core.listing import SNAPSHOT_CACHE_SIZE, SNAPSHOT_TTL_SECONDS, Lister, ListResult, matching
+from vwproxy.core.listing import SNAPSHOT_CACHE_SIZE, SNAPSHOT_TTL_SECONDS, Lister, ListResult
+from vwproxy.core.watch import Watcher
 from vwproxy.core.objects import ChangeEvent, ObjectKey, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.core.rv import RVSequence
 from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import CLUSTER_ANNOTATION
 from vwproxy.kube.listoptions import ListOptions
-from vwproxy.kube.selectors import FieldSelector, LabelSelector
+from vwproxy.kube.selectors import FieldSelector
 
 Obj = dict[str, Any]
 
@@ -71,6 +72,7 @@ class View:
         # Starting the history at the sequence's current RV makes every older RV "too old":
         # this view cannot say what happened before it existed.
         self._history: EventHistory[ChangeEvent] = EventHistory(history_size, seq.current)
+        self._watchers: set[Watcher] = set()
         self._lister = Lister(self._table, lambda: self._history, clock=clock, snapshot_cache_size=snapshot_cache_size, snapshot_ttl=snapshot_ttl)
 
     # -- reading ---------------------------------------------------------------------------
@@ -124,10 +126,18 @@ class View:
             if name not in SUPPORTED_FIELDS:
                 raise errors.bad_request(f"field label not supported: {name}")
 
-    def initial_events(self, cluster: str | None, namespace: str, labels: LabelSelector, fields: FieldSelector) -> builtins.list[StoredObject]:
-        """The current objects a new watch (watch-list, or `resourceVersion` "" / "0") starts with."""
-        self.check_fields(fields)
-        return matching(self._table.ordered(cluster, namespace), labels, fields)
+    def ordered(self, cluster: str | None, namespace: str) -> Iterator[StoredObject]:
+        return self._table.ordered(cluster, namespace)
+
+    def add_watcher(self, watcher: Watcher) -> None:
+        self._watchers.add(watcher)
+
+    def remove_watcher(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
 
     def list(self, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
         """One page of a list, with the embedded shard's semantics (`core.listing`).
@@ -235,6 +245,8 @@ class View:
     def _append(self, event: ChangeEvent, events: builtins.list[ChangeEvent]) -> None:
         self._history.append(event)
         events.append(event)
+        for watcher in builtins.list(self._watchers):
+            watcher.offer(event)
 
 
 

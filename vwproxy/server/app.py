@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 from starlette.responses import PlainTextResponse, Response
@@ -16,12 +17,13 @@ from vwproxy.control.manifests import Manifest
 from vwproxy.control.objects import WORKSPACES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
-from vwproxy.kube import errors
+from vwproxy.kube import errors, vwpaths
 from vwproxy.server import http
 from vwproxy.server.front import Front
-from vwproxy.server.vw.apiexport import PREFIX, APIExportVirtualWorkspace
-from vwproxy.server.vw.hub import ViewHub
-from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, build_shard_app
+from vwproxy.server.vw.apiexport import APIExportVirtualWorkspace
+from vwproxy.cache.hub import ViewHub
+from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
+from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
 
@@ -44,20 +46,24 @@ class ServeApp:
         self.clients = clients or {}
         self.control = ControlPlane(shard, external_url, self.clients)
         self.manifests = list(manifests)
-        shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False)
+        # One read handler for the embedded shard and every virtual workspace.
+        self.reads = ReadHandler(bookmark_interval)
+        shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads)
         self.hub = ViewHub(shard, self.control.store, client_for=self.control.client_for)
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
-        self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, bookmark_interval)
-        self.front = Front(shard_app, self.control, services or self._services)
+        self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
+        self.front = Front(shard_app, self.control, http.StatusErrors(services or self._services))
         self._loop_task: asyncio.Task[None] | None = None
         self.startup_error: Exception | None = None
 
     async def _services(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"].startswith(PREFIX):
+        """`/services/…`: the virtual workspaces, by the URL grammar's kind."""
+        vw = vwpaths.parse(unquote(scope["path"]))
+        if vw.kind == vwpaths.APIEXPORT:
             await self.apiexport(scope, receive, send)
             return
-        await http.status_response(errors.path_not_found())(scope, receive, send)
+        raise errors.path_not_found()
 
     async def startup(self) -> None:
         await seed(self.control, self.manifests)
@@ -99,7 +105,7 @@ class ServeApp:
 
     def _metrics(self) -> Response:
         """Prometheus text exposition of the proxy's gauges and counters."""
-        values = {**self.hub.metrics(), "vwproxy_shard_revision": self.shard.revision, "vwproxy_shard_watchers": self.shard.watcher_count()}
+        values = {**self.hub.metrics(), "vwproxy_slow_watchers_closed_total": self.reads.slow_watchers_closed, "vwproxy_shard_revision": self.shard.revision, "vwproxy_shard_watchers": self.shard.watcher_count()}
         body = "".join(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}\n{name} {value}\n" for name, value in values.items())
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 

@@ -13,6 +13,7 @@ import yaml
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vwproxy.kube import errors, protobuf
 
@@ -92,3 +93,35 @@ def decode_object(body: bytes, content_type: str) -> dict[str, Any]:
 
 def query(request: Request) -> dict[str, str]:
     return dict(request.query_params)
+
+
+class StatusErrors:
+    """ASGI middleware: a `StatusError` raised while handling a request becomes its `Status`
+    response, anything else a logged 500 `Status`, as long as no response has started."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except errors.StatusError as exc:
+            if started:
+                raise
+            await status_response(exc)(scope, receive, send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            await status_response(errors.internal_error())(scope, receive, send)

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -26,57 +27,14 @@ from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
 from vwproxy.kube.negotiation import Representation
 from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster, verb_of, wants_watch
 from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
-from vwproxy.server import http, watchstream
+from vwproxy.server import http
+from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler, encoder_for
 from vwproxy.core.objects import StoredObject
 from vwproxy.store.shard import Shard, WriteChecks
 
 log = logging.getLogger(__name__)
 
-# Periodic BOOKMARKs keep a watcher's resume point fresh; kube-apiserver sends them about
-# once a minute, and clients treat a silent stream as healthy for far longer.
-DEFAULT_BOOKMARK_INTERVAL = 60.0
-# Items per chunk of a streamed list body: big enough to amortise the send, small enough that a
-# 100k-item list never sits in memory as one bytes object.
-LIST_CHUNK_ITEMS = 2000
-
-_SINGLE_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL})
-_LIST_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL_LIST})
-_WATCH_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL, negotiation.PARTIAL_LIST})
 _DISCOVERY_TRANSFORMS = frozenset({negotiation.DISCOVERY})
-
-
-def encoder_for(info: ResourceInfo) -> Callable[[StoredObject], bytes]:
-    """How stored bytes are served as `info`'s version: as they are, or converted."""
-    if not conversion.needs_conversion(info):
-        return lambda obj: obj.raw
-    return lambda obj: orjson.dumps(conversion.to_served(obj.decode(), info))
-
-
-def _served_dict(info: ResourceInfo, obj: StoredObject) -> dict[str, Any]:
-    served = obj.decode()
-    return conversion.to_served(served, info) if conversion.needs_conversion(info) else served
-
-
-def _include_object(params: dict[str, str]) -> str:
-    return params.get("includeObject", "Metadata") or "Metadata"
-
-
-def representation_encoder(info: ResourceInfo, rep: Representation, params: dict[str, str]) -> tuple[str, Callable[[StoredObject], bytes]]:
-    """(cache key, encoder) for single objects in `rep`: plain JSON, a one-row Table, or metadata only."""
-    if rep.kind == negotiation.TABLE:
-        printer = tables.TablePrinter(info, rep.api_version, _include_object(params))
-        return f"{info.api_version};as=Table;{printer.include_object}", lambda o: orjson.dumps(printer.table([_served_dict(info, o)], {"resourceVersion": str(o.rv)}))
-    if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
-        return f"{rep.api_version};as=PartialObjectMetadata", lambda o: orjson.dumps(tables.partial_metadata(o.decode(), rep.api_version))
-    return info.api_version, encoder_for(info)
-
-
-def _bookmark_identity(info: ResourceInfo, rep: Representation) -> tuple[str, str]:
-    if rep.kind == negotiation.TABLE:
-        return rep.api_version, "Table"
-    if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
-        return rep.api_version, "PartialObjectMetadata"
-    return info.api_version, info.kind
 
 
 _FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
@@ -110,20 +68,11 @@ def _dry_run(params: dict[str, str]) -> bool:
 class ShardAPI:
     """Request handling for one `Shard`."""
 
-    def __init__(self, shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> None:
+    def __init__(self, shard: Shard, reads: ReadHandler) -> None:
         self.shard = shard
-        self.bookmark_interval = bookmark_interval
+        self.reads = reads
 
     async def handle(self, request: Request) -> Response:
-        try:
-            return await self._dispatch(request)
-        except errors.StatusError as exc:
-            return http.status_response(exc)
-        except Exception:
-            log.exception("unhandled error serving %s %s", request.method, request.url.path)
-            return http.status_response(errors.internal_error())
-
-    async def _dispatch(self, request: Request) -> Response:
         path = request.url.path
         if path.startswith("/clusters/"):
             cluster, rest = split_cluster(path, allow_paths=True)
@@ -197,21 +146,9 @@ class ShardAPI:
             if target.namespace:
                 raise errors.bad_request(f"cross-cluster LIST and WATCH are required to be cross-namespace, not scoped to namespace {target.namespace}")
         if method in ("GET", "HEAD"):
-            accept = request.headers.get("accept")
-            if target.name and not wants_watch(target, params):
-                rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
-                self.shard.require_cluster(cluster)
-                _, encode = representation_encoder(info, rep, params)
-                return http.json_response(encode(self.shard.get(info, cluster, target.namespace, target.name)))
-            opts = parse_list_options(params, watch_path=target.legacy_watch)
-            if target.name:
-                opts = with_name(opts, target.name)
             if not wildcard:
                 self.shard.require_cluster(cluster)
-            scope = None if wildcard else cluster
-            if opts.watch:
-                return self._watch(info, scope, target.namespace, opts, negotiation.choose(accept, _WATCH_TRANSFORMS), params)
-            return self._list(info, scope, target.namespace, opts, negotiation.choose(accept, _LIST_TRANSFORMS), params)
+            return self.reads.read(self.shard.reader(info), info, None if wildcard else cluster, target, params, request.headers.get("accept"))
         if target.legacy_watch:
             raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported on watch paths")
         if method == "POST":
@@ -231,49 +168,6 @@ class ShardAPI:
                 raise errors.StatusError(405, "MethodNotAllowed", f"DELETE is not supported on {info.resource}/{target.subresource}")
             return await self._delete(request, info, cluster, target, params)
         raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported")
-
-    def _list(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation, params: dict[str, str]) -> Response:
-        result = self.shard.list(info, cluster, namespace, opts)
-        list_meta: dict[str, Any] = {"resourceVersion": str(result.rv)}
-        if result.continue_token:
-            list_meta["continue"] = result.continue_token
-        if result.remaining is not None:
-            list_meta["remainingItemCount"] = result.remaining
-        items = result.items
-        if rep.kind == negotiation.TABLE:
-            printer = tables.TablePrinter(info, rep.api_version, _include_object(params))
-            return http.object_response(printer.table((_served_dict(info, o) for o in items), list_meta))
-        if rep.kind == negotiation.PARTIAL_LIST:
-            head = orjson.dumps({"kind": "PartialObjectMetadataList", "apiVersion": rep.api_version, "metadata": list_meta})[:-1] + b',"items":['
-            _, encode = representation_encoder(info, rep, params)
-        else:
-            head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta})[:-1] + b',"items":['
-            encode = encoder_for(info)
-        if len(items) <= LIST_CHUNK_ITEMS:
-            return http.json_response(http.list_body(head, (encode(o) for o in items)))
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield head
-            for start in range(0, len(items), LIST_CHUNK_ITEMS):
-                body = b",".join(encode(o) for o in items[start : start + LIST_CHUNK_ITEMS])
-                yield body if start == 0 else b"," + body
-            yield b"]}"
-
-        return StreamingResponse(chunks(), media_type=http.JSON)
-
-    def _watch(self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation, params: dict[str, str]) -> Response:
-        shard = self.shard
-        encoding, encode = representation_encoder(info, rep, params)
-        bookmark_version, bookmark_kind = _bookmark_identity(info, rep)
-        try:
-            watcher = shard.watch(info, cluster, namespace, opts, encoding, encode, (bookmark_version, bookmark_kind))
-        except errors.StatusError as exc:
-            if exc.code != 410:
-                raise
-            return watchstream.expired_watch(exc)
-        return watchstream.stream_watch(
-            watcher, opts, (bookmark_version, bookmark_kind), lambda: shard.revision, lambda: shard.stop_watch(info, watcher), self.bookmark_interval
-        )
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -403,13 +297,15 @@ class ShardAPI:
 
 
 
-def build_shard_app(shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, close_on_shutdown: bool = True) -> Starlette:
+def build_shard_app(
+    shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, close_on_shutdown: bool = True, reads: ReadHandler | None = None,
+) -> Starlette:
     """The embedded shard as an ASGI app (standalone or mounted by the proxy and the fixture).
 
     With `close_on_shutdown` the app owns the shard and closes it when the server stops (before
     uvicorn re-raises a SIGTERM, which would skip any cleanup after `uvicorn.run`).
     """
-    api = ShardAPI(shard, bookmark_interval)
+    api = ShardAPI(shard, reads or ReadHandler(bookmark_interval))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -432,7 +328,7 @@ def build_shard_app(shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_IN
         Route("/version/", version),
         Route("/{rest:path}", api.handle, methods=methods),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(http.StatusErrors)])
     app.state.shard = shard
     app.state.started = time.time()
     return app

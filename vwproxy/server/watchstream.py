@@ -13,16 +13,16 @@ from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.listoptions import ListOptions
 from vwproxy.server import http
-from vwproxy.store.watchers import Watcher
+from vwproxy.core.watch import Watcher
 
 # A watch without timeoutSeconds ends after a random 30-60 minutes, as kube-apiserver does
 # (--min-request-timeout=1800), so reconnects of many clients do not line up.
 MIN_WATCH_SECONDS = 1800
 
 
-def expired_watch(exc: errors.StatusError) -> Response:
+def expired_watch(exc: errors.StatusError, headers: dict[str, str] | None = None) -> Response:
     """kube-apiserver answers a too-old watch with 200 and one in-stream ERROR event."""
-    return Response(wire.error_frame(exc.to_status()), media_type=http.JSON)
+    return Response(wire.error_frame(exc.to_status()), media_type=http.JSON, headers=headers)
 
 
 def stream_watch(
@@ -38,6 +38,19 @@ def stream_watch(
     timeout = opts.timeout_seconds if opts.timeout_seconds else random.uniform(MIN_WATCH_SECONDS, 2 * MIN_WATCH_SECONDS)
     api_version, kind = bookmark_as
 
+    ready = asyncio.Event()
+    watcher.wakeup = ready.set
+
+    async def next_frames(timeout: float) -> list[bytes]:
+        """Frames buffered so far, waiting up to `timeout` seconds for the first one."""
+        if watcher.idle and not watcher.closed:
+            ready.clear()
+            try:
+                await asyncio.wait_for(ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        return watcher.drain()
+
     async def frames() -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -48,7 +61,7 @@ def stream_watch(
                 if now >= deadline:
                     return
                 wait = min(deadline, next_bookmark) - now if opts.allow_bookmarks else deadline - now
-                batch = watcher.drain() if not watcher.idle else await watcher.wait(max(wait, 0.0))
+                batch = watcher.drain() if not watcher.idle else await next_frames(max(wait, 0.0))
                 if batch:
                     yield b"".join(batch)
                 if watcher.closed:

@@ -31,7 +31,7 @@ from vwproxy.store import gc, strategy
 from vwproxy.core.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
-from vwproxy.store.watchers import Watcher
+from vwproxy.core.watch import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -256,38 +256,12 @@ class Shard:
 
     # -- watching --------------------------------------------------------------------------
 
-    def watch(
-        self, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, encoding: str, encode: Encoder,
-        bookmark_as: tuple[str, str] | None = None,
-    ) -> Watcher:
-        """Register a watcher, already holding the frames it must send first."""
-        self.check_fields(info, opts.fields)
-        watcher = Watcher(cluster, namespace, opts.labels, opts.fields, encoding, encode)
-        watcher.limit = 1 << 62  # the backlog below is bounded by the state and the history
-        rv = opts.rv_number
-        if rv > self.revision:
-            raise errors.too_large_resource_version(rv, self.revision)
-        initial = opts.send_initial_events if opts.send_initial_events is not None else opts.resource_version in ("", "0")
-        if initial:
-            for obj in self.table(info.storage_key).ordered(cluster, namespace):
-                if watcher.matches(obj):
-                    watcher.push(wire.frame(wire.ADDED, encode(obj)))
-            if opts.send_initial_events:
-                api_version, kind = bookmark_as or (info.api_version, info.kind)
-                watcher.push(wire.bookmark_frame(api_version, kind, self.revision, initial_events_end=True))
-        elif opts.resource_version not in ("", "0"):
-            try:
-                replay = self._history(info.storage_key).since(rv)
-            except TooOld as exc:
-                raise errors.expired(str(exc)) from None
-            for event in replay:
-                watcher.offer(event)
-        watcher.allow_backlog()
-        self._watchers.setdefault(info.storage_key, set()).add(watcher)
-        return watcher
+    def reader(self, info: ResourceInfo) -> ShardReader:
+        """`info`'s objects for the REST read handler (get, list, watch)."""
+        return ShardReader(self, info)
 
-    def stop_watch(self, info: ResourceInfo, watcher: Watcher) -> None:
-        watchers = self._watchers.get(info.storage_key)
+    def remove_watcher(self, storage_key: str, watcher: Watcher) -> None:
+        watchers = self._watchers.get(storage_key)
         if watchers is not None:
             watchers.discard(watcher)
 
@@ -681,3 +655,37 @@ def _info_for_key(storage_key: str, registry: ResourceRegistry, cluster: str) ->
 
 
 __all__ = ["Shard", "ListResult", "Transaction", "DEFAULT_HISTORY_SIZE", "NOT_OLDER_THAN"]
+
+
+class ShardReader:
+    """One resource of the shard as a `core.watch.ResourceReader`."""
+
+    def __init__(self, shard: Shard, info: ResourceInfo) -> None:
+        self._shard = shard
+        self._info = info
+        self._key = info.storage_key
+
+    @property
+    def current_rv(self) -> int:
+        return self._shard.revision
+
+    def check_fields(self, fields: FieldSelector) -> None:
+        self._shard.check_fields(self._info, fields)
+
+    def get(self, cluster: str, namespace: str, name: str) -> StoredObject | None:
+        return self._shard.table(self._key).get(cluster, namespace, name)
+
+    def list(self, cluster: str | None, namespace: str, opts: ListOptions) -> ListResult:
+        return self._shard.list(self._info, cluster, namespace, opts)
+
+    def ordered(self, cluster: str | None, namespace: str) -> Iterable[StoredObject]:
+        return self._shard.table(self._key).ordered(cluster, namespace)
+
+    def since(self, rv: int) -> builtins.list[ChangeEvent]:
+        return self._shard._history(self._key).since(rv)
+
+    def add_watcher(self, watcher: Watcher) -> None:
+        self._shard._watchers.setdefault(self._key, set()).add(watcher)
+
+    def remove_watcher(self, watcher: Watcher) -> None:
+        self._shard.remove_watcher(self._key, watcher)

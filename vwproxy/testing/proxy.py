@@ -8,7 +8,7 @@ from types import TracebackType
 
 from vwproxy.control.manifests import load_folder
 from vwproxy.server.app import ServeApp
-from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL
+from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL
 from vwproxy.store.shard import Shard
 from vwproxy.testing.server import ServerThread
 from vwproxy.upstream.backends import Backend, load_backends

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, build_shard_app
+from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL
+from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, Shard
 from vwproxy.testing.server import ServerThread
 

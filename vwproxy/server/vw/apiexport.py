@@ -18,26 +18,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from vwproxy.cache.hub import ViewHub, ViewKey, binds
 from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, SCHEMAS, Obj
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.reconcilers import crd_from_schema, export_schema_names
-from vwproxy.core.history import TooOld
 from vwproxy.core.objects import StoredObject
-from vwproxy.kube import conversion, discovery, errors, kcp, negotiation, openapi, protobuf
-from vwproxy.kube import watch as wire
-from vwproxy.kube.kcp import WILDCARD_CLUSTER, is_logical_cluster_name
-from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
-from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of, wants_watch
+from vwproxy.kube import conversion, errors, kcp, protobuf, vwpaths
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
-from vwproxy.server import http, watchstream
-from vwproxy.server.shard_app import DEFAULT_BOOKMARK_INTERVAL, representation_encoder
-from vwproxy.server.vw.hub import ViewHub, ViewKey, binds
+from vwproxy.server import http
+from vwproxy.server.reads import ReadHandler
+from vwproxy.server.vw.common import check_wildcard, denied, resolve_resource, serve_discovery, warning_headers
 from vwproxy.store.registry import crd_resources
-from vwproxy.store.watchers import Watcher
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/services/apiexport/"
 # How long a write to a kube backend waits for its reflector to bring the result into the view,
 # so the client reads its own write; past that the answer is the backend's, restamped.
 WRITE_VISIBLE_SECONDS = 5.0
@@ -50,45 +45,26 @@ _BINDING_INFOS = [
     for r in BUILTIN_RESOURCES if r.group == "apis.kcp.io" and r.resource == "apibindings"
 ]
 _WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-_LIST_TRANSFORMS = frozenset({negotiation.PARTIAL_LIST})
-_WATCH_TRANSFORMS = frozenset({negotiation.PARTIAL, negotiation.PARTIAL_LIST})
-_SINGLE_TRANSFORMS = frozenset({negotiation.PARTIAL})
-
-
-def _denied(verb: str, info: ResourceInfo, user: str, namespace: str) -> errors.StatusError:
-    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-    return errors.forbidden(
-        f'{info.group_resource} is forbidden: User "{user}" cannot {verb} resource "{info.resource}" in API group "{info.group}" {scope}: access denied',
-        info.resource, info.group,
-    )
 
 
 class APIExportVirtualWorkspace:
-    """ASGI app for `/services/apiexport/…`."""
+    """ASGI app for `/services/apiexport/…`; `StatusError`s become `Status` responses in `http.StatusErrors`."""
 
-    def __init__(self, control: ControlPlane, hub: ViewHub, embedded: httpx.AsyncClient, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> None:
+    def __init__(self, control: ControlPlane, hub: ViewHub, embedded: httpx.AsyncClient, reads: ReadHandler) -> None:
         self.control = control
         self.store = control.store
         self.hub = hub
         self.embedded = embedded  # the embedded shard's HTTP API, in-process
-        self.bookmark_interval = bookmark_interval
+        self.reads = reads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        try:
-            response = await self._handle(request)
-        except errors.StatusError as exc:
-            response = http.status_response(exc)
-        except Exception:
-            log.exception("unhandled error serving %s %s", request.method, request.url.path)
-            response = http.status_response(errors.internal_error())
+        response = await self._handle(request)
         await response(scope, receive, send)
 
     # -- routing ---------------------------------------------------------------------------------
 
     def _export(self, export_cluster: str, export_name: str) -> Obj:
-        if not is_logical_cluster_name(export_cluster):
-            raise errors.path_not_found()
         export = self.store.get(API_EXPORTS, export_cluster, export_name)
         if export is None or not (export.get("status") or {}).get("identityHash"):
             raise errors.path_not_found()
@@ -105,152 +81,47 @@ class APIExportVirtualWorkspace:
         return infos + _BINDING_INFOS
 
     async def _handle(self, request: Request) -> Response:
-        path = unquote(request.url.path)
-        parts = path[len(PREFIX):].split("/")
-        if len(parts) < 4 or parts[2] != "clusters":
-            raise errors.path_not_found()
-        export_cluster, export_name, _, segment = parts[:4]
-        rest = "/" + "/".join(parts[4:])
-        export = self._export(export_cluster, export_name)
-        if segment != WILDCARD_CLUSTER and not is_logical_cluster_name(segment):
-            raise errors.path_not_found(f'"{segment}" is not a logical cluster name')
-        infos = self.resources(export_cluster, export)
-        target = parse_api_path(rest)
+        vw = vwpaths.parse(unquote(request.url.path))
+        export = self._export(vw.owner_cluster, vw.owner_name)
+        infos = self.resources(vw.owner_cluster, export)
+        target = parse_api_path(vw.rest)
         if isinstance(target, DiscoveryPath):
-            return self._discovery(target, infos, path[: len(path) - len(rest)])
-        info = next((i for i in infos if (i.group, i.version, i.resource) == (target.group, target.version, target.resource)), None)
-        if info is None:
-            raise errors.path_not_found()
-        if target.subresource and not (target.subresource == "status" and info.status):
-            raise errors.path_not_found()
-        if target.namespace and not info.namespaced:
-            raise errors.path_not_found()
+            return serve_discovery(target, infos, vw.prefix)
+        info = resolve_resource(infos, target)
         params = http.query(request)
         verb = verb_of(request.method, target, params)
-        key = ViewKey(export_cluster, export_name, info.group, info.resource)
-        user = request.headers.get("x-remote-user", "system:anonymous")
-        if segment == WILDCARD_CLUSTER:
-            if verb not in ("list", "watch"):
-                raise errors.method_not_allowed(verb, info.resource, info.group, "in the `*` logical cluster")
-            if target.namespace:
-                raise errors.bad_request(f"cross-cluster LIST and WATCH are required to be cross-namespace, not scoped to namespace {target.namespace}")
+        key = ViewKey(vw.owner_cluster, vw.owner_name, info.group, info.resource)
+        # Authentication does not exist yet: every caller is anonymous (never a client-sent name).
+        user = "system:anonymous"
+        if vw.wildcard:
+            check_wildcard(verb, info, target)
             return await self._read(request, key, info, None, target, params)
-        self._authorize(key, info, segment, verb, user, target.namespace)
+        self._authorize(key, info, vw.cluster, verb, user, target.namespace)
         if verb in ("get", "list", "watch"):
-            return await self._read(request, key, info, segment, target, params)
-        return await self._write(request, key, info, segment, target, params, verb)
+            return await self._read(request, key, info, vw.cluster, target, params)
+        return await self._write(request, key, info, vw.cluster, target, params, verb)
 
     def _authorize(self, key: ViewKey, info: ResourceInfo, cluster: str, verb: str, user: str, namespace: str) -> None:
         """kcp's binding authorizer: the cluster must bind the export, and the resource with its identity."""
         bound = any(binds(b, key.export_cluster, key.export_name) for _, b in self.store.all(API_BINDINGS, cluster))
         if not bound:
-            raise _denied(verb, info, user, namespace)
+            raise denied(verb, info, user, namespace)
         if info.group == "apis.kcp.io" and info.resource == "apibindings":
             if verb in _WRITE_VERBS:
-                raise _denied(verb, info, user, namespace)
+                raise denied(verb, info, user, namespace)
             return
         self.hub.view(key)
         if cluster not in self.hub.engaged.get(key, set()):
-            raise _denied(verb, info, user, namespace)
-
-    # -- discovery -------------------------------------------------------------------------------
-
-    def _discovery(self, target: DiscoveryPath, infos: list[ResourceInfo], prefix: str) -> Response:
-        doc: dict[str, Any] | None
-        if target.what == "version":
-            doc = discovery.version_info()
-        elif target.what == "api":
-            doc = discovery.api_versions()
-        elif target.what == "apis":
-            doc = discovery.api_group_list(infos)
-        elif target.what == "group":
-            doc = discovery.api_group(infos, target.group)
-        elif target.what == "groupversion":
-            doc = discovery.api_resource_list(infos, target.group, target.version)
-            if doc is None and target.group == "" and target.version == "v1":
-                doc = {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": []}
-        elif target.what == "openapi" and target.rest == "v3":
-            doc = openapi.index(infos, prefix)
-        elif target.what == "openapi" and target.rest.startswith("v3/apis/"):
-            parts = target.rest.split("/")
-            doc = openapi.group_version_document(infos, parts[2], parts[3]) if len(parts) == 4 else None
-        else:
-            doc = None
-        if doc is None:
-            raise errors.path_not_found()
-        return http.object_response(doc)
+            raise denied(verb, info, user, namespace)
 
     # -- reads -----------------------------------------------------------------------------------
-
-    def _encoder(self, info: ResourceInfo, rep: negotiation.Representation, params: dict[str, str]) -> tuple[str, Any]:
-        return representation_encoder(info, rep, params)
 
     async def _read(self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str]) -> Response:
         view = self.hub.view(key)
         if params.get("resourceVersion", "") == "":
             # A consistent read: wait (bounded) for every backend of the view to have listed.
             await self.hub.wait_synced(key, SYNC_WAIT_SECONDS)
-        accept = request.headers.get("accept")
-        if target.name and not wants_watch(target, params):
-            rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
-            assert cluster is not None
-            found = view.get(cluster, target.namespace, target.name)
-            if found is None:
-                raise errors.not_found(info.resource, target.name, info.group)
-            _, encode = self._encoder(info, rep, params)
-            return http.json_response(encode(found), 200, _warning_headers(self.hub.stale_warnings(key)))
-        opts = parse_list_options(params, watch_path=target.legacy_watch)
-        for name in opts.fields.field_names():
-            if name not in ("metadata.name", "metadata.namespace"):
-                raise errors.bad_request(f"field label not supported: {name}")
-        if target.name:
-            opts = with_name(opts, target.name)
-        if opts.watch:
-            return self._watch(key, info, cluster, target.namespace, opts, negotiation.choose(accept, _WATCH_TRANSFORMS), params)
-        rep = negotiation.choose(accept, _LIST_TRANSFORMS)
-        result = view.list(cluster, target.namespace, opts)
-        list_meta: dict[str, Any] = {"resourceVersion": str(result.rv)}
-        if result.continue_token:
-            list_meta["continue"] = result.continue_token
-        if result.remaining is not None:
-            list_meta["remainingItemCount"] = result.remaining
-        _, encode = self._encoder(info, rep, params)
-        kind, api_version = (("PartialObjectMetadataList", rep.api_version) if rep.kind == negotiation.PARTIAL_LIST else (info.list_kind, info.api_version))
-        head = orjson.dumps({"kind": kind, "apiVersion": api_version, "metadata": list_meta})[:-1] + b',"items":['
-        return http.json_response(http.list_body(head, (encode(o) for o in result.items)), 200, _warning_headers(self.hub.stale_warnings(key)))
-
-    def _watch(self, key: ViewKey, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: negotiation.Representation, params: dict[str, str]) -> Response:
-        view = self.hub.view(key)
-        encoding, encode = self._encoder(info, rep, params)
-        if rep.kind == negotiation.PARTIAL or rep.kind == negotiation.PARTIAL_LIST:
-            bookmark_as = (rep.api_version, "PartialObjectMetadata")
-        else:
-            bookmark_as = (info.api_version, info.kind)
-        watcher = Watcher(cluster, namespace, opts.labels, opts.fields, encoding, encode)
-        watcher.limit = 1 << 62  # the backlog below is bounded by the view and its history
-        rv = opts.rv_number
-        if rv > view.current_rv:
-            raise errors.too_large_resource_version(rv, view.current_rv)
-        initial = opts.send_initial_events if opts.send_initial_events is not None else opts.resource_version in ("", "0")
-        if initial:
-            for obj in view.initial_events(cluster, namespace, opts.labels, opts.fields):
-                watcher.push(wire.frame(wire.ADDED, encode(obj)))
-            if opts.send_initial_events:
-                watcher.push(wire.bookmark_frame(bookmark_as[0], bookmark_as[1], view.current_rv, initial_events_end=True))
-        elif opts.resource_version not in ("", "0"):
-            try:
-                replay = view.since(rv)
-            except TooOld as exc:
-                return watchstream.expired_watch(errors.expired(str(exc)))
-            for event in replay:
-                watcher.offer(event)
-        watcher.allow_backlog()
-        watchers = self.hub.watchers[key]
-        watchers.add(watcher)
-        return watchstream.stream_watch(
-            watcher, opts, bookmark_as, lambda: view.current_rv, lambda: self.hub.stop_watch(key, watcher), self.bookmark_interval,
-            _warning_headers(self.hub.stale_warnings(key)),
-        )
+        return self.reads.read(view, info, cluster, target, params, request.headers.get("accept"), warning_headers(self.hub.stale_warnings(key)))
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -276,7 +147,7 @@ class APIExportVirtualWorkspace:
             status, payload = upstream.status, upstream.body
             if 200 <= status < 300 and target.name:
                 await self._visible(key, cluster, target, payload, verb, status)
-        warnings = _warning_headers(self.hub.stale_warnings(key))
+        warnings = warning_headers(self.hub.stale_warnings(key))
         if not 200 <= status < 300:
             return http.json_response(payload, status, warnings)
         return http.json_response(self._as_held(view, cluster, payload, info), status, warnings)
@@ -350,12 +221,6 @@ class APIExportVirtualWorkspace:
         md.setdefault("annotations", {})[kcp.CLUSTER_ANNOTATION] = cluster
         obj["metadata"] = md
         return obj
-
-
-def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
-    if not warnings:
-        return None
-    return {"Warning": ", ".join('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings)}
 
 
 def target_path(info: ResourceInfo, target: ResourcePath) -> str:

@@ -22,7 +22,6 @@ from vwproxy.core.view import DEFAULT_HISTORY, View
 from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.store.shard import Shard
-from vwproxy.store.watchers import SLOW_WATCHER_REASON, Watcher
 from vwproxy.upstream.client import BackendClient
 from vwproxy.upstream.reflector import Reflector
 
@@ -65,13 +64,11 @@ class ViewHub:
         self._reflectors: dict[tuple[ViewKey, str], tuple[asyncio.Task[None], Reflector]] = {}
         self.stale: dict[str, str] = {}  # logical cluster → why its backend is not current
         self._changed: dict[ViewKey, asyncio.Event] = {}
-        self.slow_watchers_closed = 0
         self.store = store
         self.seq = seq or RVSequence()
         self.history_size = history_size
         self.views: dict[ViewKey, View] = {}
         self.engaged: dict[ViewKey, set[str]] = {}
-        self.watchers: dict[ViewKey, set[Watcher]] = {}
         self._by_storage_key: dict[str, set[ViewKey]] = {}
         # What each APIBinding binds, by its status: (cluster, binding) → {(export cluster, export, group, resource, identity)}.
         # Kept up to date from commits, so engagement never re-reads every binding.
@@ -117,7 +114,6 @@ class ViewHub:
             view = View(self.seq, key.group, key.resource, self.history_size)
             self.views[key] = view
             self.engaged[key] = set()
-            self.watchers[key] = set()
             self._by_storage_key.setdefault(key.storage_key, set()).add(key)
             if key.resource == "apibindings" and key.group == "apis.kcp.io":
                 for cluster, binding in self.store.all(API_BINDINGS):
@@ -259,17 +255,11 @@ class ViewHub:
             except TimeoutError:
                 return False
 
-    def stop_watch(self, key: ViewKey, watcher: Watcher) -> None:
-        self.watchers.get(key, set()).discard(watcher)
-        if watcher.closed == SLOW_WATCHER_REASON:
-            self.slow_watchers_closed += 1
-
     def metrics(self) -> dict[str, int]:
         return {
             "vwproxy_views": len(self.views),
             "vwproxy_view_objects": sum(len(v) for v in self.views.values()),
-            "vwproxy_watchers": sum(len(w) for w in self.watchers.values()),
-            "vwproxy_slow_watchers_closed_total": self.slow_watchers_closed,
+            "vwproxy_watchers": sum(v.watcher_count for v in self.views.values()),
             "vwproxy_reflectors": len(self._reflectors),
             "vwproxy_stale_workspaces": len(self.stale),
             "vwproxy_resource_version": self.seq.current,
@@ -287,18 +277,12 @@ class ViewHub:
                 await task
         self._reflectors.clear()
 
-    def _dispatch(self, key: ViewKey, events: Iterable[ChangeEvent]) -> None:
-        events = list(events)
+    def _dispatch(self, key: ViewKey, events: list[ChangeEvent]) -> None:
+        """Wake writers waiting to read their own write (the view has offered `events` to its watchers)."""
         if events:
             changed = self._changed.pop(key, None)
             if changed is not None:
                 changed.set()
-        watchers = self.watchers.get(key)
-        if not watchers:
-            return
-        for event in events:
-            for watcher in list(watchers):
-                watcher.offer(event)
 
     def export_label(self, export_cluster: str, export_name: str) -> str:
         return kcp.export_label_value(export_cluster, export_name)

@@ -1,0 +1,149 @@
+"""The one REST read handler: get, list and watch over any `ResourceReader` (the embedded shard's
+storage or a virtual workspace's view), in every representation kube-apiserver serves them:
+plain JSON, `as=Table` (v1 and v1beta1, with the resource's printer columns) and
+`as=PartialObjectMetadata[List]`. Lists are streamed in chunks; watches start by
+`core.watch.begin_watch` and are streamed by `watchstream`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from vwproxy.core.objects import StoredObject
+from vwproxy.core.watch import SLOW_WATCHER_REASON, ResourceReader, Watcher, begin_watch
+from vwproxy.kube import conversion, errors, negotiation, tables
+from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
+from vwproxy.kube.negotiation import Representation
+from vwproxy.kube.paths import ResourcePath, wants_watch
+from vwproxy.kube.resources import ResourceInfo
+from vwproxy.server import http, watchstream
+
+# Periodic BOOKMARKs keep a watcher's resume point fresh; kube-apiserver sends them about
+# once a minute, and clients treat a silent stream as healthy for far longer.
+DEFAULT_BOOKMARK_INTERVAL = 60.0
+# Items per chunk of a streamed list body: big enough to amortise the send, small enough that a
+# 100k-item list never sits in memory as one bytes object.
+LIST_CHUNK_ITEMS = 2000
+
+_SINGLE_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL})
+_LIST_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL_LIST})
+_WATCH_TRANSFORMS = frozenset({negotiation.TABLE, negotiation.PARTIAL, negotiation.PARTIAL_LIST})
+
+
+def encoder_for(info: ResourceInfo) -> Callable[[StoredObject], bytes]:
+    """How stored bytes are served as `info`'s version: as they are, or converted."""
+    if not conversion.needs_conversion(info):
+        return lambda obj: obj.raw
+    return lambda obj: orjson.dumps(conversion.to_served(obj.decode(), info))
+
+
+def served_dict(info: ResourceInfo, obj: StoredObject) -> dict[str, Any]:
+    served = obj.decode()
+    return conversion.to_served(served, info) if conversion.needs_conversion(info) else served
+
+
+def _include_object(params: dict[str, str]) -> str:
+    return params.get("includeObject", "Metadata") or "Metadata"
+
+
+def representation_encoder(info: ResourceInfo, rep: Representation, params: dict[str, str]) -> tuple[str, Callable[[StoredObject], bytes]]:
+    """(cache key, encoder) for single objects in `rep`: plain JSON, a one-row Table, or metadata only."""
+    if rep.kind == negotiation.TABLE:
+        printer = tables.TablePrinter(info, rep.api_version, _include_object(params))
+        return f"{info.api_version};as=Table;{printer.include_object}", lambda o: orjson.dumps(printer.table([served_dict(info, o)], {"resourceVersion": str(o.rv)}))
+    if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
+        return f"{rep.api_version};as=PartialObjectMetadata", lambda o: orjson.dumps(tables.partial_metadata(o.decode(), rep.api_version))
+    return info.api_version, encoder_for(info)
+
+
+def _bookmark_identity(info: ResourceInfo, rep: Representation) -> tuple[str, str]:
+    if rep.kind == negotiation.TABLE:
+        return rep.api_version, "Table"
+    if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
+        return rep.api_version, "PartialObjectMetadata"
+    return info.api_version, info.kind
+
+
+class ReadHandler:
+    """Serves the read verbs of one request; `slow_watchers_closed` counts watchers cut off."""
+
+    def __init__(self, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> None:
+        self.bookmark_interval = bookmark_interval
+        self.slow_watchers_closed = 0
+
+    def read(
+        self, reader: ResourceReader, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str],
+        accept: str | None, headers: dict[str, str] | None = None,
+    ) -> Response:
+        """get (a named object), list or watch; `cluster=None` reads every logical cluster."""
+        if target.name and not wants_watch(target, params):
+            rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
+            found = reader.get(cluster or "", target.namespace, target.name)
+            if found is None:
+                raise errors.not_found(info.resource, target.name, info.group)
+            _, encode = representation_encoder(info, rep, params)
+            return http.json_response(encode(found), 200, headers)
+        opts = parse_list_options(params, watch_path=target.legacy_watch)
+        if target.name:
+            opts = with_name(opts, target.name)
+        if opts.watch:
+            return self._watch(reader, info, cluster, target.namespace, opts, negotiation.choose(accept, _WATCH_TRANSFORMS), params, headers)
+        return self._list(reader, info, cluster, target.namespace, opts, negotiation.choose(accept, _LIST_TRANSFORMS), params, headers)
+
+    def _list(
+        self, reader: ResourceReader, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation,
+        params: dict[str, str], headers: dict[str, str] | None,
+    ) -> Response:
+        reader.check_fields(opts.fields)
+        result = reader.list(cluster, namespace, opts)
+        list_meta: dict[str, Any] = {"resourceVersion": str(result.rv)}
+        if result.continue_token:
+            list_meta["continue"] = result.continue_token
+        if result.remaining is not None:
+            list_meta["remainingItemCount"] = result.remaining
+        items = result.items
+        if rep.kind == negotiation.TABLE:
+            printer = tables.TablePrinter(info, rep.api_version, _include_object(params))
+            return http.json_response(orjson.dumps(printer.table((served_dict(info, o) for o in items), list_meta)), 200, headers)
+        if rep.kind == negotiation.PARTIAL_LIST:
+            head = orjson.dumps({"kind": "PartialObjectMetadataList", "apiVersion": rep.api_version, "metadata": list_meta})[:-1] + b',"items":['
+            _, encode = representation_encoder(info, rep, params)
+        else:
+            head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta})[:-1] + b',"items":['
+            encode = encoder_for(info)
+        if len(items) <= LIST_CHUNK_ITEMS:
+            return http.json_response(http.list_body(head, (encode(o) for o in items)), 200, headers)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield head
+            for start in range(0, len(items), LIST_CHUNK_ITEMS):
+                body = b",".join(encode(o) for o in items[start : start + LIST_CHUNK_ITEMS])
+                yield body if start == 0 else b"," + body
+            yield b"]}"
+
+        return StreamingResponse(chunks(), media_type=http.JSON, headers=headers)
+
+    def _watch(
+        self, reader: ResourceReader, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation,
+        params: dict[str, str], headers: dict[str, str] | None,
+    ) -> Response:
+        encoding, encode = representation_encoder(info, rep, params)
+        bookmark_as = _bookmark_identity(info, rep)
+        watcher = Watcher(cluster, namespace, opts.labels, opts.fields, encoding, encode)
+        try:
+            begin_watch(reader, watcher, opts, bookmark_as)
+        except errors.StatusError as exc:
+            if exc.code != 410:
+                raise
+            return watchstream.expired_watch(exc, headers)
+
+        def stop() -> None:
+            reader.remove_watcher(watcher)
+            if watcher.closed == SLOW_WATCHER_REASON:
+                self.slow_watchers_closed += 1
+
+        return watchstream.stream_watch(watcher, opts, bookmark_as, lambda: reader.current_rv, stop, self.bookmark_interval, headers)
