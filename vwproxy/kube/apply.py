@@ -111,6 +111,7 @@ from typing import Any, Final, TypeAlias
 
 import orjson
 
+from vwproxy.kube import errors
 from vwproxy.kube.errors import StatusError, bad_request
 from vwproxy.kube.jsonvalue import deep_copy
 
@@ -686,7 +687,7 @@ def _conflict_error(conflicts: dict[_Ident, set[Path]], entries: dict[_Ident, _E
             lines.append(f"conflicts with {who}:")
             lines.extend(f"- {field}" for field in fields)
         message = f"Apply failed with {len(causes)} conflicts: " + "\n".join(lines)
-    return StatusError(409, "Conflict", message, {"causes": causes})
+    return errors.apply_conflict(message, causes)
 
 
 # ---------------------------------------------------------------------------

@@ -108,6 +108,19 @@ def path_not_found(message: str = "the server could not find the requested resou
     return StatusError(404, "NotFound", message, {})
 
 
+def workspace_not_found(path: str) -> StatusError:
+    return StatusError(404, "NotFound", f'workspace "{path}" not found', _details(name=path, group="tenancy.kcp.io", kind="workspaces"))
+
+
+def logical_cluster_not_found(cluster: str) -> StatusError:
+    return StatusError(404, "NotFound", f'logical cluster "{cluster}" not found', _details(name=cluster, group="core.kcp.io", kind="logicalclusters"))
+
+
+def method_not_supported(message: str) -> StatusError:
+    """405 for an HTTP method the path does not take (`method_not_allowed` names a verb on a resource)."""
+    return StatusError(405, "MethodNotAllowed", message)
+
+
 def method_not_allowed(verb: str, resource: str, group: str, where: str = "") -> StatusError:
     suffix = f" {where}" if where else ""
     return StatusError(
@@ -126,6 +139,15 @@ def unsupported_media_type(content_type: str) -> StatusError:
     return StatusError(
         415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json (got "{content_type}")'
     )
+
+
+def unsupported_patch(message: str) -> StatusError:
+    """415 for a patch type the resource does not take (strategic merge on a custom resource)."""
+    return StatusError(415, "UnsupportedMediaType", message)
+
+
+def request_entity_too_large(message: str) -> StatusError:
+    return StatusError(413, "RequestEntityTooLarge", message)
 
 
 def already_exists(resource: str, name: str, group: str = "") -> StatusError:
@@ -147,6 +169,11 @@ def conflict(resource: str, name: str, group: str = "", why: str = "") -> Status
     )
 
 
+def apply_conflict(message: str, causes: list[dict[str, Any]]) -> StatusError:
+    """409 of server-side apply: the fields and managers in conflict."""
+    return StatusError(409, "Conflict", message, {"causes": causes})
+
+
 def expired(message: str, list_continue: str = "") -> StatusError:
     return StatusError(410, "Expired", message, list_continue=list_continue)
 
@@ -163,12 +190,31 @@ def invalid(kind: str, name: str, causes: list[Cause], group: str = "") -> Statu
     )
 
 
+def invalid_request(message: str) -> StatusError:
+    """422 for a request that cannot be carried out as asked (a patch that does not apply)."""
+    return StatusError(422, "Invalid", message)
+
+
 def too_large_resource_version(requested: int, current: int) -> StatusError:
     return StatusError(
         504,
         "Timeout",
         f"Too large resource version: {requested}, current: {current}",
         {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1},
+    )
+
+
+def timeout(message: str) -> StatusError:
+    return StatusError(504, "Timeout", message, {"retryAfterSeconds": 1})
+
+
+def from_status(status: dict[str, Any], fallback_code: int = 502) -> StatusError:
+    """A `Status` another server sent (a backend's watch ERROR event, a failed list) as our error."""
+    code = status.get("code")
+    return StatusError(
+        code if isinstance(code, int) and 400 <= code < 600 else fallback_code,
+        str(status.get("reason") or "BackendError"),
+        str(status.get("message") or "the backend answered an error"),
     )
 
 

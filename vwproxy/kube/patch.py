@@ -25,7 +25,8 @@ from typing import Any, Final
 
 import orjson
 
-from vwproxy.kube.errors import StatusError, bad_request, unsupported_media_type
+from vwproxy.kube import errors
+from vwproxy.kube.errors import bad_request, unsupported_media_type
 from vwproxy.kube.jsonvalue import deep_copy
 
 JSON_PATCH: Final = "application/json-patch+json"
@@ -242,9 +243,7 @@ def _validate(patch: Any) -> list[_Op]:
     if not isinstance(patch, list):
         raise bad_request(f"invalid JSON patch: expected an array of operations, got {_json_type(patch)}")
     if len(patch) > MAX_JSON_PATCH_OPERATIONS:
-        raise StatusError(
-            422,
-            "Invalid",
+        raise errors.invalid_request(
             f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {len(patch)}",
         )
     ops: list[_Op] = []
@@ -304,9 +303,7 @@ def apply_json_patch(doc: Any, patch: Any) -> Any:
         try:
             result = _apply_one(result, op)
         except _Unapplicable as exc:
-            raise StatusError(
-                422,
-                "Invalid",
+            raise errors.invalid_request(
                 f"jsonpatch {op.op} operation does not apply: {exc} (operation {op.index})",
             ) from None
     return result

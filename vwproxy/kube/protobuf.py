@@ -413,9 +413,7 @@ def decode(body: bytes) -> dict[str, Any]:
         raise _malformed(f"Object 'apiVersion' is missing in the protobuf envelope of {kind}")
     schema = _schema_for(api_version, kind)
     if schema is None:
-        raise errors.StatusError(
-            415,
-            "UnsupportedMediaType",
+        raise errors.unsupported_patch(
             f'the server cannot decode {kind} ("{api_version}") from {PROTOBUF}; send it as application/json',
         )
     raw: bytes = envelope.get(2, b"")

@@ -230,7 +230,7 @@ def _bad(path: Path, message: str) -> errors.StatusError:
 
 
 def _invalid(path: Path, message: str) -> errors.StatusError:
-    return errors.StatusError(422, "Invalid", f"strategic merge patch does not apply at {_where(path)}: {message}")
+    return errors.invalid_request(f"strategic merge patch does not apply at {_where(path)}: {message}")
 
 
 # ---------------------------------------------------------------------------
@@ -558,9 +558,7 @@ def apply_strategic_merge_patch(original: dict[str, Any], patch: dict[str, Any],
     patch, 422 for one that cannot apply. Neither argument is modified.
     """
     if not supports(api_version, kind):
-        raise errors.StatusError(
-            415,
-            "UnsupportedMediaType",
+        raise errors.unsupported_patch(
             f"the body of the request was in an unknown format - accepted media types include: "
             f"application/json-patch+json, application/merge-patch+json (strategic merge patch is not supported for {kind}.{api_version})",
         )

@@ -72,7 +72,7 @@ class Front:
             return segment
         cluster = self.control.store.resolve_path(segment)
         if cluster is None:
-            raise errors.StatusError(404, "NotFound", f'workspace "{segment}" not found', {"name": segment, "group": "tenancy.kcp.io", "kind": "workspaces"})
+            raise errors.workspace_not_found(segment)
         return cluster
 
     def _served_by_shard(self, cluster: str, rest: str) -> bool:

@@ -60,13 +60,13 @@ def media_type(request: Request) -> str:
 async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise errors.StatusError(413, "RequestEntityTooLarge", "the request body is larger than 3 MiB")
+        raise errors.request_entity_too_large("the request body is larger than 3 MiB")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise errors.StatusError(413, "RequestEntityTooLarge", "the request body is larger than 3 MiB")
+            raise errors.request_entity_too_large("the request body is larger than 3 MiB")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -9,27 +9,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from vwproxy.kube import apply as ssa
-from vwproxy.kube import conversion, discovery, errors, managedfields, negotiation, openapi, strategic, tables
+from vwproxy.kube import conversion, discovery, errors, managedfields, negotiation, strategic
 from vwproxy.kube import patch as patching
 from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
-from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
+from vwproxy.kube.listoptions import parse_list_options
 from vwproxy.kube.negotiation import Representation
-from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster, verb_of, wants_watch
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster, verb_of
 from vwproxy.kube.resources import BUILTIN_GROUP_ORDER, ResourceInfo
 from vwproxy.server import http
+from vwproxy.server.discovery import serve_discovery
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler, encoder_for
-from vwproxy.core.objects import StoredObject
 from vwproxy.store.shard import Shard, WriteChecks
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,14 @@ class ShardAPI:
             if ":" in cluster and not cluster.startswith("system:"):
                 resolved = self.shard.cluster_for_path(cluster)
                 if resolved is None:
-                    raise errors.StatusError(404, "NotFound", f'workspace "{cluster}" not found', {"name": cluster, "group": "tenancy.kcp.io", "kind": "workspaces"})
+                    raise errors.workspace_not_found(cluster)
                 cluster = resolved
         else:
             cluster, rest = ROOT_CLUSTER, path
         target = parse_api_path(rest)
         if isinstance(target, DiscoveryPath):
             if request.method not in ("GET", "HEAD"):
-                raise errors.StatusError(405, "MethodNotAllowed", f"{request.method} is not supported on {rest}")
+                raise errors.method_not_supported(f"{request.method} is not supported on {rest}")
             rep = negotiation.choose(request.headers.get("accept"), _DISCOVERY_TRANSFORMS if target.what in ("api", "apis") else frozenset())
             return self._discovery(cluster, target, path[: len(path) - len(rest)], rep)
         return await self._resource(request, cluster, target)
@@ -98,35 +98,10 @@ class ShardAPI:
         if not wildcard:
             self.shard.require_cluster(cluster)
         resources = self.shard.resources(None if wildcard else cluster)
-        doc: dict[str, Any] | None
         if rep.kind == negotiation.DISCOVERY:
             aggregated = discovery.aggregated(resources, target.what == "api", rep.api_version, BUILTIN_GROUP_ORDER)
             return http.json_response(orjson.dumps(aggregated), media_type=discovery.aggregated_content_type(rep.version))
-        if target.what == "version":
-            doc = discovery.version_info()
-        elif target.what == "api":
-            doc = discovery.api_versions()
-        elif target.what == "apis":
-            doc = discovery.api_group_list(resources, BUILTIN_GROUP_ORDER)
-        elif target.what == "group":
-            doc = discovery.api_group(resources, target.group)
-        elif target.what == "groupversion":
-            doc = discovery.api_resource_list(resources, target.group, target.version)
-        elif target.what == "openapi" and target.rest == "v3":
-            doc = openapi.index(resources, prefix)
-        elif target.what == "openapi" and target.rest.startswith("v3/"):
-            parts = target.rest.split("/")[1:]
-            if parts[:1] == ["api"] and len(parts) == 2:
-                doc = openapi.group_version_document(resources, "", parts[1])
-            elif parts[:1] == ["apis"] and len(parts) == 3:
-                doc = openapi.group_version_document(resources, parts[1], parts[2])
-            else:
-                doc = None
-        else:
-            doc = None
-        if doc is None:
-            raise errors.path_not_found()
-        return http.object_response(doc)
+        return serve_discovery(target, resources, prefix, BUILTIN_GROUP_ORDER)
 
     # -- resources -----------------------------------------------------------------------------
 
@@ -150,24 +125,24 @@ class ShardAPI:
                 self.shard.require_cluster(cluster)
             return self.reads.read(self.shard.reader(info), info, None if wildcard else cluster, target, params, request.headers.get("accept"))
         if target.legacy_watch:
-            raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported on watch paths")
+            raise errors.method_not_supported(f"{method} is not supported on watch paths")
         if method == "POST":
             if target.name:
-                raise errors.StatusError(405, "MethodNotAllowed", f"POST is not supported on a named {info.resource} path")
+                raise errors.method_not_supported(f"POST is not supported on a named {info.resource} path")
             return await self._create(request, info, cluster, target, params)
         if method == "PUT":
             if not target.name:
-                raise errors.StatusError(405, "MethodNotAllowed", f"PUT is not supported on a {info.resource} collection")
+                raise errors.method_not_supported(f"PUT is not supported on a {info.resource} collection")
             return await self._update(request, info, cluster, target, params)
         if method == "PATCH":
             if not target.name:
-                raise errors.StatusError(405, "MethodNotAllowed", f"PATCH is not supported on a {info.resource} collection")
+                raise errors.method_not_supported(f"PATCH is not supported on a {info.resource} collection")
             return await self._patch(request, info, cluster, target, params)
         if method == "DELETE":
             if target.subresource:
-                raise errors.StatusError(405, "MethodNotAllowed", f"DELETE is not supported on {info.resource}/{target.subresource}")
+                raise errors.method_not_supported(f"DELETE is not supported on {info.resource}/{target.subresource}")
             return await self._delete(request, info, cluster, target, params)
-        raise errors.StatusError(405, "MethodNotAllowed", f"{method} is not supported")
+        raise errors.method_not_supported(f"{method} is not supported")
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -218,8 +193,7 @@ class ShardAPI:
     async def _patch(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
         content_type = http.media_type(request)
         if content_type == strategic.STRATEGIC_MERGE_PATCH and not strategic.supports(info.api_version, info.kind):
-            raise errors.StatusError(
-                415, "UnsupportedMediaType",
+            raise errors.unsupported_patch(
                 f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (strategic merge patch is supported only for built-in kinds, not {info.group_resource})",
             )
         if content_type == ssa.APPLY_PATCH:
@@ -236,7 +210,7 @@ class ShardAPI:
         else:
             patched = patching.apply_merge_patch(served, patch)
         if not isinstance(patched, dict):
-            raise errors.StatusError(422, "Invalid", "the patched object is not a JSON object")
+            raise errors.invalid_request("the patched object is not a JSON object")
         self._check_identity(patched, target)
         checks = _write_checks(params)
         patched = managedfields.track(info, served, patched, _manager(request, params), target.subresource)

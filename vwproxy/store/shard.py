@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from vwproxy.core.history import EventHistory, TooOld
+from vwproxy.core.history import EventHistory
 from vwproxy.core.listing import Lister, ListResult, matching
 from vwproxy.kube import errors, meta, validation
 from vwproxy.kube import watch as wire
@@ -28,7 +28,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, Encoder, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import ChangeEvent, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -204,7 +204,7 @@ class Shard:
 
     def require_cluster(self, cluster: str) -> None:
         if not self.cluster_exists(cluster):
-            raise errors.StatusError(404, "NotFound", f'logical cluster "{cluster}" not found', {"name": cluster, "group": "core.kcp.io", "kind": "logicalclusters"})
+            raise errors.logical_cluster_not_found(cluster)
 
     def resources(self, cluster: str | None) -> builtins.list[ResourceInfo]:
         return self.registry.resources(cluster)

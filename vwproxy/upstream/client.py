@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote, urlencode
 import httpx
 
 from vwproxy import __version__
+from vwproxy.kube import errors
 from vwproxy.kube.errors import StatusError, bad_request, service_unavailable
 from vwproxy.upstream.backends import Backend, BackendConfigError, tls_context
 
@@ -267,12 +268,7 @@ class BackendClient:
             return service_unavailable(f"backend {self.name} is unreachable: no free connection within {CONNECT_TIMEOUT_SECONDS:g} s")
         if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
             phase = "read" if isinstance(exc, httpx.ReadTimeout) else "write"
-            return StatusError(
-                504,
-                "Timeout",
-                f"backend {self.name} did not answer in time ({phase} timeout)",
-                {"retryAfterSeconds": 1},
-            )
+            return errors.timeout(f"backend {self.name} did not answer in time ({phase} timeout)")
         if isinstance(exc, httpx.DecodingError):
             return service_unavailable(f"backend {self.name} sent a body that cannot be decoded: {reason}")
         if isinstance(exc, httpx.InvalidURL):

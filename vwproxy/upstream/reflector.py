@@ -92,7 +92,7 @@ class Reflector:
                 items = []
                 continue
             if resp.status != 200:
-                raise errors.StatusError(resp.status if resp.status >= 400 else 502, "BackendError", f"listing {self.path} answered HTTP {resp.status}")
+                raise errors.from_status({"code": resp.status, "message": f"listing {self.path} answered HTTP {resp.status}"})
             body = orjson.loads(resp.body)
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise ValueError("a list without items")
@@ -119,7 +119,7 @@ class Reflector:
             if stream.status == 404:
                 raise Expired()
             if stream.status != 200:
-                raise errors.StatusError(stream.status if stream.status >= 400 else 502, "BackendError", f"watching {self.path} answered HTTP {stream.status}")
+                raise errors.from_status({"code": stream.status, "message": f"watching {self.path} answered HTTP {stream.status}"})
             self.health(True, "")  # resumed: the backend is current again
             async for line in stream.lines():
                 if not line.strip():
@@ -133,7 +133,7 @@ class Reflector:
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise Expired()
-                    raise errors.StatusError(int(obj.get("code") or 500), str(obj.get("reason") or "BackendError"), str(obj.get("message") or "watch error"))
+                    raise errors.from_status(obj, 500)
                 if kind == "BOOKMARK":
                     self.rv = rv or self.rv
                     continue

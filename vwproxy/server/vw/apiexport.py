@@ -28,7 +28,8 @@ from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.server import http
 from vwproxy.server.reads import ReadHandler
-from vwproxy.server.vw.common import check_wildcard, denied, resolve_resource, serve_discovery, warning_headers
+from vwproxy.server.discovery import serve_discovery
+from vwproxy.server.vw.common import check_wildcard, denied, resolve_resource, warning_headers
 from vwproxy.store.registry import crd_resources
 
 log = logging.getLogger(__name__)
