@@ -165,10 +165,11 @@ class Reconcilers:
         for owner in status.get("terminators") or []:
             key, value = kcp.lifecycle_label(kcp.TERMINATOR_LABEL_PREFIX, owner)
             labels[key] = value
+        # Status first: whoever the new labels bring the object to (a lifecycle VW) sees its phase and entries.
+        lc = self.store.set_status(LOGICAL_CLUSTERS, cluster, lc, status)
         if labels != (lc["metadata"].get("labels") or {}):
             lc["metadata"]["labels"] = labels
-            lc = self.store.update(LOGICAL_CLUSTERS, cluster, lc)
-        self.store.set_status(LOGICAL_CLUSTERS, cluster, lc, status)
+            self.store.update(LOGICAL_CLUSTERS, cluster, lc)
 
     def reconcile_workspace_type(self, cluster: str, name: str) -> None:
         wst = self.store.get(WORKSPACE_TYPES, cluster, name)

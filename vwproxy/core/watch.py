@@ -43,7 +43,12 @@ class Watcher:
         encoding: str,
         encode: Encoder,
         limit: int = WATCHER_BUFFER_LIMIT,
+        transitions: bool = True,
     ) -> None:
+        # With `transitions`, an object entering or leaving the filter is ADDED or DELETED, as
+        # kube-apiserver's watch cache does; without, events are only passed or dropped by what
+        # they carry now (kcp's terminating virtual workspace).
+        self.transitions = transitions
         self.cluster = cluster
         self.namespace = namespace
         self.labels = labels
@@ -71,6 +76,10 @@ class Watcher:
         if self.closed:
             return
         now = self.matches(event.obj)
+        if not self.transitions:
+            if now:
+                self.push(event.frame(event.type, False, self.encoding, self.encode))
+            return
         before = event.prev is not None and event.type != wire.ADDED and self.matches(event.prev)
         if event.type == wire.DELETED:
             if now:

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from vwproxy.kube.resources import STATUS_VERBS, ResourceInfo
+from vwproxy.kube.resources import ResourceInfo
 from vwproxy.kube.versions import by_priority
 
 # The Kubernetes version this server reports; kubectl warns when it is skewed by more than one.
@@ -96,7 +96,7 @@ def api_resource_list(resources: Iterable[ResourceInfo], group: str, version: st
                     "singularName": "",
                     "namespaced": info.namespaced,
                     "kind": info.kind,
-                    "verbs": list(STATUS_VERBS),
+                    "verbs": sorted(info.status_verbs),
                 }
             )
     return {
@@ -125,7 +125,7 @@ def _discovery_resource(info: ResourceInfo) -> dict[str, Any]:
     if info.categories:
         entry["categories"] = list(info.categories)
     if info.status:
-        entry["subresources"] = [{"subresource": "status", "responseKind": kind, "verbs": list(STATUS_VERBS)}]
+        entry["subresources"] = [{"subresource": "status", "responseKind": kind, "verbs": sorted(info.status_verbs)}]
     return entry
 
 

@@ -30,6 +30,7 @@ class ResourceInfo:
     storage_version: str = ""  # the version objects are stored in ("" = this one)
     storage_group: str | None = None  # shared storage across groups (core and events.k8s.io events)
     verbs: tuple[str, ...] = ALL_VERBS
+    status_verbs: tuple[str, ...] = STATUS_VERBS  # what discovery lists for the /status subresource
     crd: bool = False
     # For custom resources: the CRD's version entry (schema, printer columns) and its names.
     crd_version: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

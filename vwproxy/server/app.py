@@ -17,10 +17,11 @@ from vwproxy.control.manifests import Manifest
 from vwproxy.control.objects import WORKSPACES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
-from vwproxy.kube import errors, vwpaths
+from vwproxy.kube import vwpaths
 from vwproxy.server import http
 from vwproxy.server.front import Front
 from vwproxy.server.vw.apiexport import APIExportVirtualWorkspace
+from vwproxy.server.vw.lifecycle import LifecycleVirtualWorkspace
 from vwproxy.cache.hub import ViewHub
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
 from vwproxy.server.shard_app import build_shard_app
@@ -54,6 +55,7 @@ class ServeApp:
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
         self.front = Front(shard_app, self.control, http.StatusErrors(services or self._services))
+        self.lifecycle = LifecycleVirtualWorkspace(shard, self.control.store, self.embedded, self.reads, self.front)
         self._loop_task: asyncio.Task[None] | None = None
         self.startup_error: Exception | None = None
 
@@ -62,8 +64,8 @@ class ServeApp:
         vw = vwpaths.parse(unquote(scope["path"]))
         if vw.kind == vwpaths.APIEXPORT:
             await self.apiexport(scope, receive, send)
-            return
-        raise errors.path_not_found()
+        else:
+            await self.lifecycle(scope, receive, send)
 
     async def startup(self) -> None:
         await seed(self.control, self.manifests)

@@ -8,6 +8,7 @@ plain JSON, `as=Table` (v1 and v1beta1, with the resource's printer columns) and
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
 from vwproxy.kube.negotiation import Representation
 from vwproxy.kube.paths import ResourcePath, wants_watch
 from vwproxy.kube.resources import ResourceInfo
+from vwproxy.kube.selectors import LabelSelector
 from vwproxy.server import http, watchstream
 
 # Periodic BOOKMARKs keep a watcher's resume point fresh; kube-apiserver sends them about
@@ -68,6 +70,20 @@ def _bookmark_identity(info: ResourceInfo, rep: Representation) -> tuple[str, st
     return info.api_version, info.kind
 
 
+@dataclass(frozen=True)
+class ReadScope:
+    """A virtual workspace's own filter over a resource: a label requirement (kube selector syntax)
+    ANDed into every read, and whether watchers see objects leave it as DELETED (`transitions`)
+    or only the events whose object still matches."""
+
+    labels: str
+    transitions: bool = True
+
+    @property
+    def selector(self) -> LabelSelector:
+        return LabelSelector.parse(self.labels)
+
+
 class ReadHandler:
     """Serves the read verbs of one request; `slow_watchers_closed` counts watchers cut off."""
 
@@ -77,12 +93,21 @@ class ReadHandler:
 
     def read(
         self, reader: ResourceReader, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str],
-        accept: str | None, headers: dict[str, str] | None = None,
+        accept: str | None, headers: dict[str, str] | None = None, scope: ReadScope | None = None,
     ) -> Response:
-        """get (a named object), list or watch; `cluster=None` reads every logical cluster."""
+        """get (a named object), list or watch; `cluster=None` reads every logical cluster.
+
+        A `scope` narrows every verb alike to the objects its labels select (kcp's virtual
+        workspaces AND their label requirement into the client's selector; a get outside is 404).
+        """
+        if scope is not None and scope.labels:
+            given = params.get("labelSelector", "")
+            params = {**params, "labelSelector": f"{given},{scope.labels}" if given.strip() else scope.labels}
         if target.name and not wants_watch(target, params):
             rep = negotiation.choose(accept, _SINGLE_TRANSFORMS)
             found = reader.get(cluster or "", target.namespace, target.name)
+            if found is not None and scope is not None and not scope.selector.matches(found.labels):
+                found = None
             if found is None:
                 raise errors.not_found(info.resource, target.name, info.group)
             _, encode = representation_encoder(info, rep, params)
@@ -91,7 +116,8 @@ class ReadHandler:
         if target.name:
             opts = with_name(opts, target.name)
         if opts.watch:
-            return self._watch(reader, info, cluster, target.namespace, opts, negotiation.choose(accept, _WATCH_TRANSFORMS), params, headers)
+            transitions = scope.transitions if scope is not None else True
+            return self._watch(reader, info, cluster, target.namespace, opts, negotiation.choose(accept, _WATCH_TRANSFORMS), params, headers, transitions)
         return self._list(reader, info, cluster, target.namespace, opts, negotiation.choose(accept, _LIST_TRANSFORMS), params, headers)
 
     def _list(
@@ -129,11 +155,11 @@ class ReadHandler:
 
     def _watch(
         self, reader: ResourceReader, info: ResourceInfo, cluster: str | None, namespace: str, opts: ListOptions, rep: Representation,
-        params: dict[str, str], headers: dict[str, str] | None,
+        params: dict[str, str], headers: dict[str, str] | None, transitions: bool,
     ) -> Response:
         encoding, encode = representation_encoder(info, rep, params)
         bookmark_as = _bookmark_identity(info, rep)
-        watcher = Watcher(cluster, namespace, opts.labels, opts.fields, encoding, encode)
+        watcher = Watcher(cluster, namespace, opts.labels, opts.fields, encoding, encode, transitions=transitions)
         try:
             begin_watch(reader, watcher, opts, bookmark_as)
         except errors.StatusError as exc:
