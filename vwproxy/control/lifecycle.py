@@ -96,9 +96,15 @@ class WorkspaceLifecycle:
         if annotations.get(PATH_ANNOTATION) != path or annotations.get(BACKEND_ANNOTATION) != backend:
             lc["metadata"]["annotations"] = {**annotations, PATH_ANNOTATION: path, BACKEND_ANNOTATION: backend}
             self.store.update(LOGICAL_CLUSTERS, cluster, lc)
-        self.reconcile_logical_cluster(cluster)
+        waiting: Waiting | None = None
+        try:
+            self.reconcile_logical_cluster(cluster)
+        except Waiting as exc:
+            waiting = exc  # mirror what there is, then look again
         lc = self.store.get(LOGICAL_CLUSTERS, cluster, LC_NAME) or lc
         self._mirror(parent, ws, lc, backend)
+        if waiting is not None:
+            raise waiting
 
     def _lifecycle_of(self, ws: Obj, parent_path: str) -> tuple[Obj | None, list[str], list[str]]:
         """The type reference (path filled in), initializers and terminators of a new workspace."""
