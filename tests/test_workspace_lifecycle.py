@@ -148,6 +148,10 @@ def test_initializers_and_terminators_of_extended_types(proxy: RunningProxy, fro
     add_type(front, "root", "later")
     wait_phase(front, "early", "Ready")
 
+    add_type(front, "root", "ouroboros", extend={"with": [{"name": "ouroboros", "path": "root"}]})
+    create_workspace(front, "loop", "ouroboros")
+    eventually(lambda: "circular" in str(workspace(front, "loop").get("status", {}).get("conditions")), "a cycle refused")
+
 
 def test_default_api_bindings_are_created_and_waited_for(proxy: RunningProxy, front: httpx.Client) -> None:
     claims = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIExport", "metadata": {"name": "gadgets"}, "spec": {
@@ -191,6 +195,20 @@ def test_default_api_bindings_are_created_and_waited_for(proxy: RunningProxy, fr
         assert conditions(front.get(f"/clusters/{cluster}{KCP}/apibindings/{name}").json())["InitialBindingCompleted"] == "True"
     assert front.get(f"/clusters/root:equipped-1{WIDGETS}").status_code == 200, "the default binding's resource is served"
 
+    # an export that does not exist yet: the initializer says so, and goes on once it appears
+    add_type(front, "root", "ahead", defaultAPIBindings=[{"path": "root:provider", "export": "future"}])
+    create_workspace(front, "ahead-1", "ahead")
+    ahead = wait_phase(front, "ahead-1", "Initializing")["spec"]["cluster"]
+
+    def reason() -> str:
+        found = [c for c in logical_cluster(front, ahead)["status"].get("conditions", []) if c["type"] == "WorkspaceAPIBindingsInitialized"]
+        return str(found[0].get("reason", "")) if found else ""
+
+    assert eventually(reason, "WorkspaceAPIBindingsInitialized False") == "APIBindingErrors"
+    future = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIExport", "metadata": {"name": "future"}, "spec": {}}
+    assert front.post(f"/clusters/root:provider{KCP}/apiexports", json=future).status_code == 201
+    wait_phase(front, "ahead-1", "Ready")
+
 
 # -- deletion ----------------------------------------------------------------------------------------
 
@@ -223,20 +241,29 @@ def test_a_terminator_holds_deletion_while_content_goes(proxy: RunningProxy, fro
     assert front.post(f"/clusters/{cluster}/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "c"}}).status_code == 201
     rv = front.get(f"/clusters/{cluster}{LC}").json()["metadata"]["resourceVersion"]
     events: list[dict[str, Any]] = []
-    done = threading.Event()
+    failures: list[BaseException] = []
+    connected, done = threading.Event(), threading.Event()
 
     def watch() -> None:
         url = f"/clusters/{cluster}/apis/core.kcp.io/v1alpha1/logicalclusters?watch=true&resourceVersion={rv}&timeoutSeconds=30"
-        with httpx.Client(base_url=proxy.url, timeout=40) as client, client.stream("GET", url) as resp:
-            for line in resp.iter_lines():
-                if line.strip():
-                    events.append(json.loads(line))
-                    if events[-1]["type"] == "DELETED":
-                        break
-        done.set()
+        try:
+            with httpx.Client(base_url=proxy.url, timeout=40) as client, client.stream("GET", url) as resp:
+                assert resp.status_code == 200
+                connected.set()
+                for line in resp.iter_lines():
+                    if line.strip():
+                        events.append(json.loads(line))
+                        if events[-1]["type"] == "DELETED":
+                            break
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failures.append(exc)
+        finally:
+            connected.set()
+            done.set()
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    assert connected.wait(10) and not failures, failures
     started = time.monotonic()
     result = kubectl(tmp_path, f"{proxy.url}/clusters/root", "delete", "workspaces.tenancy.kcp.io", "held", "--wait=false")
     assert result.returncode == 0 and time.monotonic() - started < 10, result.stderr
@@ -255,7 +282,7 @@ def test_a_terminator_holds_deletion_while_content_goes(proxy: RunningProxy, fro
     patch_status(front, cluster, {"terminators": []})
     eventually(lambda: front.get(f"/clusters/root{TENANCY}/workspaces/held").status_code == 404, "workspace gone")
     assert front.get(f"/clusters/{cluster}{LC}").status_code == 404
-    assert done.wait(10)
+    assert done.wait(10) and not failures, failures
     kinds = [(e["type"], bool(e["object"]["metadata"].get("deletionTimestamp")), e["object"].get("status", {}).get("phase")) for e in events]
     assert kinds[0] == ("MODIFIED", True, "Ready"), "first the deletionTimestamp"
     assert ("MODIFIED", True, "Terminating") in kinds and kinds[-1][0] == "DELETED"

@@ -119,11 +119,16 @@ class ControlStore:
         return self.shard.cluster_for_path(path_or_name)
 
 
+# How soon a reconciler that waits on something sending no events (objects with finalizers on a
+# kube backend) looks again: short enough for a prompt deletion, long enough not to poll hard.
+RECHECK_SECONDS = 1.0
+
+
 class Waiting(Exception):
     """A reconciler is not done and nothing it watches will say when to look again (a backend's
     objects, a finalizer someone else holds): the plane requeues the key after `retry_after`."""
 
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after: float = RECHECK_SECONDS) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
