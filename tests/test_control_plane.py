@@ -82,10 +82,10 @@ def test_bound_resources_are_served_in_consumers(front: httpx.Client) -> None:
 
 
 def test_workspace_type_virtual_workspace_urls(proxy: RunningProxy, front: httpx.Client) -> None:
-    wst = front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspacetypes/universal").json()
+    wst = front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspacetypes/team").json()
     assert wst["status"]["virtualWorkspaces"] == [
-        {"url": f"{proxy.url}/services/initializingworkspaces/root:universal", "type": "initializing"},
-        {"url": f"{proxy.url}/services/terminatingworkspaces/root:universal", "type": "terminating"},
+        {"url": f"{proxy.url}/services/initializingworkspaces/root:team", "type": "initializing"},
+        {"url": f"{proxy.url}/services/terminatingworkspaces/root:team", "type": "terminating"},
     ]
 
 

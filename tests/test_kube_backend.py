@@ -474,6 +474,23 @@ def test_deleting_the_binding_removes_the_crd_from_the_backend(front: httpx.Clie
     assert "example.dev" not in [g["name"] for g in front.get(f"{EXT}/apis").json()["groups"]]
 
 
+def test_a_binding_deletes_its_objects_on_the_backend_before_its_crd(front: httpx.Client, direct: httpx.Client) -> None:
+    ext_ready(front)
+    crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.dev"
+    assert direct.post(WIDGETS, json=widget("held", finalizers=["example.dev/hold"])).status_code == 201
+    assert front.post(f"{EXT}{WIDGETS}", json=widget("plain")).status_code == 201
+    deleted = front.delete(f"{EXT}{KCP}/apibindings/widgets")
+    assert deleted.status_code == 200 and deleted.json()["metadata"]["deletionTimestamp"]
+    eventually(lambda: direct.get(f"{WIDGETS}/plain").status_code == 404, "the plain widget deleted on the backend")
+    eventually(lambda: direct.get(f"{WIDGETS}/held").json()["metadata"].get("deletionTimestamp"), "the held widget marked for deletion")
+    assert direct.get(crd).status_code == 200, "the CRD stays while an object remains"
+    assert front.get(f"{EXT}{KCP}/apibindings/widgets").status_code == 200, "and so does the binding"
+    released = direct.patch(f"{WIDGETS}/held", content=json.dumps({"metadata": {"finalizers": None}}), headers={"Content-Type": "application/merge-patch+json"})
+    assert released.status_code == 200
+    eventually(lambda: direct.get(crd).status_code == 404, "the CRD removed once its objects are gone")
+    eventually(lambda: front.get(f"{EXT}{KCP}/apibindings/widgets").status_code == 404, "the binding goes last")
+
+
 def test_openapi_of_a_kube_workspace_is_fetchable_the_way_kubectl_fetches_it(front: httpx.Client) -> None:
     ext_ready(front)
     index = front.get(f"{EXT}/openapi/v3")

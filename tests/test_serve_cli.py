@@ -225,10 +225,10 @@ def test_external_url_is_what_clients_are_told(tmp_path: Path, serve: Callable[.
         assert eventually(endpoints, "widgets slice endpoints") == [{"url": f"{external}/services/apiexport/{cluster}/widgets"}]
         lc = client.get("/clusters/root:provider/apis/core.kcp.io/v1alpha1/logicalclusters/cluster").json()
         assert lc["status"]["URL"] == f"{external}/clusters/root:provider"
-        wst = client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspacetypes/universal").json()
+        wst = client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspacetypes/team").json()
         assert [v["url"] for v in wst["status"]["virtualWorkspaces"]] == [
-            f"{external}/services/initializingworkspaces/root:universal",
-            f"{external}/services/terminatingworkspaces/root:universal",
+            f"{external}/services/initializingworkspaces/root:team",
+            f"{external}/services/terminatingworkspaces/root:team",
         ]
         # nothing handed to clients names the listen address
         everything = client.get("/clusters/*/apis/tenancy.kcp.io/v1alpha1/workspaces").text + client.get("/clusters/*/apis/apis.kcp.io/v1alpha1/apiexportendpointslices").text

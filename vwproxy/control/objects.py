@@ -89,6 +89,18 @@ class ControlStore:
             return obj
         return self.update(kind, cluster, {**obj, "status": status}, subresource="status")
 
+    def set_finalizer(self, kind: Kind, cluster: str, obj: Obj, finalizer: str, present: bool) -> Obj | None:
+        """Add or remove one finalizer; returns the object as stored, None if that let it go."""
+        md = obj["metadata"]
+        have = list(md.get("finalizers") or [])
+        if (finalizer in have) == present:
+            return obj
+        md["finalizers"] = have + [finalizer] if present else [f for f in have if f != finalizer]
+        if not md["finalizers"]:
+            del md["finalizers"]
+        self.update(kind, cluster, obj)
+        return self.get(kind, cluster, md["name"], md.get("namespace", ""))
+
     # -- workspace paths ---------------------------------------------------------------------
 
     def path_of(self, cluster: str) -> str:
@@ -107,7 +119,21 @@ class ControlStore:
         return self.shard.cluster_for_path(path_or_name)
 
 
-def condition(kind: str, ok: bool, reason: str = "", message: str = "", previous: list[Obj] | None = None) -> Obj:
+# How soon a reconciler that waits on something sending no events (objects with finalizers on a
+# kube backend) looks again: short enough for a prompt deletion, long enough not to poll hard.
+RECHECK_SECONDS = 1.0
+
+
+class Waiting(Exception):
+    """A reconciler is not done and nothing it watches will say when to look again (a backend's
+    objects, a finalizer someone else holds): the plane requeues the key after `retry_after`."""
+
+    def __init__(self, message: str, retry_after: float = RECHECK_SECONDS) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def condition(kind: str, ok: bool, reason: str = "", message: str = "", previous: list[Obj] | None = None, severity: str = "Error") -> Obj:
     """A Kubernetes condition; its lastTransitionTime stays while the status does not change."""
     status = "True" if ok else "False"
     for old in previous or []:
@@ -119,5 +145,5 @@ def condition(kind: str, ok: bool, reason: str = "", message: str = "", previous
     if message:
         out["message"] = message
     if not ok:
-        out["severity"] = "Error"
+        out["severity"] = severity
     return out

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
-from vwproxy.control.objects import API_BINDINGS, CRDS, LOGICAL_CLUSTERS, ControlStore, Obj
+from vwproxy.control.objects import API_BINDINGS, CRDS, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
 from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
 from vwproxy.kube import errors, kcp
 from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
@@ -53,8 +53,9 @@ class ControlPlane:
         self.shard = shard
         self.store = ControlStore(shard)
         self.clients = dict(clients or {})
-        self.reconcilers = Reconcilers(self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients))
+        self.reconcilers = Reconcilers(self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients), self._delete_bound)
         self._pending: dict[Key, Obj | None] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -75,13 +76,45 @@ class ControlPlane:
             for obj in self.shard.table(storage_key).ordered(None):
                 self._enqueue_for(kind, obj.cluster, obj.namespace, obj.name, None)
 
+    def later(self, key: Key, last_state: Obj | None, delay: float) -> None:
+        """Enqueue `key` after `delay` (once, however often asked meanwhile)."""
+        if key in self._timers:
+            return
+
+        def fire() -> None:
+            del self._timers[key]
+            self.enqueue(key, last_state)
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
+
     def _on_commit(self, events: list[ChangeEvent]) -> None:
         for event in events:
             kind = _KEYS_BY_STORAGE.get(event.storage_key)
             if kind is None:
+                if event.type == wire.DELETED or event.obj.deleting:
+                    self._enqueue_deletions_in(event.obj.cluster)
                 continue
             last = event.obj.decode() if event.type == wire.DELETED and kind in ("binding", "workspace") else None
             self._enqueue_for(kind, event.obj.cluster, event.obj.namespace, event.obj.name, last)
+            if kind == "logicalcluster":
+                owner = (event.obj.decode().get("spec") or {}).get("owner") or {}
+                if owner.get("resource") == "workspaces" and owner.get("cluster") and owner.get("name"):
+                    self.enqueue(("workspace", str(owner["cluster"]), str(owner["name"])))
+            elif kind == "binding":
+                self._enqueue_lifecycle_of(event.obj.cluster)
+
+    def _enqueue_deletions_in(self, cluster: str) -> None:
+        """Something in `cluster` went (or is going): deletions waiting on it look again."""
+        self._enqueue_lifecycle_of(cluster)
+        for binding in self.shard.table(self.store.info(API_BINDINGS).storage_key).ordered(cluster):
+            if binding.deleting:
+                self.enqueue(("binding", cluster, binding.name))
+
+    def _enqueue_lifecycle_of(self, cluster: str) -> None:
+        """The LogicalCluster of `cluster`, if it is initializing (default bindings) or deleting."""
+        lc = self.store.stored(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
+        if lc is not None and (lc.deleting or lc.labels.get(kcp.PHASE_LABEL) == kcp.PHASE_INITIALIZING):
+            self.enqueue(("logicalcluster", cluster))
 
     def _enqueue_for(self, kind: str, cluster: str, namespace: str, name: str, last_state: Obj | None) -> None:
         if kind == "workspace":
@@ -102,11 +135,23 @@ class ControlPlane:
         elif kind in ("schema", "crd"):
             for binding_cluster, binding in self.store.all(API_BINDINGS, None if kind == "schema" else cluster):
                 self.enqueue(("binding", binding_cluster, binding["metadata"]["name"]))
+        if kind == "workspacetype":
+            # A workspace waits in Scheduling until its type (and what that extends) resolves.
+            for ws in self.shard.table(self.store.info(WORKSPACES).storage_key).ordered(None):
+                if ws.cluster and not self._scheduled(ws.decode()):
+                    self.enqueue(("workspace", ws.cluster, ws.name))
         if kind == "export":
+            for lc in self.shard.table(self.store.info(LOGICAL_CLUSTERS).storage_key).ordered(None):
+                if lc.labels.get(kcp.PHASE_LABEL) == kcp.PHASE_INITIALIZING:
+                    self.enqueue(("logicalcluster", lc.cluster))  # default bindings may wait for it
             for binding_cluster, binding in self.store.all(API_BINDINGS):
                 ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
                 if ref.get("name") == name:
                     self.enqueue(("binding", binding_cluster, binding["metadata"]["name"]))
+
+    def _scheduled(self, ws: Obj) -> bool:
+        cluster = str((ws.get("spec") or {}).get("cluster") or "")
+        return bool(cluster) and self.shard.cluster_exists(cluster)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -137,6 +182,9 @@ class ControlPlane:
                 await asyncio.sleep(0)  # reconcilers on the embedded shard never block: let requests in between
                 try:
                     await self._reconcile(key, last)
+                except Waiting as wait:
+                    log.debug("reconciling %s: %s (will look again)", "/".join(key), wait)
+                    self.later(key, last, wait.retry_after)
                 except errors.StatusError as exc:
                     log.info("reconciling %s: %s (will retry)", "/".join(key), exc)
                     failed[key] = last
@@ -184,6 +232,53 @@ class ControlPlane:
             raise errors.service_unavailable(f'backend "{backend}" of logical cluster {cluster} is not configured')
         return client
 
+    async def _delete_bound(self, cluster: str, crd: Obj) -> tuple[int, dict[str, int]]:
+        """Delete every object of a bound CRD's resource in the workspace; (left, finalizers holding them)."""
+        client = self.client_for(cluster)
+        if client is None:
+            return self._delete_bound_embedded(cluster, str(crd["metadata"]["name"]))
+        spec = crd.get("spec") or {}
+        versions = [v for v in spec.get("versions") or [] if isinstance(v, dict) and v.get("served", True)]
+        version = next((v["name"] for v in versions if v.get("storage")), versions[0]["name"] if versions else "")
+        plural = str((spec.get("names") or {}).get("plural") or "")
+        base = f"/apis/{spec.get('group')}/{version}"
+        headers = {"Accept": "application/json"}
+
+        async def listed() -> list[Obj]:
+            resp = await client.request("GET", f"{base}/{plural}", [], headers, b"")
+            if resp.status == 404:
+                return []
+            if resp.status != 200:
+                raise errors.service_unavailable(f"listing {plural}.{spec.get('group')} on the backend failed: HTTP {resp.status}")
+            items: list[Obj] = orjson.loads(resp.body).get("items") or []
+            return items
+
+        for item in await listed():
+            md = item.get("metadata") or {}
+            if md.get("deletionTimestamp"):
+                continue
+            where = f"{base}/namespaces/{md['namespace']}/{plural}/{md['name']}" if md.get("namespace") else f"{base}/{plural}/{md['name']}"
+            resp = await client.request("DELETE", where, [], {**headers, "Content-Type": "application/json"}, b'{"propagationPolicy":"Background"}')
+            if resp.status not in (200, 202, 404):
+                raise errors.service_unavailable(f"deleting {plural}.{spec.get('group')} {md.get('name')} on the backend failed: HTTP {resp.status}")
+        left = await listed()
+        return len(left), _finalizer_counts(item.get("metadata") or {} for item in left)
+
+    def _delete_bound_embedded(self, cluster: str, crd_name: str) -> tuple[int, dict[str, int]]:
+        left: list[Obj] = []
+        for key in sorted(self.shard.registry.crd_storage_keys(cluster, crd_name)):
+            info = self.shard.info_for_storage_key(key, cluster)
+            table = self.shard.table(key)
+            for obj in list(table.ordered(cluster)):
+                if info is not None and not obj.deleting:
+                    try:
+                        self.shard.delete(info, cluster, obj.namespace, obj.name, {"propagationPolicy": "Background"})
+                    except errors.StatusError as exc:
+                        if exc.code != 404:
+                            raise
+            left += [o.decode()["metadata"] for o in table.ordered(cluster)]
+        return len(left), _finalizer_counts(left)
+
     async def _read_crd(self, cluster: str, name: str) -> Obj | None:
         client = self.client_for(cluster)
         if client is None:
@@ -225,6 +320,14 @@ class ControlPlane:
             return
         if resp.status not in (200, 201):
             raise errors.service_unavailable(f"installing CRD {name} in the backend failed: HTTP {resp.status}: {resp.body[:200]!r}")
+
+
+def _finalizer_counts(metadatas: Iterable[Obj]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for md in metadatas:
+        for finalizer in md.get("finalizers") or []:
+            counts[str(finalizer)] = counts.get(str(finalizer), 0) + 1
+    return counts
 
 
 def _merged_annotations(existing: Obj, wanted: Obj) -> dict[str, Any]:

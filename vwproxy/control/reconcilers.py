@@ -12,22 +12,22 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
+from vwproxy.control.lifecycle import BACKEND_ANNOTATION, BOUND_BY_ANNOTATION, EMBEDDED_BACKEND, WorkspaceLifecycle
 from vwproxy.control.objects import (
-    API_BINDINGS, API_EXPORTS, ENDPOINT_SLICES, LOGICAL_CLUSTERS, NAMESPACES, SCHEMAS, SECRETS, WORKSPACE_TYPES, WORKSPACES,
-    ControlStore, Obj, condition,
+    API_BINDINGS, API_EXPORTS, ENDPOINT_SLICES, NAMESPACES, SCHEMAS, SECRETS, WORKSPACE_TYPES,
+    ControlStore, Obj, Waiting, condition,
 )
 from vwproxy.kube import errors, kcp, vwpaths
-from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME, PATH_ANNOTATION
 
 log = logging.getLogger(__name__)
 
-BACKEND_ANNOTATION = "vwproxy.dev/backend"  # on a Workspace: which backend holds its content
-EMBEDDED_BACKEND = "embedded"
-BOUND_BY_ANNOTATION = "vwproxy.dev/bound-by"  # on an installed CRD: the APIBinding that put it there
 
 # Installs, replaces or removes a CRD in a workspace's backend: (cluster, crd or None to remove, name).
 CRDWriter = Callable[[str, str, "Obj | None"], Awaitable[None]]
 CRDReader = Callable[[str, str], Awaitable["Obj | None"]]
+# Deletes every object of a bound resource in a workspace's backend: (cluster, CRD) → what is left,
+# as (objects remaining, finalizers holding them).
+BoundObjectsDeleter = Callable[[str, "Obj"], Awaitable["tuple[int, dict[str, int]]"]]
 
 
 def export_schema_names(export: Obj) -> list[str]:
@@ -68,108 +68,25 @@ def crd_from_schema(schema: Obj, identity: str, binding: str) -> Obj:
 class Reconcilers:
     """What kcp's controllers do, for the kinds vwproxy models."""
 
-    def __init__(self, store: ControlStore, external_url: str, write_crd: CRDWriter, read_crd: CRDReader, backends: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, store: ControlStore, external_url: str, write_crd: CRDWriter, read_crd: CRDReader, backends: frozenset[str] = frozenset(),
+        delete_bound: BoundObjectsDeleter | None = None,
+    ) -> None:
         self.store = store
         self.external_url = external_url.rstrip("/")
         self.write_crd = write_crd
         self.read_crd = read_crd
+        self.delete_bound = delete_bound
         self.known_backends = backends
+        self.lifecycle = WorkspaceLifecycle(store, external_url, backends)
 
     # -- workspaces ------------------------------------------------------------------------------
 
     def reconcile_workspace(self, parent: str, name: str, last_state: Obj | None = None) -> None:
-        ws = self.store.get(WORKSPACES, parent, name)
-        if ws is None:
-            # Deleted: its logical cluster (and with it everything in the workspace) goes too.
-            cluster = ((last_state or {}).get("spec") or {}).get("cluster")
-            if cluster and self.store.shard.cluster_exists(str(cluster)):
-                self.store.delete(LOGICAL_CLUSTERS, str(cluster), LOGICAL_CLUSTER_OBJECT_NAME)
-            return
-        md = ws["metadata"]
-        path = f"{self.store.path_of(parent)}:{name}"
-        spec = ws.setdefault("spec", {})
-        cluster = spec.get("cluster")
-        if md.get("deletionTimestamp"):
-            if cluster and self.store.shard.cluster_exists(cluster):
-                self.store.delete(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
-            return
-        url = f"{self.external_url}/clusters/{path}"
-        if not cluster or spec.get("URL") != url:
-            spec["cluster"] = cluster or kcp.new_logical_cluster_name(secrets.token_bytes(32))
-            spec["URL"] = url
-            ws = self.store.update(WORKSPACES, parent, ws)
-            cluster = ws["spec"]["cluster"]
-        backend = str((md.get("annotations") or {}).get(BACKEND_ANNOTATION) or EMBEDDED_BACKEND)
-        lc = self.store.get(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
-        initializers, terminators = self._lifecycle_of(ws)
-        if lc is None:
-            lc = self.store.create(LOGICAL_CLUSTERS, cluster, {
-                "metadata": {"name": LOGICAL_CLUSTER_OBJECT_NAME, "annotations": {PATH_ANNOTATION: path, BACKEND_ANNOTATION: backend}},
-                "spec": {
-                    "owner": {"apiVersion": "tenancy.kcp.io/v1alpha1", "resource": "workspaces", "name": name, "cluster": parent, "uid": md.get("uid", "")},
-                    "initializers": initializers,
-                    "terminators": terminators,
-                },
-            })
-        annotations = lc["metadata"].get("annotations") or {}
-        if annotations.get(PATH_ANNOTATION) != path or annotations.get(BACKEND_ANNOTATION) != backend:
-            lc["metadata"]["annotations"] = {**annotations, PATH_ANNOTATION: path, BACKEND_ANNOTATION: backend}
-            lc = self.store.update(LOGICAL_CLUSTERS, cluster, lc)
-        self.reconcile_logical_cluster(cluster)
-        lc = self.store.get(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME) or lc
-        phase = (lc.get("status") or {}).get("phase", "Scheduling")
-        previous = (ws.get("status") or {}).get("conditions") or []
-        conditions = [condition("WorkspaceScheduled", True, previous=previous)]
-        if backend != EMBEDDED_BACKEND and not self._backend_known(backend):
-            conditions.append(condition("BackendValid", False, "BackendNotFound", f'backend "{backend}" is not declared in backends.yaml', previous))
-            phase = "Unavailable"
-        conditions.append(condition("WorkspaceInitialized", phase not in ("Scheduling", "Initializing"), "" if phase != "Initializing" else "InitializerExists", previous=previous))
-        self.store.set_status(WORKSPACES, parent, ws, {"phase": phase, "conditions": conditions})
-
-    def _backend_known(self, backend: str) -> bool:
-        return backend in self.known_backends
-
-    def _lifecycle_of(self, ws: Obj) -> tuple[list[str], list[str]]:
-        """Initializers and terminators from the Workspace's type (none when it names no type)."""
-        ref = (ws.get("spec") or {}).get("type")
-        if not isinstance(ref, dict) or not ref.get("name"):
-            return [], []
-        type_cluster = self.store.resolve_path(str(ref.get("path") or kcp.ROOT_CLUSTER))
-        wst = self.store.get(WORKSPACE_TYPES, type_cluster, str(ref["name"])) if type_cluster else None
-        if wst is None:
-            return [], []
-        owner = f"{type_cluster}:{ref['name']}"
-        spec = wst.get("spec") or {}
-        return ([owner] if spec.get("initializer") else []), ([owner] if spec.get("terminator") else [])
+        self.lifecycle.reconcile_workspace(parent, name, last_state)
 
     def reconcile_logical_cluster(self, cluster: str) -> None:
-        lc = self.store.get(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
-        if lc is None:
-            return
-        spec = lc.get("spec") or {}
-        status = dict(lc.get("status") or {})
-        status.setdefault("initializers", list(spec.get("initializers") or []))
-        if lc["metadata"].get("deletionTimestamp"):
-            status.setdefault("terminators", list(spec.get("terminators") or []))
-            status["phase"] = "Terminating" if status.get("terminators") else "Deleting"
-        else:
-            status["phase"] = "Initializing" if status.get("initializers") else "Ready"
-        path = (lc["metadata"].get("annotations") or {}).get(PATH_ANNOTATION) or cluster
-        status["URL"] = f"{self.external_url}/clusters/{path}"
-        labels = {k: v for k, v in (lc["metadata"].get("labels") or {}).items()
-                  if not k.startswith((kcp.INITIALIZER_LABEL_PREFIX, kcp.TERMINATOR_LABEL_PREFIX)) and k != kcp.PHASE_LABEL}
-        labels[kcp.PHASE_LABEL] = status["phase"]
-        for owner in status.get("initializers") or []:
-            key, value = kcp.lifecycle_label(kcp.INITIALIZER_LABEL_PREFIX, owner)
-            labels[key] = value
-        for owner in status.get("terminators") or []:
-            key, value = kcp.lifecycle_label(kcp.TERMINATOR_LABEL_PREFIX, owner)
-            labels[key] = value
-        # Status first: whoever the new labels bring the object to (a lifecycle VW) sees its phase and entries.
-        lc = self.store.set_status(LOGICAL_CLUSTERS, cluster, lc, status)
-        if labels != (lc["metadata"].get("labels") or {}):
-            lc["metadata"]["labels"] = labels
-            self.store.update(LOGICAL_CLUSTERS, cluster, lc)
+        self.lifecycle.reconcile_logical_cluster(cluster)
 
     def reconcile_workspace_type(self, cluster: str, name: str) -> None:
         wst = self.store.get(WORKSPACE_TYPES, cluster, name)
@@ -277,6 +194,7 @@ class Reconcilers:
                 await self._unbind(cluster, name, last_state)
             return
         if binding["metadata"].get("deletionTimestamp"):
+            await self._finalize_binding(cluster, name, binding)
             return
         status = dict(binding.get("status") or {})
         previous = status.get("conditions") or []
@@ -364,6 +282,41 @@ class Reconcilers:
                 if res.get("group") == group and res.get("resource") == resource and (res.get("schema") or {}).get("identityHash") != identity:
                     return str(other["metadata"]["name"])
         return ""
+
+    async def _finalize_binding(self, cluster: str, name: str, binding: Obj) -> None:
+        """A deleting binding: the objects it bound go first (their finalizers honoured), then
+        the CRDs it installed, then (its finalizer dropped) the binding itself."""
+        if kcp.APIBINDING_FINALIZER not in (binding["metadata"].get("finalizers") or []):
+            return  # deleted by another hand; its CRDs go when it is gone (`_unbind`)
+        status = dict(binding.get("status") or {})
+        previous = status.get("conditions") or []
+        remaining = 0
+        held: dict[str, int] = {}
+        for res in status.get("boundResources") or []:
+            crd_name = f"{res.get('resource')}.{res.get('group')}"
+            existing = await self.read_crd(cluster, crd_name)
+            if existing is None or (existing["metadata"].get("annotations") or {}).get(BOUND_BY_ANNOTATION) != name:
+                continue
+            if self._other_binding_of(cluster, name, res) or self.delete_bound is None:
+                continue  # another binding keeps serving it, objects and all
+            left, finalizers = await self.delete_bound(cluster, existing)
+            remaining += left
+            for finalizer, count in finalizers.items():
+                held[finalizer] = held.get(finalizer, 0) + count
+        others = [c for c in previous if c.get("type") != "BindingResourceDeleteSuccess"]
+        if remaining:
+            if held:
+                reason = "SomeFinalizersRemain"
+                message = "Some content in the workspace has finalizers remaining: " + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(held.items()))
+            else:
+                reason, message = "SomeResourcesRemain", f"Some resources are remaining: {remaining} resource instances"
+            status["conditions"] = others + [condition("BindingResourceDeleteSuccess", False, reason, message, previous)]
+            self.store.set_status(API_BINDINGS, cluster, binding, status)
+            raise Waiting(message)
+        status["conditions"] = others + [condition("BindingResourceDeleteSuccess", True, previous=previous)]
+        binding = self.store.set_status(API_BINDINGS, cluster, binding, status)
+        await self._unbind(cluster, name, binding)
+        self.store.set_finalizer(API_BINDINGS, cluster, binding, kcp.APIBINDING_FINALIZER, False)
 
     async def _unbind(self, cluster: str, name: str, last_state: Obj) -> None:
         """A deleted binding takes the CRDs it installed (and so their objects) with it."""

@@ -103,3 +103,40 @@ def lifecycle_label(prefix: str, owner: str) -> tuple[str, str]:
     """(key, value) of the initializer or terminator label for `<cluster>:<WorkspaceType>`."""
     digest = hashlib.sha224(owner.encode()).hexdigest()
     return prefix + digest[:35], digest
+
+
+# -- the workspace lifecycle (kcp-reference.md sections 1.3, 1.4 and 6.3) ------------------------
+
+# On a Workspace: held until its LogicalCluster is gone.
+WORKSPACE_FINALIZER = "core.kcp.io/logicalcluster"
+# On a LogicalCluster: held until the workspace's content is deleted.
+CONTENT_DELETION_FINALIZER = "core.kcp.io/logicalcluster-deletion"
+# On a LogicalCluster: held while status.terminators is non-empty.
+TERMINATORS_FINALIZER = "kcp.io/has-terminators"
+# On an APIBinding (added at admission): held until the objects it bound are deleted.
+APIBINDING_FINALIZER = "apis.kcp.io/apibinding-finalizer"
+# The built-in initializer that creates a WorkspaceType's defaultAPIBindings.
+APIBINDINGS_INITIALIZER = "system:apibindings"
+# On a LogicalCluster: `<WorkspaceType path>:<name>` of the type it was created from.
+WORKSPACE_TYPE_ANNOTATION = "internal.tenancy.kcp.io/type"
+
+PHASE_SCHEDULING = "Scheduling"
+PHASE_INITIALIZING = "Initializing"
+PHASE_READY = "Ready"
+PHASE_UNAVAILABLE = "Unavailable"
+PHASE_TERMINATING = "Terminating"
+PHASE_DELETING = "Deleting"
+
+# A default binding's name: the export name (cut to leave room for the suffix) and a dash.
+_BINDING_NAME_PREFIX_MAX = 253 - 1 - 5
+
+
+def lifecycle_owner(type_cluster: str, type_name: str) -> str:
+    """An initializer or terminator name: `<WorkspaceType's logical cluster name>:<type name>`."""
+    return f"{type_cluster}:{type_name}"
+
+
+def default_binding_name(cluster: str, export_path: str, export_name: str) -> str:
+    """The name kcp gives the APIBinding a WorkspaceType's defaultAPIBindings entry creates."""
+    suffix = base62_sha224(f"{cluster}|{export_path}|{export_name}")[:5].lower()
+    return f"{export_name[:_BINDING_NAME_PREFIX_MAX]}-{suffix}"

@@ -263,7 +263,9 @@ class ShardAPI:
             return http.json_response(http.list_body(head + b',"items":[', (encode(o) for o in gone)))
         stored, gone_now = self.shard.delete(info, cluster, target.namespace, target.name, options, dry_run)
         if not gone_now:
-            return http.json_response(encoder_for(info)(stored), 202)
+            # Still there (finalizers): kube-apiserver answers 200 with the object, 202 only when
+            # the client asked for cascading deletion the legacy way (orphanDependents: false).
+            return http.json_response(encoder_for(info)(stored), 202 if options.get("orphanDependents") is False else 200)
         if info.crd:
             return http.json_response(encoder_for(info)(stored))
         uid = (stored.decode().get("metadata") or {}).get("uid", "")

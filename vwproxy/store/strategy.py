@@ -12,7 +12,7 @@ from typing import Any
 
 from vwproxy.kube import validation
 from vwproxy.kube.errors import Cause
-from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
+from vwproxy.kube.kcp import APIBINDING_FINALIZER, LOGICAL_CLUSTER_OBJECT_NAME
 from vwproxy.kube.resources import RBAC, ResourceInfo
 from vwproxy.kube.versions import by_priority
 
@@ -93,6 +93,8 @@ def prepare_create(info: ResourceInfo, obj: Obj) -> None:
             obj.setdefault("type", "Opaque")
     elif info.group == "apiextensions.k8s.io" and info.resource == "customresourcedefinitions":
         _accept_crd(obj)
+    elif info.group == "apis.kcp.io" and info.resource == "apibindings":
+        _hold_binding(obj)
 
 
 def prepare_update(info: ResourceInfo, obj: Obj, old: Obj) -> None:
@@ -101,6 +103,21 @@ def prepare_update(info: ResourceInfo, obj: Obj, old: Obj) -> None:
         obj.setdefault("type", old.get("type", "Opaque"))
     elif info.group == "apiextensions.k8s.io" and info.resource == "customresourcedefinitions":
         _accept_crd(obj)
+    elif info.group == "apis.kcp.io" and info.resource == "apibindings":
+        _hold_binding(obj)
+
+
+def _hold_binding(obj: Obj) -> None:
+    """kcp's admission puts its finalizer on every APIBinding not being deleted: the control plane
+    deletes the bound objects before the binding goes (kcp-reference.md section 0)."""
+    md = obj.get("metadata")
+    if not isinstance(md, dict) or md.get("deletionTimestamp"):
+        return
+    finalizers = md.get("finalizers")
+    if not isinstance(finalizers, list):
+        finalizers = []
+    if APIBINDING_FINALIZER not in finalizers:
+        md["finalizers"] = [*finalizers, APIBINDING_FINALIZER]
 
 
 def _fold_string_data(obj: Obj) -> None:
