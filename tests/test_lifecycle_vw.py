@@ -6,6 +6,7 @@ own entry. Conformance items 17–25 of kcp's e2e suite are ported here."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,3 +161,68 @@ def test_lifecycle_watch_bookmarks_and_watch_list(proxy: RunningProxy, front: ht
         assert len(bookmarks) >= 2, f"periodic bookmarks pass the {kind} filter"
         added = [e["object"]["metadata"]["annotations"]["kcp.io/cluster"] for e in events if e["type"] == "ADDED"]
         assert (added == [proxy.cluster_of("root:init-3")]) if kind == "initializing" else added == [], (kind, added)
+
+
+def _finish_initialization(url: str, cluster: str) -> None:
+    api = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/{cluster}"))
+    lc = api.get_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters", "cluster")
+    remaining = [i for i in lc["status"]["initializers"] if i != OWNER]
+    api.patch_cluster_custom_object_status("core.kcp.io", "v1alpha1", "logicalclusters", "cluster", {"status": {"initializers": remaining}})
+
+
+def test_a_terminator_cleans_up_then_lets_the_workspace_go(proxy: RunningProxy, front: httpx.Client, typed: dict[str, str]) -> None:
+    url = typed["terminating"]
+    cluster = new_workspace(front, "term-1")
+    eventually(lambda: httpx.get(f"{typed['initializing']}/clusters/{cluster}/{LC}/cluster").status_code == 200, "initializing")
+    _finish_initialization(typed["initializing"], cluster)
+    eventually(lambda: phase(front, "term-1") == "Ready", "Ready")
+    lc = front.get(f"/clusters/{cluster}/{LC}/cluster").json()
+    assert lc["status"]["terminators"] == [OWNER], "terminators are listed from creation, also while Ready"
+    wildcard = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/*"))
+    listed = wildcard.list_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters")
+    assert listed["items"] == [], "a Ready workspace is not terminating"
+    assert httpx.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def watch() -> None:
+        stream = kubernetes.watch.Watch()
+        for event in stream.stream(wildcard.list_cluster_custom_object, "core.kcp.io", "v1alpha1", "logicalclusters",
+                                   resource_version=listed["metadata"]["resourceVersion"], timeout_seconds=20):
+            events.append((event["type"], event["object"]))
+            if event["type"] == "DELETED":
+                stream.stop()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    eventually(lambda: front.get(f"/clusters/root{TENANCY}/workspaces/term-1").status_code == 200, "workspace")
+    time.sleep(0.2)  # let the watch request reach the server before the deletion it must see
+    deleted = front.delete(f"/clusters/root{TENANCY}/workspaces/term-1")
+    assert deleted.status_code in (200, 202), deleted.text
+    eventually(lambda: events, "the terminating VW announces the deletion")
+    kind, first = events[0]
+    assert kind == "MODIFIED" and first["metadata"]["deletionTimestamp"] and first["metadata"]["annotations"]["kcp.io/cluster"] == cluster
+    # While terminating, the terminator reaches the workspace's content and cleans up.
+    # (Its content is being deleted meanwhile, as on kcp: the terminator works on what it creates.)
+    core = kubernetes.client.CoreV1Api(api_client(f"{url}/clusters/{cluster}"))
+    core.list_config_map_for_all_namespaces()
+    core.create_namespace({"metadata": {"name": "audit"}})
+    made = core.create_namespaced_config_map("audit", {"metadata": {"name": "audit"}, "data": {"by": OWNER}})
+    assert made.metadata.annotations["kcp.io/cluster"] == cluster
+    # The main resource cannot be patched; another value in the list is refused.
+    mine = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/{cluster}"))
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        mine.patch_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters", "cluster", {"metadata": {"labels": {"x": "y"}}})
+    assert refused.value.status == 405
+    with pytest.raises(kubernetes.client.ApiException) as foreign:
+        mine.patch_cluster_custom_object_status("core.kcp.io", "v1alpha1", "logicalclusters", "cluster", {"status": {"terminators": ["root:foreign"]}})
+    assert foreign.value.status == 422 and f'only removing the "{OWNER}" terminator is supported' in orjson.loads(foreign.value.body)["message"]
+    assert front.get(f"/clusters/root{TENANCY}/workspaces/term-1").status_code == 200, "the terminator holds the workspace"
+    mine.patch_cluster_custom_object_status("core.kcp.io", "v1alpha1", "logicalclusters", "cluster", {"status": {"terminators": []}})
+    eventually(lambda: front.get(f"/clusters/root{TENANCY}/workspaces/term-1").status_code == 404, "the workspace goes once its terminator is removed")
+    watcher.join(20)
+    types = [t for t, _ in events]
+    assert types[-1] == "DELETED" and set(types[:-1]) == {"MODIFIED"}, types
+    assert any(o["status"].get("phase") == "Terminating" for _, o in events)
+    assert any(not o["status"].get("terminators") for t, o in events if t == "MODIFIED"), "the emptied list is delivered"
+    assert events[-1][1]["metadata"]["annotations"]["kcp.io/cluster"] == cluster
+    assert httpx.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
