@@ -226,3 +226,18 @@ def test_a_terminator_cleans_up_then_lets_the_workspace_go(proxy: RunningProxy, 
     assert any(not o["status"].get("terminators") for t, o in events if t == "MODIFIED"), "the emptied list is delivered"
     assert events[-1][1]["metadata"]["annotations"]["kcp.io/cluster"] == cluster
     assert httpx.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
+
+
+def test_the_example_initializer_makes_team_a_ready(proxy: RunningProxy, front: httpx.Client) -> None:
+    """The README's example: `root:team-a` waits for `root:team` until the example initializer runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert phase(front, "team-a") == "Initializing"
+    script = Path(__file__).resolve().parent.parent / "examples" / "team_initializer.py"
+    done = subprocess.run([sys.executable, str(script), "--server", proxy.url, "--once"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "initialized root:team-a"
+    eventually(lambda: phase(front, "team-a") == "Ready", "team-a becomes Ready")
+    assert front.get("/clusters/root:team-a/api/v1/namespaces/default/configmaps/welcome").json()["data"] == {"initialized-by": "root:team"}
