@@ -15,7 +15,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, ControlStore, Obj
+from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, SCHEMAS, ControlStore, Obj
+from vwproxy.control.reconcilers import export_schema_names
+from vwproxy.core.claims import ClaimRef, claim_group, export_claims
 from vwproxy.core.objects import ChangeEvent
 from vwproxy.core.rv import RVSequence
 from vwproxy.core.view import DEFAULT_HISTORY, View
@@ -41,6 +43,15 @@ class ViewKey:
     @property
     def storage_key(self) -> str:
         return f"{self.group}/{self.resource}"
+
+
+def exported_resources(store: ControlStore, export_cluster: str, export: Obj) -> set[tuple[str, str]]:
+    """(group, resource) of every schema the export exports."""
+    found = set()
+    for name in export_schema_names(export):
+        spec = (store.get(SCHEMAS, export_cluster, name) or {}).get("spec") or {}
+        found.add((str(spec.get("group") or ""), str((spec.get("names") or {}).get("plural") or "")))
+    return found
 
 
 def binds(binding: Obj, export_cluster: str, export_name: str) -> bool:
@@ -73,6 +84,9 @@ class ViewHub:
         # What each APIBinding binds, by its status: (cluster, binding) → {(export cluster, export, group, resource, identity)}.
         # Kept up to date from commits, so engagement never re-reads every binding.
         self._bound: dict[tuple[str, str], frozenset[tuple[str, str, str, str, str]]] = {}
+        # What each APIBinding accepted of its export's permission claims, the same way:
+        # (cluster, binding) → {(export cluster, export, group, resource, identity)}.
+        self._accepted: dict[tuple[str, str], frozenset[tuple[str, str, str, str, str]]] = {}
         for cluster, binding in store.all(API_BINDINGS):
             self._index_binding(cluster, binding)
         shard.on_commit.append(self._on_commit)
@@ -81,6 +95,7 @@ class ViewHub:
         key = (cluster, name or str((binding or {}).get("metadata", {}).get("name", "")))
         if binding is None:
             self._bound.pop(key, None)
+            self._accepted.pop(key, None)
             return
         status = binding.get("status") or {}
         export_cluster = str(status.get("apiExportClusterName") or "")
@@ -93,6 +108,15 @@ class ViewHub:
             self._bound[key] = entries
         else:
             self._bound.pop(key, None)
+        claims = frozenset(
+            (export_cluster, export_name, ref.group, ref.resource, ref.identity)
+            for ref in (ClaimRef.of(c) for c in (binding.get("spec") or {}).get("permissionClaims") or []
+                        if isinstance(c, dict) and c.get("state") == "Accepted")
+        )
+        if claims:
+            self._accepted[key] = claims
+        else:
+            self._accepted.pop(key, None)
 
     # -- engagement ------------------------------------------------------------------------------
 
@@ -100,12 +124,31 @@ class ViewHub:
         export = self.store.get(API_EXPORTS, export_cluster, export_name)
         return str(((export or {}).get("status") or {}).get("identityHash") or "")
 
+    def claim_of(self, key: ViewKey) -> ClaimRef | None:
+        """The export's claim a view serves, or None when it serves an exported resource."""
+        export = self.store.get(API_EXPORTS, key.export_cluster, key.export_name) or {}
+        if (key.group, key.resource) in exported_resources(self.store, key.export_cluster, export):
+            return None  # a claim shadowed by the export's own resource is not served
+        group = claim_group(key.group, key.resource)
+        return next((ref for ref in export_claims(export) if (ref.group, ref.resource) == (group, key.resource)), None)
+
     def wanted_clusters(self, key: ViewKey) -> set[str]:
+        """Exported: the clusters binding the resource with the export's identity. Claimed: the
+        clusters that accepted the claim (and, for another export's resource, bind it with the
+        claimed identity, where its objects live)."""
         identity = self.identity_of(key.export_cluster, key.export_name)
         if not identity:
             return set()
         entry = (key.export_cluster, key.export_name, key.group, key.resource, identity)
-        return {cluster for (cluster, _), entries in self._bound.items() if entry in entries}
+        ref = self.claim_of(key)
+        if ref is None:
+            return {cluster for (cluster, _), entries in self._bound.items() if entry in entries}
+        wanted = (key.export_cluster, key.export_name, ref.group, ref.resource, ref.identity)
+        clusters = {cluster for (cluster, _), entries in self._accepted.items() if wanted in entries}
+        if ref.identity:
+            holding = {c for (c, _), entries in self._bound.items() for e in entries if (e[2], e[3], e[4]) == (key.group, key.resource, ref.identity)}
+            clusters &= holding
+        return clusters
 
     def view(self, key: ViewKey) -> View:
         """The view for `key`, created (and filled from the shard) on first use."""

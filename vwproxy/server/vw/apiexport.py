@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import unquote
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import httpx
 import orjson
@@ -23,11 +24,14 @@ from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, SCHEMAS, Obj
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.reconcilers import crd_from_schema, export_schema_names
 from vwproxy.core.objects import StoredObject
-from vwproxy.kube import conversion, errors, kcp, protobuf, vwpaths
+from vwproxy.core.claims import ClaimRef, ClaimSelector, accepted, allowed_verbs, claim_group, claim_label, export_claims, permits
+from vwproxy.kube import conversion, errors, kcp, protobuf, strategic, vwpaths
+from vwproxy.kube import patch as patching
+from vwproxy.kube.apply import APPLY_PATCH
 from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.server import http
-from vwproxy.server.reads import ReadHandler
+from vwproxy.server.reads import ReadHandler, ReadScope
 from vwproxy.server.discovery import serve_discovery
 from vwproxy.server.vw.common import check_wildcard, denied, resolve_resource, warning_headers
 from vwproxy.store.registry import crd_resources
@@ -71,65 +75,120 @@ class APIExportVirtualWorkspace:
             raise errors.path_not_found()
         return export
 
-    def resources(self, export_cluster: str, export: Obj) -> list[ResourceInfo]:
-        """What the export serves: its schemas' versions, and apibindings in both versions."""
+    def resources(self, export_cluster: str, export: Obj) -> tuple[list[ResourceInfo], dict[tuple[str, str], ClaimRef]]:
+        """What the export serves: its schemas' versions, every resource it claims (whether or not
+        a binding accepted the claim; a claim shadowed by its own resource is dropped), and
+        apibindings in both versions; with the claim each claimed (group, resource) is served by."""
         infos: list[ResourceInfo] = []
         identity = str((export.get("status") or {}).get("identityHash"))
         for name in export_schema_names(export):
             schema = self.store.get(SCHEMAS, export_cluster, name)
             if schema is not None:
                 infos += crd_resources(crd_from_schema(schema, identity, ""))
-        return infos + _BINDING_INFOS
+        own = {(i.group, i.resource) for i in infos}
+        claimed: dict[tuple[str, str], ClaimRef] = {}
+        for ref in export_claims(export):
+            for info in self._claimable(ref):
+                if (info.group, info.resource) not in own and not (info.group == "apis.kcp.io" and info.resource == "apibindings"):
+                    infos.append(info)
+                    claimed[(info.group, info.resource)] = ref
+        return infos + _BINDING_INFOS, claimed
+
+    def _claimable(self, ref: ClaimRef) -> list[ResourceInfo]:
+        """The resources a claim names: another export's (by identity) or a built-in kind's, both
+        event groups for a core events claim."""
+        if ref.identity:
+            for cluster, other in self.store.all(API_EXPORTS):
+                if (other.get("status") or {}).get("identityHash") != ref.identity:
+                    continue
+                for name in export_schema_names(other):
+                    schema = self.store.get(SCHEMAS, cluster, name)
+                    if schema is not None:
+                        found = [i for i in crd_resources(crd_from_schema(schema, ref.identity, "")) if (i.group, i.resource) == (ref.group, ref.resource)]
+                        if found:
+                            return found
+            return []
+        return [r for r in BUILTIN_RESOURCES if r.resource == ref.resource and claim_group(r.group, r.resource) == ref.group
+                and r.group not in kcp.KCP_GROUPS | {"apiextensions.k8s.io"}]
 
     async def _handle(self, request: Request) -> Response:
         vw = vwpaths.parse(unquote(request.url.path))
         export = self._export(vw.owner_cluster, vw.owner_name)
-        infos = self.resources(vw.owner_cluster, export)
+        infos, claimed = self.resources(vw.owner_cluster, export)
         target = parse_api_path(vw.rest)
         if isinstance(target, DiscoveryPath):
             return serve_discovery(target, infos, vw.prefix)
         info = resolve_resource(infos, target)
         params = http.query(request)
         verb = verb_of(request.method, target, params)
-        key = ViewKey(vw.owner_cluster, vw.owner_name, info.group, info.resource)
+        # One view per stored resource: core and events.k8s.io events share theirs.
+        key = ViewKey(vw.owner_cluster, vw.owner_name, info.group if info.storage_group is None else info.storage_group, info.resource)
+        ref = claimed.get((info.group, info.resource))
+        scope = ReadScope(claim_requirement(vw.owner_cluster, vw.owner_name, ref)) if ref is not None else None
         # Authentication does not exist yet: every caller is anonymous (never a client-sent name).
         user = "system:anonymous"
         if vw.wildcard:
             check_wildcard(verb, info, target)
-            return await self._read(request, key, info, None, target, params)
-        self._authorize(key, info, vw.cluster, verb, user, target.namespace)
+            return await self._read(request, key, info, None, target, params, scope)
+        claim = self._authorize(key, info, vw.cluster, verb, user, target.namespace, export, ref)
         if verb in ("get", "list", "watch"):
-            return await self._read(request, key, info, vw.cluster, target, params)
-        return await self._write(request, key, info, vw.cluster, target, params, verb)
+            return await self._read(request, key, info, vw.cluster, target, params, scope)
+        return await self._write(request, key, info, vw.cluster, target, params, verb, claim)
 
-    def _authorize(self, key: ViewKey, info: ResourceInfo, cluster: str, verb: str, user: str, namespace: str) -> None:
-        """kcp's binding authorizer: the cluster must bind the export, and the resource with its identity."""
-        bound = any(binds(b, key.export_cluster, key.export_name) for _, b in self.store.all(API_BINDINGS, cluster))
-        if not bound:
+    def _authorize(
+        self, key: ViewKey, info: ResourceInfo, cluster: str, verb: str, user: str, namespace: str, export: Obj, ref: ClaimRef | None,
+    ) -> ClaimedWrite | None:
+        """kcp's binding authorizer (§7.1): the cluster must bind the export, and the resource with its
+        identity, or have accepted the claim with the request's verb in export ∩ binding verbs.
+        A claimed resource answers with what its writes must respect."""
+        bindings = [b for _, b in self.store.all(API_BINDINGS, cluster) if binds(b, key.export_cluster, key.export_name)]
+        if not bindings:
+            log.info("denied %s %s in %s: no binding to export %s:%s", verb, info.group_resource, cluster, key.export_cluster, key.export_name)
             raise denied(verb, info, user, namespace)
         if info.group == "apis.kcp.io" and info.resource == "apibindings":
             if verb in _WRITE_VERBS:
+                log.info("denied %s apibindings in %s: write access to APIBinding is not allowed from virtual workspace", verb, cluster)
                 raise denied(verb, info, user, namespace)
-            return
+            return None
+        claim: ClaimedWrite | None = None
+        if ref is not None:
+            answer = next((c for c in (accepted(b, ref) for b in bindings) if c is not None), None)
+            export_claim = export_claims(export).get(ref)
+            if answer is None or export_claim is None or not permits(allowed_verbs(export_claim, answer), verb):
+                log.info("denied %s %s in %s: claim not accepted or verb not in export and binding verbs", verb, info.group_resource, cluster)
+                raise denied(verb, info, user, namespace)
+            claim = ClaimedWrite(ClaimSelector.of(answer), claim_label(key.export_cluster, key.export_name, ref))
         self.hub.view(key)
         if cluster not in self.hub.engaged.get(key, set()):
+            log.info("denied %s %s in %s: not bound with the export's identity", verb, info.group_resource, cluster)
             raise denied(verb, info, user, namespace)
+        return claim
 
     # -- reads -----------------------------------------------------------------------------------
 
-    async def _read(self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str]) -> Response:
+    async def _read(
+        self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str], scope: ReadScope | None,
+    ) -> Response:
         view = self.hub.view(key)
         if params.get("resourceVersion", "") == "":
             # A consistent read: wait (bounded) for every backend of the view to have listed.
             await self.hub.wait_synced(key, SYNC_WAIT_SECONDS)
-        return self.reads.read(view, info, cluster, target, params, request.headers.get("accept"), warning_headers(self.hub.stale_warnings(key)))
+        return self.reads.read(view, info, cluster, target, params, request.headers.get("accept"), warning_headers(self.hub.stale_warnings(key)), scope)
 
     # -- writes ----------------------------------------------------------------------------------
 
-    async def _write(self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str], verb: str) -> Response:
+    async def _write(
+        self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str], verb: str,
+        claim: ClaimedWrite | None = None,
+    ) -> Response:
         view = self.hub.view(key)
         body = await http.read_body(request)
         content_type = http.media_type(request)
+        method = request.method
+        query = request.url.query
+        if claim is not None:
+            method, body, content_type, query = self._claimed(view, info, cluster, target, claim, verb, method, body, content_type, query)
+            verb = verb_of(method, target, params)
         if body.strip() and (verb in ("create", "update") or (verb == "patch" and content_type in ("application/merge-patch+json", "application/apply-patch+yaml"))):
             body, content_type = self._translate_body(view, cluster, target, body, content_type, verb)
         elif body.strip() and verb == "delete":
@@ -139,12 +198,11 @@ class APIExportVirtualWorkspace:
         backend = client if client is not None else None
         headers = {"content-type": content_type, "accept": "application/json", "user-agent": request.headers.get("user-agent", "vwproxy")}
         path = target_path(info, target)
-        query = request.url.query
         if backend is None:
-            resp = await self.embedded.request(request.method, f"/clusters/{cluster}{path}", params=query, headers=headers, content=body)
+            resp = await self.embedded.request(method, f"/clusters/{cluster}{path}", params=query, headers=headers, content=body)
             status, payload = resp.status_code, resp.content
         else:
-            upstream = await backend.request(request.method, path, query, headers, body)
+            upstream = await backend.request(method, path, query, headers, body)
             status, payload = upstream.status, upstream.body
             if 200 <= status < 300 and target.name:
                 await self._visible(key, cluster, target, payload, verb, status)
@@ -152,6 +210,44 @@ class APIExportVirtualWorkspace:
         if not 200 <= status < 300:
             return http.json_response(payload, status, warnings)
         return http.json_response(self._as_held(view, cluster, payload, info), status, warnings)
+
+    def _claimed(
+        self, view: Any, info: ResourceInfo, cluster: str, target: ResourcePath, claim: ClaimedWrite, verb: str, method: str,
+        body: bytes, content_type: str, query: str,
+    ) -> tuple[str, bytes, str, str]:
+        """kcp's admission for writes of claimed objects (§8.4) and the claim label that keeps
+        them visible: (method, body, content type, query) to send instead. A patch is applied
+        here to the held object (GET → patch → UPDATE, as kcp's VW runs it) so the result can be
+        checked; deletes must find a matching object; deletecollection is scoped to the claim."""
+        if verb == "deletecollection":
+            return method, body, content_type, scoped_query(query, claim)
+        held = view.get(cluster, target.namespace, target.name) if target.name else None
+        if verb == "delete":
+            if held is not None:
+                claim.selector.require(held.labels)
+            return method, body, content_type, query
+        if verb == "patch" and content_type != APPLY_PATCH:
+            if held is None:
+                raise errors.not_found(info.resource, target.name, info.group)
+            current = held.decode()
+            patch = patching.parse_patch_body(body, patching.MERGE_PATCH if content_type == strategic.STRATEGIC_MERGE_PATCH else content_type)
+            if content_type == patching.JSON_PATCH:
+                obj = patching.apply_json_patch(current, patch)
+            elif content_type == strategic.STRATEGIC_MERGE_PATCH:
+                obj = strategic.apply_strategic_merge_patch(current, patch, info.api_version, info.kind)
+            else:
+                obj = patching.apply_merge_patch(current, patch)
+            if not isinstance(obj, dict):
+                raise errors.invalid_request("the patched object is not a JSON object")
+            obj.setdefault("metadata", {})["resourceVersion"] = str(held.rv)
+            method, content_type = "PUT", http.JSON
+        elif content_type == APPLY_PATCH:
+            obj = http.decode_object(body, http.YAML)
+        else:
+            obj = http.decode_object(body, content_type)
+            content_type = http.JSON
+        claim.admit(obj)
+        return method, orjson.dumps(obj), content_type, query
 
     async def _visible(self, key: ViewKey, cluster: str, target: ResourcePath, payload: bytes, verb: str, status: int) -> None:
         """Wait (bounded) until the reflector has brought a kube backend's write into the view."""
@@ -235,3 +331,32 @@ def target_path(info: ResourceInfo, target: ResourcePath) -> str:
 
 
 
+
+
+@dataclass(frozen=True)
+class ClaimedWrite:
+    """What a write of a claimed resource must respect: the binding's selector, and the claim label."""
+
+    selector: ClaimSelector
+    label: tuple[str, str]
+
+    def admit(self, obj: Obj) -> None:
+        self.selector.admit(obj)
+        md = obj.setdefault("metadata", {})
+        if not isinstance(md.get("labels"), dict):
+            md["labels"] = {}
+        md["labels"][self.label[0]] = self.label[1]
+
+
+def claim_requirement(export_cluster: str, export_name: str, ref: ClaimRef) -> str:
+    """The label requirement a claimed resource's reads are scoped by (§8.3)."""
+    key, value = claim_label(export_cluster, export_name, ref)
+    return f"{key} in ({value})"
+
+
+def scoped_query(query: str, claim: ClaimedWrite) -> str:
+    """`query` with the claim label and the binding's selector ANDed into its labelSelector."""
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    parts = [p for p in (params.get("labelSelector", ""), f"{claim.label[0]}={claim.label[1]}", str(claim.selector.selector)) if p.strip()]
+    params["labelSelector"] = ",".join(parts)
+    return urlencode(params)

@@ -1,0 +1,75 @@
+"""Permission claims through the APIExport virtual workspace (kcp-reference.md §7.1, §8; kcp's
+e2e PermissionClaims, DefaultSelector, ClaimsVerbs, ClaimsSSA, ClaimsSelectors, BindingAuthorizer):
+the provider claims configmaps and events; consumers accept or reject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from support import eventually
+from test_apiexport_vw import vw_url
+from vwproxy.core.claims import ClaimRef, claim_label
+from vwproxy.testing.proxy import RunningProxy
+
+KCP = "/apis/apis.kcp.io/v1alpha2"
+CM = "api/v1/configmaps"
+NS_CM = "api/v1/namespaces/default/configmaps"
+MERGE = {"content-type": "application/merge-patch+json"}
+ALL_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+
+
+def claim_export(front: httpx.Client, claims: list[dict[str, Any]]) -> None:
+    resp = front.patch(f"/clusters/root:provider{KCP}/apiexports/widgets", content=orjson.dumps({"spec": {"permissionClaims": claims}}), headers=MERGE)
+    assert resp.status_code == 200, resp.text
+
+
+def answer(front: httpx.Client, consumer: str, claims: list[dict[str, Any]]) -> None:
+    resp = front.patch(f"/clusters/root:{consumer}{KCP}/apibindings/widgets", content=orjson.dumps({"spec": {"permissionClaims": claims}}), headers=MERGE)
+    assert resp.status_code == 200, resp.text
+
+
+def configmap(front: httpx.Client, consumer: str, name: str, labels: dict[str, str] | None = None) -> None:
+    body = {"metadata": {"name": name, "labels": labels or {}}, "data": {"k": "v"}}
+    assert front.post(f"/clusters/root:{consumer}/{NS_CM}", json=body).status_code == 201
+
+
+def names(resp: httpx.Response) -> list[tuple[str, str]]:
+    assert resp.status_code == 200, resp.text
+    return sorted((i["metadata"]["annotations"]["kcp.io/cluster"], i["metadata"]["name"]) for i in resp.json()["items"])
+
+
+@pytest.fixture
+def claimed(proxy: RunningProxy, front: httpx.Client) -> str:
+    claim_export(front, [{"group": "", "resource": "configmaps", "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                         {"group": "", "resource": "events", "verbs": ["*"]}])
+    for consumer in ("consumer-1", "consumer-2"):
+        configmap(front, consumer, "plain")
+        configmap(front, consumer, "tagged", {"app": "x"})
+    return vw_url(front)
+
+
+def test_claimed_resources_are_discovered_before_acceptance_and_list_empty(proxy: RunningProxy, front: httpx.Client, claimed: str) -> None:
+    v1 = front.get(f"{claimed}/clusters/*/api/v1").json()
+    assert {r["name"] for r in v1["resources"]} == {"configmaps", "events"}
+    assert front.get(f"{claimed}/clusters/*/api").json()["versions"] == ["v1"]
+    assert "events.k8s.io" in {g["name"] for g in front.get(f"{claimed}/clusters/*/apis").json()["groups"]}, "a core events claim serves events.k8s.io too"
+    assert names(front.get(f"{claimed}/clusters/*/{CM}")) == []
+    c1 = proxy.cluster_of("root:consumer-1")
+    denied = front.get(f"{claimed}/clusters/{c1}/{NS_CM}")
+    assert denied.status_code == 403 and denied.json()["message"].endswith("access denied")
+
+
+def test_events_claim_serves_both_event_groups(proxy: RunningProxy, front: httpx.Client, claimed: str) -> None:
+    c1 = proxy.cluster_of("root:consumer-1")
+    answer(front, "consumer-1", [{"group": "", "resource": "events", "verbs": ["*"], "selector": {"matchAll": True}, "state": "Accepted"}])
+    event = {"metadata": {"name": "e1"}, "reason": "Reconciled", "note": "ok", "type": "Normal", "action": "Reconcile",
+             "eventTime": "2026-12-06T00:00:00.000000Z", "reportingController": "p", "reportingInstance": "p-1",
+             "regarding": {"kind": "ConfigMap", "name": "plain", "namespace": "default"}}
+    made = eventually(lambda: (lambda r: r if r.status_code == 201 else None)(front.post(f"{claimed}/clusters/{c1}/apis/events.k8s.io/v1/namespaces/default/events", json=event)), "events.k8s.io create through the VW")
+    assert made.json()["metadata"]["annotations"]["kcp.io/cluster"] == c1
+    core = front.get(f"{claimed}/clusters/*/api/v1/events").json()["items"]
+    assert [(e["metadata"]["name"], e["reason"]) for e in core] == [("e1", "Reconciled")], "the same event as core v1"
