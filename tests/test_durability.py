@@ -8,11 +8,7 @@ gets 410 Expired, so clients relist).
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +19,10 @@ import httpx
 import orjson
 import pytest
 
+from vwproxy.testing.process import ShardProcess
+
 pytestmark = pytest.mark.timeout(60)
 
-STARTUP_TIMEOUT = 15.0
-EXIT_TIMEOUT = 10.0
 ACKS_BEFORE_KILL = 300
 WRITERS = 4
 CLUSTERS = ("dur-a", "dur-b")
@@ -34,85 +30,13 @@ WILDCARD_CONFIGMAPS = "/clusters/*/api/v1/configmaps"
 CLUSTER_ANNOTATION = "kcp.io/cluster"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ShardProcess:
-    """`vwproxy shard` in a subprocess on a data dir; restartable on the same dir."""
-
-    def __init__(self, data_dir: Path, log_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_text(self) -> str:
-        path = self.log_dir / f"shard-{self.starts}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def start(self) -> ShardProcess:
-        for _attempt in range(3):  # a free port can be taken between choosing and binding it
-            self.starts += 1
-            self.port = _free_port()
-            log = open(self.log_dir / f"shard-{self.starts}.log", "wb")
-            cmd = [sys.executable, "-m", "vwproxy.cli", "shard", "--data-dir", str(self.data_dir),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            log.close()
-            if self._wait_ready():
-                return self
-            if self.proc.poll() is None:
-                self.kill()
-                break
-        raise AssertionError(f"shard did not become ready in {STARTUP_TIMEOUT}s:\n{self.log_text()}")
-
-    def _wait_ready(self) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        return False
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a crash or the OOM killer."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(EXIT_TIMEOUT)
-
-    def terminate(self) -> int:
-        """SIGTERM: uvicorn's graceful shutdown, then the shard closes its database."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(EXIT_TIMEOUT)
-
-    def ensure_stopped(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(EXIT_TIMEOUT)
-
-
 @pytest.fixture
 def shard_process(tmp_path: Path) -> Iterator[ShardProcess]:
-    process = ShardProcess(tmp_path / "data", tmp_path)
+    process = ShardProcess(tmp_path / "data", log=tmp_path / "shard.log")
     try:
         yield process
     finally:
-        process.ensure_stopped()
+        process.stop()
 
 
 def _create_cluster(client: httpx.Client, name: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -17,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from vwproxy.testing.kubectl import Kubectl
+from vwproxy.testing.process import child_env
 from vwproxy.testing.proxy import example_topology
 from support import eventually, free_port
 
@@ -48,7 +49,7 @@ class Serve:
         tls = "--tls-cert-file" in args
         self.scheme = "https" if tls else "http"
         self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=args[args.index("--tls-cert-file") + 1]) if tls else True
-        env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        env = child_env()
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, cwd=tmp)
 
@@ -255,10 +256,7 @@ def test_serve_over_https(serve: Callable[..., Serve], tmp_path: Path) -> None:
         url = slice_obj["status"]["endpoints"][0]["url"]
         assert url.startswith(f"{running.url}/services/apiexport/"), "URLs it publishes use https"
         assert len(client.get(f"{url}/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]) == 5
-    kubectl = shutil.which("kubectl")
-    assert kubectl
-    out = subprocess.run([kubectl, "--server", f"{running.url}/clusters/root", "--certificate-authority", cert, "--cache-dir", str(tmp_path / "kc"), "--token", "not-checked-yet",
-                          "get", "workspaces", "-o", "name"], capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": "/dev/null"})
+    out = Kubectl(tmp_path / "kubectl").run("--certificate-authority", cert, "--token", "not-checked-yet", "get", "workspaces", "-o", "name", server=f"{running.url}/clusters/root")
     assert out.returncode == 0, out.stderr
     assert "workspace.tenancy.kcp.io/provider" in out.stdout.split()
 
