@@ -39,16 +39,6 @@ def shard_process(tmp_path: Path) -> Iterator[ShardProcess]:
         process.stop()
 
 
-def _create_cluster(client: httpx.Client, name: str) -> None:
-    body = {"apiVersion": "core.kcp.io/v1alpha1", "kind": "LogicalCluster", "metadata": {"name": "cluster"}}
-    r = client.post(f"/clusters/{name}/apis/core.kcp.io/v1alpha1/logicalclusters", json=body)
-    assert r.status_code == 201, r.text
-    deadline = time.monotonic() + 5
-    while client.get(f"/clusters/{name}/api/v1/namespaces/default").status_code != 200:
-        assert time.monotonic() < deadline, f"namespace default of {name} never appeared"
-        time.sleep(0.02)
-
-
 def _configmaps_path(cluster: str) -> str:
     return f"/clusters/{cluster}/api/v1/namespaces/default/configmaps"
 
@@ -121,7 +111,7 @@ def test_sigkill_keeps_every_acknowledged_write(shard_process: ShardProcess) -> 
     shard_process.start()
     with httpx.Client(base_url=shard_process.url, timeout=10) as client:
         for cluster in CLUSTERS:
-            _create_cluster(client, cluster)
+            shard_process.create_logical_cluster(cluster)
 
     stop = threading.Event()
     writers = [Writer(shard_process.url, CLUSTERS[i % len(CLUSTERS)], f"w{i}", stop) for i in range(WRITERS)]
@@ -189,7 +179,7 @@ def test_watch_resumes_from_the_restart_revision(shard_process: ShardProcess) ->
     """The RV a client lists at after the restart is a valid watch starting point."""
     shard_process.start()
     with httpx.Client(base_url=shard_process.url, timeout=10) as client:
-        _create_cluster(client, "w")
+        shard_process.create_logical_cluster("w")
         for i in range(5):
             assert client.post(_configmaps_path("w"), json={"metadata": {"name": f"cm-{i}"}}).status_code == 201
     shard_process.kill()
@@ -214,7 +204,7 @@ def test_graceful_restart_keeps_every_object(shard_process: ShardProcess) -> Non
     expected: dict[tuple[str, str], dict[str, Any]] = {}
     with httpx.Client(base_url=shard_process.url, timeout=10) as client:
         for cluster in CLUSTERS:
-            _create_cluster(client, cluster)
+            shard_process.create_logical_cluster(cluster)
             for i in range(60):
                 r = client.post(_configmaps_path(cluster), json={"metadata": {"name": f"cm-{i:03d}", "labels": {"i": str(i)}}, "data": {"i": str(i)}})
                 assert r.status_code == 201, r.text

@@ -96,6 +96,21 @@ class ShardProcess:
         """The Authorization header this shard wants (empty without a token)."""
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
+    def create_logical_cluster(self, name: str) -> str:
+        """Make logical cluster `name` exist, as kcp does (a LogicalCluster `cluster`), and wait for
+        its `default` namespace; returns the cluster's URL."""
+        body = {"apiVersion": "core.kcp.io/v1alpha1", "kind": "LogicalCluster", "metadata": {"name": "cluster"}}
+        with httpx.Client(base_url=self.cluster_url(name), headers=self.headers(), timeout=STOP_TIMEOUT_SECONDS, trust_env=False) as client:
+            made = client.post("/apis/core.kcp.io/v1alpha1/logicalclusters", json=body)
+            if made.status_code != 201:
+                raise AssertionError(f"creating logical cluster {name}: HTTP {made.status_code} {made.text}")
+            deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+            while client.get("/api/v1/namespaces/default").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"namespace default of logical cluster {name} never appeared")
+                time.sleep(POLL_SECONDS)  # bounded by the deadline above
+        return self.cluster_url(name)
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
