@@ -56,9 +56,8 @@ def backend(tmp_path: Path) -> Iterator[ShardProcess]:
         yield running
 
 
-@pytest.fixture
-def config(tmp_path: Path, backend: ShardProcess) -> Path:
-    folder = tmp_path / "config"
+def kube_topology(folder: Path, backend: ShardProcess) -> Path:
+    """The example topology plus `remote` (the backend process) and root:ext on it, in `folder`."""
     shutil.copytree(example_topology(), folder)
     (folder / "backend.token").write_text(TOKEN + "\n")
     (folder / "backends.yaml").write_text(
@@ -71,6 +70,11 @@ def config(tmp_path: Path, backend: ShardProcess) -> Path:
     )
     (folder / "40-ext.yaml").write_text(EXT_YAML)
     return folder
+
+
+@pytest.fixture
+def config(tmp_path: Path, backend: ShardProcess) -> Path:
+    return kube_topology(tmp_path / "config", backend)
 
 
 @pytest.fixture
