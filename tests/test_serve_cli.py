@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from vwproxy.testing.kubectl import Kubectl
-from vwproxy.testing.process import child_env
+from vwproxy.testing.process import child_env, stop_child
 from vwproxy.testing.proxy import example_topology
 from support import eventually, free_port
 
@@ -25,7 +25,6 @@ pytestmark = pytest.mark.timeout(60)
 
 READY_TIMEOUT_SECONDS = 15.0
 EXIT_TIMEOUT_SECONDS = 15.0
-STOP_TIMEOUT_SECONDS = 5.0
 KCP = "/apis/apis.kcp.io/v1alpha2"
 WIDGETS = "/apis/example.dev/v1alpha1/namespaces/default/widgets"
 
@@ -87,14 +86,7 @@ class Serve:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-        return self.proc.returncode
+        return stop_child(self.proc)
 
 
 @pytest.fixture

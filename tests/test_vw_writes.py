@@ -103,30 +103,19 @@ def test_merge_patch_with_a_resource_version_is_a_precondition(front: httpx.Clie
     assert assert_written(front, at, ok, current)["spec"]["size"] == 5
 
 
-def test_json_patch_with_a_resource_version_is_a_precondition(front: httpx.Client, at: str) -> None:
-    stale, current = stale_and_current(front, at, "json")
+@pytest.mark.parametrize(("op", "refusal"), [("replace", 409), ("test", 422)], ids=["replace", "test"])
+def test_json_patch_on_the_resource_version_is_a_precondition(front: httpx.Client, at: str, op: str, refusal: int) -> None:
+    """`replace` sets the update's precondition; `test` is JSON patch's own "only if unchanged"."""
+    stale, current = stale_and_current(front, at, f"json-{op}")
     json_patch = {"content-type": "application/json-patch+json"}
 
     def ops(rv: str, size: int) -> bytes:
-        return orjson.dumps([{"op": "replace", "path": "/metadata/resourceVersion", "value": rv}, {"op": "replace", "path": "/spec/size", "value": size}])
+        return orjson.dumps([{"op": op, "path": "/metadata/resourceVersion", "value": rv}, {"op": "replace", "path": "/spec/size", "value": size}])
 
-    assert_conflict(front.patch(f"{at}/json", content=ops(stale, 6), headers=json_patch))
-    ok = front.patch(f"{at}/json", content=ops(current["metadata"]["resourceVersion"], 7), headers=json_patch)
+    refused = front.patch(f"{at}/json-{op}", content=ops(stale, 6), headers=json_patch)
+    assert refused.status_code == refusal and refused.json()["reason"] == ("Conflict" if refusal == 409 else "Invalid"), refused.text
+    ok = front.patch(f"{at}/json-{op}", content=ops(current["metadata"]["resourceVersion"], 7), headers=json_patch)
     assert assert_written(front, at, ok, current)["spec"]["size"] == 7
-
-
-def test_json_patch_test_operation_on_the_resource_version(front: httpx.Client, at: str) -> None:
-    """`test` on /metadata/resourceVersion is the JSON-patch way of saying "only if unchanged"."""
-    stale, current = stale_and_current(front, at, "json-test")
-    json_patch = {"content-type": "application/json-patch+json"}
-
-    def ops(rv: str, size: int) -> bytes:
-        return orjson.dumps([{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, {"op": "replace", "path": "/spec/size", "value": size}])
-
-    refused = front.patch(f"{at}/json-test", content=ops(stale, 6), headers=json_patch)
-    assert refused.status_code == 422 and refused.json()["reason"] == "Invalid", refused.text
-    ok = front.patch(f"{at}/json-test", content=ops(current["metadata"]["resourceVersion"], 8), headers=json_patch)
-    assert assert_written(front, at, ok, current)["spec"]["size"] == 8
 
 
 def test_apply_with_a_resource_version_is_a_precondition(front: httpx.Client, at: str) -> None:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -48,6 +49,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_child(proc: subprocess.Popen[Any]) -> int:
+    """SIGTERM a child, SIGKILL it if it has not exited within STOP_TIMEOUT_SECONDS; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_SECONDS)
+    return int(proc.returncode)
 
 
 class ShardProcess:
@@ -171,15 +184,8 @@ class ShardProcess:
         """SIGTERM (graceful), SIGKILL if it has not exited in time; the exit code, None if never started."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.resume()  # a frozen process cannot handle SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-        return self.proc.returncode
+        self.resume()  # a frozen process cannot handle SIGTERM
+        return stop_child(self.proc)
 
     def terminate(self) -> int:
         """SIGTERM and the exit code, without falling back to SIGKILL (the test judges the exit)."""
