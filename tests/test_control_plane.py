@@ -12,16 +12,9 @@ import httpx
 import pytest
 
 from vwproxy.testing.proxy import RunningProxy
-from support import eventually
+from support import conditions, eventually
 
 KCP = "/apis/apis.kcp.io/v1alpha2"
-
-
-
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
 
 
 def test_example_workspaces_exist_with_kcp_names(proxy: RunningProxy, front: httpx.Client) -> None:

@@ -8,11 +8,7 @@ gets 410 Expired, so clients relist).
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +19,10 @@ import httpx
 import orjson
 import pytest
 
+from vwproxy.testing.process import ShardProcess
+
 pytestmark = pytest.mark.timeout(60)
 
-STARTUP_TIMEOUT = 15.0
-EXIT_TIMEOUT = 10.0
 ACKS_BEFORE_KILL = 300
 WRITERS = 4
 CLUSTERS = ("dur-a", "dur-b")
@@ -34,95 +30,13 @@ WILDCARD_CONFIGMAPS = "/clusters/*/api/v1/configmaps"
 CLUSTER_ANNOTATION = "kcp.io/cluster"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ShardProcess:
-    """`vwproxy shard` in a subprocess on a data dir; restartable on the same dir."""
-
-    def __init__(self, data_dir: Path, log_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_text(self) -> str:
-        path = self.log_dir / f"shard-{self.starts}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def start(self) -> ShardProcess:
-        for _attempt in range(3):  # a free port can be taken between choosing and binding it
-            self.starts += 1
-            self.port = _free_port()
-            log = open(self.log_dir / f"shard-{self.starts}.log", "wb")
-            cmd = [sys.executable, "-m", "vwproxy.cli", "shard", "--data-dir", str(self.data_dir),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            log.close()
-            if self._wait_ready():
-                return self
-            if self.proc.poll() is None:
-                self.kill()
-                break
-        raise AssertionError(f"shard did not become ready in {STARTUP_TIMEOUT}s:\n{self.log_text()}")
-
-    def _wait_ready(self) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        return False
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a crash or the OOM killer."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(EXIT_TIMEOUT)
-
-    def terminate(self) -> int:
-        """SIGTERM: uvicorn's graceful shutdown, then the shard closes its database."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(EXIT_TIMEOUT)
-
-    def ensure_stopped(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(EXIT_TIMEOUT)
-
-
 @pytest.fixture
 def shard_process(tmp_path: Path) -> Iterator[ShardProcess]:
-    process = ShardProcess(tmp_path / "data", tmp_path)
+    process = ShardProcess(tmp_path / "data", log=tmp_path / "shard.log")
     try:
         yield process
     finally:
-        process.ensure_stopped()
-
-
-def _create_cluster(client: httpx.Client, name: str) -> None:
-    body = {"apiVersion": "core.kcp.io/v1alpha1", "kind": "LogicalCluster", "metadata": {"name": "cluster"}}
-    r = client.post(f"/clusters/{name}/apis/core.kcp.io/v1alpha1/logicalclusters", json=body)
-    assert r.status_code == 201, r.text
-    deadline = time.monotonic() + 5
-    while client.get(f"/clusters/{name}/api/v1/namespaces/default").status_code != 200:
-        assert time.monotonic() < deadline, f"namespace default of {name} never appeared"
-        time.sleep(0.02)
+        process.stop()
 
 
 def _configmaps_path(cluster: str) -> str:
@@ -197,7 +111,7 @@ def test_sigkill_keeps_every_acknowledged_write(shard_process: ShardProcess) -> 
     shard_process.start()
     with httpx.Client(base_url=shard_process.url, timeout=10) as client:
         for cluster in CLUSTERS:
-            _create_cluster(client, cluster)
+            shard_process.create_logical_cluster(cluster)
 
     stop = threading.Event()
     writers = [Writer(shard_process.url, CLUSTERS[i % len(CLUSTERS)], f"w{i}", stop) for i in range(WRITERS)]
@@ -265,7 +179,7 @@ def test_watch_resumes_from_the_restart_revision(shard_process: ShardProcess) ->
     """The RV a client lists at after the restart is a valid watch starting point."""
     shard_process.start()
     with httpx.Client(base_url=shard_process.url, timeout=10) as client:
-        _create_cluster(client, "w")
+        shard_process.create_logical_cluster("w")
         for i in range(5):
             assert client.post(_configmaps_path("w"), json={"metadata": {"name": f"cm-{i}"}}).status_code == 201
     shard_process.kill()
@@ -290,7 +204,7 @@ def test_graceful_restart_keeps_every_object(shard_process: ShardProcess) -> Non
     expected: dict[tuple[str, str], dict[str, Any]] = {}
     with httpx.Client(base_url=shard_process.url, timeout=10) as client:
         for cluster in CLUSTERS:
-            _create_cluster(client, cluster)
+            shard_process.create_logical_cluster(cluster)
             for i in range(60):
                 r = client.post(_configmaps_path(cluster), json={"metadata": {"name": f"cm-{i:03d}", "labels": {"i": str(i)}}, "data": {"i": str(i)}})
                 assert r.status_code == 201, r.text

@@ -9,10 +9,7 @@ check what a user of the front sees, and what landed on the backend by asking it
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from vwproxy.testing.process import ShardProcess
 from vwproxy.testing.proxy import RunningProxy, example_topology
-from support import client_go_openapi_url, eventually, free_port
+from support import client_go_openapi_url, conditions, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,8 +31,6 @@ WIDGETS = "/apis/example.dev/v1alpha1/namespaces/default/widgets"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 EXT = "/clusters/root:ext"
 WAIT_SECONDS = 10.0
-READY_TIMEOUT_SECONDS = 15.0
-STOP_TIMEOUT_SECONDS = 5.0
 
 EXT_YAML = """\
 apiVersion: tenancy.kcp.io/v1alpha1
@@ -54,72 +50,14 @@ spec:
 """
 
 
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
-
-
-
-
-class ShardProcess:
-    """`python -m vwproxy.cli shard --token …` in a child process: the external kube backend."""
-
-    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
-        self.data_dir = data_dir
-        self.port = port
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ShardProcess:
-        env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vwproxy.cli", "shard", "--port", str(self.port), "--data-dir", str(self.data_dir), "--token", TOKEN, "--log-level", "warning"],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"backend shard exited with {self.proc.returncode}: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"backend shard not ready within {READY_TIMEOUT_SECONDS} s: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-        self.proc = None
-
-
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[ShardProcess]:
-    running = ShardProcess(tmp_path / "backend-data", free_port(), tmp_path / "backend.log").start()
-    try:
+    with ShardProcess(tmp_path / "backend-data", token=TOKEN, log=tmp_path / "backend.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
-@pytest.fixture
-def config(tmp_path: Path, backend: ShardProcess) -> Path:
-    folder = tmp_path / "config"
+def kube_topology(folder: Path, backend: ShardProcess) -> Path:
+    """The example topology plus `remote` (the backend process) and root:ext on it, in `folder`."""
     shutil.copytree(example_topology(), folder)
     (folder / "backend.token").write_text(TOKEN + "\n")
     (folder / "backends.yaml").write_text(
@@ -132,6 +70,11 @@ def config(tmp_path: Path, backend: ShardProcess) -> Path:
     )
     (folder / "40-ext.yaml").write_text(EXT_YAML)
     return folder
+
+
+@pytest.fixture
+def config(tmp_path: Path, backend: ShardProcess) -> Path:
+    return kube_topology(tmp_path / "config", backend)
 
 
 @pytest.fixture

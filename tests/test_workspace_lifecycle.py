@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.proxy import RunningProxy
 from support import eventually
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.timeout(60)
 
 TENANCY = "/apis/tenancy.kcp.io/v1alpha1"
@@ -88,14 +85,7 @@ def add_type(front: httpx.Client, where: str, name: str, **spec: Any) -> None:
 
 
 def kubectl(tmp_path: Path, server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    assert KUBECTL is not None
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    (tmp_path / "kubeconfig").write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env.update({"KUBECONFIG": str(tmp_path / "kubeconfig"), "HOME": str(home), "NO_PROXY": "127.0.0.1,localhost"})
-    return subprocess.run([KUBECTL, "--server", server, "--cache-dir", str(tmp_path / "kube-cache"), *args],
-                          capture_output=True, text=True, env=env, timeout=KUBECTL_TIMEOUT_SECONDS)
+    return Kubectl(tmp_path, server=server).run(*args, timeout=KUBECTL_TIMEOUT_SECONDS)
 
 
 # -- creation and initialization -------------------------------------------------------------------
@@ -213,7 +203,6 @@ def test_default_api_bindings_are_created_and_waited_for(proxy: RunningProxy, fr
 # -- deletion ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="no `kubectl` on PATH")
 def test_kubectl_delete_workspace_returns_and_everything_goes(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
     create_workspace(front, "brief")
     cluster = wait_phase(front, "brief", "Ready")["spec"]["cluster"]
@@ -232,7 +221,6 @@ def test_kubectl_delete_workspace_returns_and_everything_goes(proxy: RunningProx
     assert front.get(f"/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 404
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="no `kubectl` on PATH")
 def test_a_terminator_holds_deletion_while_content_goes(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
     create_workspace(front, "held", "team")
     cluster = wait_phase(front, "held", "Initializing")["spec"]["cluster"]

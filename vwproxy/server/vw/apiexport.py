@@ -191,6 +191,8 @@ class APIExportVirtualWorkspace:
             verb = verb_of(method, target, params)
         if body.strip() and (verb in ("create", "update") or (verb == "patch" and content_type in ("application/merge-patch+json", "application/apply-patch+yaml"))):
             body, content_type = self._translate_body(view, cluster, target, body, content_type, verb)
+        elif body.strip() and verb == "patch" and content_type == patching.JSON_PATCH:
+            body = self._translate_json_patch(view, cluster, target, body)
         elif body.strip() and verb == "delete":
             body = self._translate_delete_options(view, cluster, target, body, content_type)
             content_type = http.JSON
@@ -285,6 +287,25 @@ class APIExportVirtualWorkspace:
         if content_type == "application/apply-patch+yaml":
             out_type = content_type
         return orjson.dumps(obj), out_type
+
+    def _translate_json_patch(self, view: Any, cluster: str, target: ResourcePath, body: bytes) -> bytes:
+        """A JSON patch that tests or sets `/metadata/resourceVersion` names a proxy RV: the backend's instead."""
+        ops = patching.parse_patch_body(body, patching.JSON_PATCH)
+        changed = False
+        for op in ops:
+            if not (isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" and op.get("value") not in (None, "")):
+                continue
+            if op.get("op") in ("replace", "add"):
+                op["value"] = view.translate_precondition(cluster, target.namespace, target.name, str(op["value"]))
+                changed = True
+            elif op.get("op") == "test":
+                # Only the held version's proxy RV passes the test; any other value fails it at the
+                # backend (422), since proxy and backend RVs never coincide.
+                held = view.get(cluster, target.namespace, target.name)
+                if held is not None and str(op["value"]) == str(held.rv):
+                    op["value"] = view.backend_rv(cluster, target.namespace, target.name)
+                    changed = True
+        return orjson.dumps(ops) if changed else body
 
     def _translate_delete_options(self, view: Any, cluster: str, target: ResourcePath, body: bytes, content_type: str) -> bytes:
         options = http.decode_object(body, content_type)
