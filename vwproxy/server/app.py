@@ -54,7 +54,7 @@ class ServeApp:
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
-        self.front = Front(shard_app, self.control, http.StatusErrors(services or self._services))
+        self.front = http.StatusErrors(Front(shard_app, self.control, services or self._services))
         self.lifecycle = LifecycleVirtualWorkspace(shard, self.control.store, self.embedded, self.reads, self.front)
         self._loop_task: asyncio.Task[None] | None = None
         self.startup_error: Exception | None = None

@@ -46,25 +46,22 @@ class Front:
             await self.shard_app(scope, receive, send)
             return
         path: str = scope["path"]
-        try:
-            if path.startswith("/services/") or path == "/services":
-                if self.services is None:
-                    raise errors.path_not_found()
-                await self.services(scope, receive, send)
-                return
-            if not path.startswith("/clusters/"):
-                await self.shard_app(scope, receive, send)  # /healthz, /version, and root's API
-                return
-            segment, rest = split_cluster(path, allow_paths=True)
-            cluster = segment if segment == WILDCARD_CLUSTER else self._resolve(segment)
-            if cluster == WILDCARD_CLUSTER or self._served_by_shard(cluster, rest):
-                # The shard resolves workspace paths itself; keeping the segment keeps the links
-                # it builds (OpenAPI serverRelativeURLs) under the URL the client used.
-                await self._to_shard(scope, receive, send, segment, rest)
-                return
-            response = await self._forward(Request(scope, receive), cluster, segment, rest)
-        except errors.StatusError as exc:
-            response = http.status_response(exc)
+        if path.startswith("/services/") or path == "/services":
+            if self.services is None:
+                raise errors.path_not_found()
+            await self.services(scope, receive, send)
+            return
+        if not path.startswith("/clusters/"):
+            await self.shard_app(scope, receive, send)  # /healthz, /version, and root's API
+            return
+        segment, rest = split_cluster(path, allow_paths=True)
+        cluster = segment if segment == WILDCARD_CLUSTER else self._resolve(segment)
+        if cluster == WILDCARD_CLUSTER or self._served_by_shard(cluster, rest):
+            # The shard resolves workspace paths itself; keeping the segment keeps the links
+            # it builds (OpenAPI serverRelativeURLs) under the URL the client used.
+            await self._to_shard(scope, receive, send, segment, rest)
+            return
+        response = await self._forward(Request(scope, receive), cluster, segment, rest)
         await response(scope, receive, send)
 
     def _resolve(self, segment: str) -> str:
