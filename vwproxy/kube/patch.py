@@ -363,3 +363,20 @@ def parse_patch_body(body: bytes, content_type: str) -> Any:
     elif not isinstance(decoded, dict):
         raise bad_request(f"invalid merge patch: expected a JSON object, got {_json_type(decoded)}")
     return decoded
+
+
+def apply_patch(doc: Any, body: bytes, content_type: str, api_version: str, kind: str) -> dict[str, Any]:
+    """A patch body of `content_type` (JSON, merge, or strategic merge for built-in kinds) applied
+    to `doc`, the way kube-apiserver's PATCH runs it; a result that is not an object is 422."""
+    from vwproxy.kube import strategic  # strategic merge builds on this module's merge rules
+
+    patch = parse_patch_body(body, MERGE_PATCH if content_type == strategic.STRATEGIC_MERGE_PATCH else content_type)
+    if content_type == JSON_PATCH:
+        patched = apply_json_patch(doc, patch)
+    elif content_type == strategic.STRATEGIC_MERGE_PATCH:
+        patched = strategic.apply_strategic_merge_patch(doc, patch, api_version, kind)
+    else:
+        patched = apply_merge_patch(doc, patch)
+    if not isinstance(patched, dict):
+        raise errors.invalid_request("the patched object is not a JSON object")
+    return patched

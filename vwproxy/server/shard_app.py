@@ -199,18 +199,10 @@ class ShardAPI:
         if content_type == ssa.APPLY_PATCH:
             return await self._apply(request, info, cluster, target, params)
         body = await http.read_body(request)
-        patch = patching.parse_patch_body(body, patching.MERGE_PATCH if content_type == strategic.STRATEGIC_MERGE_PATCH else content_type)
         self.shard.require_cluster(cluster)
         current = self.shard.get(info, cluster, target.namespace, target.name)
         served = orjson.loads(encoder_for(info)(current))
-        if content_type == patching.JSON_PATCH:
-            patched = patching.apply_json_patch(served, patch)
-        elif content_type == strategic.STRATEGIC_MERGE_PATCH:
-            patched = strategic.apply_strategic_merge_patch(served, patch, info.api_version, info.kind)
-        else:
-            patched = patching.apply_merge_patch(served, patch)
-        if not isinstance(patched, dict):
-            raise errors.invalid_request("the patched object is not a JSON object")
+        patched = patching.apply_patch(served, body, content_type, info.api_version, info.kind)
         self._check_identity(patched, target)
         checks = _write_checks(params)
         patched = managedfields.track(info, served, patched, _manager(request, params), target.subresource)

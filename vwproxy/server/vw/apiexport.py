@@ -25,7 +25,7 @@ from vwproxy.control.plane import ControlPlane
 from vwproxy.control.reconcilers import crd_from_schema, export_schema_names
 from vwproxy.core.objects import StoredObject
 from vwproxy.core.claims import ClaimRef, ClaimSelector, accepted, allowed_verbs, claim_group, claim_label, export_claims, permits
-from vwproxy.kube import conversion, errors, kcp, protobuf, strategic, vwpaths
+from vwproxy.kube import conversion, errors, kcp, protobuf, vwpaths
 from vwproxy.kube import patch as patching
 from vwproxy.kube.apply import APPLY_PATCH
 from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of
@@ -231,16 +231,7 @@ class APIExportVirtualWorkspace:
         if verb == "patch" and content_type != APPLY_PATCH:
             if held is None:
                 raise errors.not_found(info.resource, target.name, info.group)
-            current = held.decode()
-            patch = patching.parse_patch_body(body, patching.MERGE_PATCH if content_type == strategic.STRATEGIC_MERGE_PATCH else content_type)
-            if content_type == patching.JSON_PATCH:
-                obj = patching.apply_json_patch(current, patch)
-            elif content_type == strategic.STRATEGIC_MERGE_PATCH:
-                obj = strategic.apply_strategic_merge_patch(current, patch, info.api_version, info.kind)
-            else:
-                obj = patching.apply_merge_patch(current, patch)
-            if not isinstance(obj, dict):
-                raise errors.invalid_request("the patched object is not a JSON object")
+            obj = patching.apply_patch(held.decode(), body, content_type, info.api_version, info.kind)
             obj.setdefault("metadata", {})["resourceVersion"] = str(held.rv)
             method, content_type = "PUT", http.JSON
         elif content_type == APPLY_PATCH:

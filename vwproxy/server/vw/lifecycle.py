@@ -137,11 +137,7 @@ class LifecycleVirtualWorkspace:
         if request.method == "PUT":
             wanted = http.decode_object(body, content_type)
         elif content_type in (patching.MERGE_PATCH, patching.JSON_PATCH):
-            patched = patching.apply_json_patch(current, patching.parse_patch_body(body, content_type)) if content_type == patching.JSON_PATCH \
-                else patching.apply_merge_patch(current, patching.parse_patch_body(body, content_type))
-            if not isinstance(patched, dict):
-                raise errors.invalid_request("the patched object is not a JSON object")
-            wanted = patched
+            wanted = patching.apply_patch(current, body, content_type, info.api_version, info.kind)
             # A patch applies to what is held now: carry its RV so a concurrent change is a 409.
             wanted.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
         else:
