@@ -108,8 +108,7 @@ class APIExportVirtualWorkspace:
                         if found:
                             return found
             return []
-        return [r for r in BUILTIN_RESOURCES if r.resource == ref.resource and claim_group(r.group, r.resource) == ref.group
-                and r.group not in kcp.KCP_GROUPS | {"apiextensions.k8s.io"}]
+        return [r for r in BUILTIN_RESOURCES if r.resource == ref.resource and claim_group(r.group, r.resource) == ref.group]
 
     async def _handle(self, request: Request) -> Response:
         vw = vwpaths.parse(unquote(request.url.path))
