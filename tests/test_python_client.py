@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import kubernetes  # the test extra installs it; a missing client is a failure, not a skip
+import kubernetes  # noqa: F401  (the test extra installs it; a missing client fails, never skips)
 
 from kubernetes import client, watch  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
