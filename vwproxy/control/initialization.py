@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vwproxy.control import claims
 from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, ControlStore, Obj
 from vwproxy.control.workspacetypes import WorkspaceTypeError, find_type, with_extended
 from vwproxy.kube import kcp
@@ -28,12 +29,9 @@ def _is_true(obj: Obj, kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in (obj.get("status") or {}).get("conditions") or [])
 
 
-def _is_false(obj: Obj, kind: str) -> bool:
-    return any(c.get("type") == kind and c.get("status") == "False" for c in (obj.get("status") or {}).get("conditions") or [])
-
-
-def accepted_claims(export: Obj) -> list[Obj]:
-    """The export's permission claims as a default binding accepts them."""
+def default_claims(export: Obj) -> list[Obj]:
+    """The export's permission claims as a default binding accepts them (kcp copies each claim
+    whole, its defaultSelector included, and selects with that, else matchAll)."""
     out = []
     for claim in (export.get("spec") or {}).get("permissionClaims") or []:
         if not isinstance(claim, dict):
@@ -73,9 +71,9 @@ def bind_defaults(store: ControlStore, cluster: str, lc: Obj) -> Progress:
             name = kcp.default_binding_name(cluster, path, export_name)
             if store.get(API_BINDINGS, cluster, name) is None:
                 spec: Obj = {"reference": {"export": {"path": path, "name": export_name}}}
-                claims = accepted_claims(export)
-                if claims:
-                    spec["permissionClaims"] = claims
+                defaults = default_claims(export)
+                if defaults:
+                    spec["permissionClaims"] = defaults
                 existing[(path, export_name)] = store.create(API_BINDINGS, cluster, {"metadata": {"name": name}, "spec": spec})
     if missing:
         return Progress(False, "APIBindingErrors", "encountered errors: unable to complete initialization: unable to find at least 1 APIExport", "Error", retry=True)
@@ -86,8 +84,9 @@ def bind_defaults(store: ControlStore, cluster: str, lc: Obj) -> Progress:
             incomplete.append(f"for APIExport {path}|{export_name}")
         elif not _is_true(found, "InitialBindingCompleted"):
             incomplete.append(str(found["metadata"]["name"]))
-        elif any(c.get("state") == "Accepted" for c in (found.get("spec") or {}).get("permissionClaims") or []) and _is_false(found, "PermissionClaimsApplied"):
-            # Claims are applied by another part of vwproxy; a binding that says they are not yet waits.
+        elif any(c.get("state") == kcp.CLAIM_ACCEPTED for c in (found.get("spec") or {}).get("permissionClaims") or []) and \
+                not _is_true(found, claims.PERMISSION_CLAIMS_APPLIED):
+            # kcp waits until the claim labeller says the accepted claims are applied.
             incomplete.append(f"{found['metadata']['name']} waiting for permission claims to be applied")
     if incomplete:
         return Progress(False, "WaitingOnAPIBindings", "APIBinding(s) not yet fully bound: " + ", ".join(sorted(set(incomplete))))

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from vwproxy.control.backend_claims import BACKEND_RELABEL_SECONDS, relabel_backend
+from vwproxy.control.labeller import OBJECTS_PER_YIELD, ClaimLabeller
 from vwproxy.control.objects import API_BINDINGS, CRDS, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
 from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
 from vwproxy.kube import errors, kcp
@@ -53,7 +55,10 @@ class ControlPlane:
         self.shard = shard
         self.store = ControlStore(shard)
         self.clients = dict(clients or {})
-        self.reconcilers = Reconcilers(self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients), self._delete_bound)
+        self.claims = ClaimLabeller(shard, self.store)
+        self.reconcilers = Reconcilers(
+            self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients), self._delete_bound, self.claims, self._relabel,
+        )
         self._pending: dict[Key, Obj | None] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._wakeup = asyncio.Event()
@@ -75,6 +80,8 @@ class ControlPlane:
                 continue
             for obj in self.shard.table(storage_key).ordered(None):
                 self._enqueue_for(kind, obj.cluster, obj.namespace, obj.name, None)
+        # After the bindings (the queue keeps order): claim labels that nothing claims any more.
+        self.enqueue(("claimsweep",))
 
     def later(self, key: Key, last_state: Obj | None, delay: float) -> None:
         """Enqueue `key` after `delay` (once, however often asked meanwhile)."""
@@ -90,6 +97,8 @@ class ControlPlane:
     def _on_commit(self, events: list[ChangeEvent]) -> None:
         for event in events:
             kind = _KEYS_BY_STORAGE.get(event.storage_key)
+            if event.type != wire.DELETED and kind != "binding" and not self.claims.writing and self.claims.concerns(event):
+                self.enqueue(("claimobj", event.obj.cluster, event.storage_key, event.obj.namespace, event.obj.name))
             if kind is None:
                 if event.type == wire.DELETED or event.obj.deleting:
                     self._enqueue_deletions_in(event.obj.cluster)
@@ -170,6 +179,20 @@ class ControlPlane:
             r.reconcile_endpoint_slice(key[1], key[2])
         elif kind == "binding":
             await r.reconcile_binding(key[1], key[2], last_state)
+            if self.claims.storage_keys_of(key[1], key[2]) and self.client_for(key[1]) is not None:
+                self.later(("claimbackend", key[1], key[2]), None, BACKEND_RELABEL_SECONDS)
+        elif kind == "claimbackend":
+            keys = self.claims.storage_keys_of(key[1], key[2])
+            for storage_key in sorted(keys):
+                for failure in await self._relabel(key[1], storage_key, key[2]):
+                    log.info("claim labels in %s: %s (will retry)", key[1], failure)
+            if keys:
+                self.later(key, None, BACKEND_RELABEL_SECONDS)
+        elif kind == "claimobj":
+            if self.client_for(key[1]) is None:
+                self.claims.relabel_object(key[1], key[2], key[3], key[4])
+        elif kind == "claimsweep":
+            await self._sweep_claim_labels()
 
     async def drain(self) -> int:
         """Reconcile until the queue is empty (or a bounded number of rounds); returns failures left."""
@@ -213,6 +236,31 @@ class ControlPlane:
             return True
         except TimeoutError:
             return False
+
+    # -- claim labels ----------------------------------------------------------------------------
+
+    async def _relabel(self, cluster: str, storage_key: str, binding: str) -> list[str]:
+        client = self.client_for(cluster)
+        if client is None:
+            return await self.claims.relabel_all(cluster, storage_key, binding)
+        return await relabel_backend(self.claims, client, cluster, storage_key, await self._storage_crd(cluster, storage_key))
+
+    async def _storage_crd(self, cluster: str, storage_key: str) -> Obj | None:
+        group, _, resource = storage_key.partition("/")
+        return await self._read_crd(cluster, f"{resource}.{group}") if group and group not in kcp.KCP_GROUPS else None
+
+    async def _sweep_claim_labels(self) -> None:
+        """Objects with claim labels where no accepted claim is indexed (a binding gone while the
+        process was down, a label written by hand) get theirs taken off."""
+        claimed = self.claims.claimed_targets()
+        for storage_key, table in self.shard.tables():
+            if storage_key == self.store.info(API_BINDINGS).storage_key:
+                continue  # each binding's reconcile sets its own
+            for count, obj in enumerate(list(table.ordered(None)), 1):
+                if (obj.cluster, storage_key) not in claimed and any(k.startswith(kcp.CLAIMED_LABEL_PREFIX) for k in obj.labels):
+                    self.claims.relabel_object(obj.cluster, storage_key, obj.namespace, obj.name)
+                if count % OBJECTS_PER_YIELD == 0:
+                    await asyncio.sleep(0)
 
     # -- backends --------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
+from vwproxy.control import claims, labeller
+from vwproxy.control.labeller import ClaimLabeller
 from vwproxy.control.lifecycle import BACKEND_ANNOTATION, BOUND_BY_ANNOTATION, EMBEDDED_BACKEND, WorkspaceLifecycle
 from vwproxy.control.objects import (
     API_BINDINGS, API_EXPORTS, ENDPOINT_SLICES, NAMESPACES, SCHEMAS, SECRETS, WORKSPACE_TYPES,
@@ -28,6 +30,9 @@ CRDReader = Callable[[str, str], Awaitable["Obj | None"]]
 # Deletes every object of a bound resource in a workspace's backend: (cluster, CRD) → what is left,
 # as (objects remaining, finalizers holding them).
 BoundObjectsDeleter = Callable[[str, "Obj"], Awaitable["tuple[int, dict[str, int]]"]]
+# Brings the claim labels of every object of a storage key in a workspace up to date: (cluster,
+# storage key, binding being reconciled) → failures.
+Relabeller = Callable[[str, str, str], Awaitable["list[str]"]]
 
 
 def export_schema_names(export: Obj) -> list[str]:
@@ -70,7 +75,8 @@ class Reconcilers:
 
     def __init__(
         self, store: ControlStore, external_url: str, write_crd: CRDWriter, read_crd: CRDReader, backends: frozenset[str] = frozenset(),
-        delete_bound: BoundObjectsDeleter | None = None,
+        delete_bound: BoundObjectsDeleter | None = None, claim_labeller: ClaimLabeller | None = None,
+        relabel: Relabeller | None = None,
     ) -> None:
         self.store = store
         self.external_url = external_url.rstrip("/")
@@ -79,6 +85,8 @@ class Reconcilers:
         self.delete_bound = delete_bound
         self.known_backends = backends
         self.lifecycle = WorkspaceLifecycle(store, external_url, backends)
+        self.labeller = claim_labeller or ClaimLabeller(store.shard, store)
+        self.relabel: Relabeller = relabel or self.labeller.relabel_all
 
     # -- workspaces ------------------------------------------------------------------------------
 
@@ -190,6 +198,8 @@ class Reconcilers:
     async def reconcile_binding(self, cluster: str, name: str, last_state: Obj | None = None) -> None:
         binding = self.store.get(API_BINDINGS, cluster, name)
         if binding is None:
+            for storage_key in sorted(self.labeller.forget(cluster, name)):
+                await self.relabel(cluster, storage_key, name)  # its claims' labels go with it
             if last_state is not None:
                 await self._unbind(cluster, name, last_state)
             return
@@ -203,14 +213,38 @@ class Reconcilers:
         export_name = str(ref.get("name") or "")
         export_cluster = self.store.resolve_path(export_path)
         export = self.store.get(API_EXPORTS, export_cluster, export_name) if export_cluster else None
+        claim_conditions = [c for c in previous if c.get("type") in (claims.PERMISSION_CLAIMS_APPLIED, claims.PERMISSION_CLAIMS_VALID)]
+        accepted: list[claims.AcceptedClaim] = []
+        if export is not None and export_cluster is not None:
+            accepted, invalid = claims.accepted_of_binding(cluster, binding, export_cluster, export)
+            crd_identities = {labeller.claim_crd_name(c): await self._crd_identity(cluster, labeller.claim_crd_name(c)) for c in accepted if c.identity_hash}
+            relabel, failed = self.labeller.index(cluster, name, accepted, crd_identities)
+        else:
+            relabel, failed = set(self.labeller.forget(cluster, name)), {}
         label = kcp.export_label_value(export_cluster or export_path, export_name)
         labels = binding["metadata"].get("labels") or {}
-        if labels.get(kcp.EXPORT_LABEL) != label:
-            binding["metadata"]["labels"] = {**labels, kcp.EXPORT_LABEL: label}
+        wanted_labels = {**labels, kcp.EXPORT_LABEL: label}
+        wanted_labels = self.labeller.own_labels(cluster, {**binding, "metadata": {**binding["metadata"], "labels": wanted_labels}}) or wanted_labels
+        if labels != wanted_labels:
+            binding["metadata"]["labels"] = wanted_labels
             binding = self.store.update(API_BINDINGS, cluster, binding)
+        for storage_key in sorted(relabel):
+            failures = await self.relabel(cluster, storage_key, name)
+            for claim in self.labeller.claims_at(cluster, name, storage_key) if failures else ():
+                failed.setdefault(claim.key, failures[0])
+        if export is not None and export_cluster is not None:
+            status["exportPermissionClaims"] = list((export.get("spec") or {}).get("permissionClaims") or [])
+            applied, applied_condition = claims.applied_status(binding, accepted, failed, previous)
+            if applied:
+                status["appliedPermissionClaims"] = applied
+            else:
+                status.pop("appliedPermissionClaims", None)
+            claim_conditions = [applied_condition, claims.valid_condition(binding, export, accepted, invalid, previous)]
+            if not status["exportPermissionClaims"]:
+                del status["exportPermissionClaims"]
 
         def fail(kind: str, reason: str, message: str) -> None:
-            status["conditions"] = [condition(kind, False, reason, message, previous), condition("Ready", False, reason, message, previous)]
+            status["conditions"] = [condition(kind, False, reason, message, previous), *claim_conditions, condition("Ready", False, reason, message, previous)]
             self.store.set_status(API_BINDINGS, cluster, binding, status)
 
         if export is None or export_cluster is None:
@@ -259,20 +293,21 @@ class Reconcilers:
             except errors.StatusError as exc:
                 fail("BindingUpToDate", "InstallFailed", f"installing {crd['metadata']['name']} failed: {exc.message}")
                 return
-        status.update({
-            "apiExportClusterName": export_cluster,
-            "boundResources": bound,
-            "exportPermissionClaims": list((export.get("spec") or {}).get("permissionClaims") or []),
-            "phase": "Bound",
-        })
+        status.update({"apiExportClusterName": export_cluster, "boundResources": bound, "phase": "Bound"})
         status["conditions"] = [
             condition("APIExportValid", True, previous=previous),
             condition("BindingUpToDate", True, previous=previous),
             condition("InitialBindingCompleted", True, previous=previous),
-            condition("PermissionClaimsValid", True, previous=previous),
-            condition("Ready", True, previous=previous),
+            *claim_conditions,
+            condition("Ready", True, previous=previous),  # claims never make a binding un-Ready
         ]
         self.store.set_status(API_BINDINGS, cluster, binding, status)
+
+    async def _crd_identity(self, cluster: str, crd_name: str) -> str | None:
+        crd = await self.read_crd(cluster, crd_name)
+        if crd is None or crd["metadata"].get("deletionTimestamp"):
+            return None
+        return str((crd["metadata"].get("annotations") or {}).get(kcp.IDENTITY_ANNOTATION) or "")
 
     def _conflicting_binding(self, cluster: str, name: str, group: str, resource: str, identity: str) -> str:
         for _, other in self.store.all(API_BINDINGS, cluster):

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from vwproxy.control.manifests import Manifest, ManifestError
 from vwproxy.control.plane import ControlPlane
-from vwproxy.kube import errors, managedfields
+from vwproxy.kube import conversion, errors, managedfields
 from vwproxy.kube.kcp import PATH_ANNOTATION, ROOT_CLUSTER, is_workspace_path
 from vwproxy.kube.resources import ResourceInfo
 
@@ -70,7 +70,11 @@ def apply_manifest(control: ControlPlane, manifest: Manifest) -> None:
     current = shard.table(info.storage_key).get(cluster, namespace, str(md["name"]))
     try:
         live = current.decode() if current is not None else None
+        if live is not None and conversion.needs_conversion(info):
+            live = conversion.to_served(live, info)
         merged = managedfields.server_side_apply(info, live, body, SEED_MANAGER, force=True)
+        if conversion.needs_conversion(info):
+            merged = conversion.to_stored(merged, info)  # a v1alpha1 export is stored as v1alpha2, as kcp does
         if current is None:
             shard.create(info, cluster, namespace, merged)
         else:

@@ -6,6 +6,7 @@ See kcp-reference.md section 4 (`kcp.io/cluster`, names) and section 5 (watch bo
 from __future__ import annotations
 
 import base64
+import json
 import hashlib
 import re
 
@@ -140,3 +141,66 @@ def default_binding_name(cluster: str, export_path: str, export_name: str) -> st
     """The name kcp gives the APIBinding a WorkspaceType's defaultAPIBindings entry creates."""
     suffix = base62_sha224(f"{cluster}|{export_path}|{export_name}")[:5].lower()
     return f"{export_name[:_BINDING_NAME_PREFIX_MAX]}-{suffix}"
+
+
+# -- permission claims (kcp-reference.md section 8) -----------------------------------------------
+
+CLAIM_ACCEPTED = "Accepted"
+CLAIM_REJECTED = "Rejected"
+# Resources nobody stores: a claim on them is about verbs, never about labels.
+NON_PERSISTED_CLAIMABLE = frozenset({
+    ("authorization.k8s.io", "localsubjectaccessreviews"),
+    ("authorization.k8s.io", "subjectaccessreviews"),
+    ("authentication.k8s.io", "tokenreviews"),
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    ("authentication.k8s.io", "selfsubjectreviews"),
+})
+
+# The value every APIBinding carries under its own export's claim key, so the provider always
+# sees the bindings to its export: Base62 of the bytes 0..9 0..9 0..7.
+REFLEXIVE_CLAIM_VALUE = base62(bytes([*range(10), *range(10), *range(8)]))
+
+ClaimKey = tuple[str, str, str]  # (group, resource, identityHash): how claims are matched
+
+
+def claim_key(claim: dict[str, object]) -> ClaimKey:
+    """(group, resource, identityHash) of a claim: kcp's EqualGRI, the key claims are matched by."""
+    return (str(claim.get("group") or ""), str(claim.get("resource") or ""), str(claim.get("identityHash") or ""))
+
+
+def go_json_string(text: str) -> str:
+    """A JSON string as Go's encoding/json writes it (HTML characters and U+2028/9 escaped)."""
+    out = json.dumps(text, ensure_ascii=False)
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        out = out.replace(raw, escaped)
+    return out
+
+
+def claim_hash_input(claim: dict[str, object]) -> bytes:
+    """The claim as kcp marshals it for hashing: group (if set), resource, verbs null, identityHash (if set)."""
+    group, resource, identity = claim_key(claim)
+    parts = []
+    if group:
+        parts.append(f'"group":{go_json_string(group)}')
+    parts.append(f'"resource":{go_json_string(resource)}')
+    parts.append('"verbs":null')
+    if identity:
+        parts.append(f'"identityHash":{go_json_string(identity)}')
+    return ("{" + ",".join(parts) + "}").encode()
+
+
+def claim_label_key(export_cluster: str, export_name: str) -> str:
+    """`claimed.internal.apis.kcp.io/<Base62Sha224("<export cluster>:<export name>")>`."""
+    return CLAIMED_LABEL_PREFIX + base62_sha224(f"{export_cluster}:{export_name}")
+
+
+def claim_label(export_cluster: str, export_name: str, claim: dict[str, object]) -> tuple[str, str]:
+    """(key, value) of the label an accepted claim puts on the objects it selects. Verbs and
+    selectors are not part of it: changing them relabels nothing."""
+    return claim_label_key(export_cluster, export_name), base62_sha224(claim_hash_input(claim))
+
+
+def reflexive_claim_label(export_cluster: str, export_name: str) -> tuple[str, str]:
+    """(key, value) every APIBinding to the export carries unless a claim gave that key a value."""
+    return claim_label_key(export_cluster, export_name), REFLEXIVE_CLAIM_VALUE
