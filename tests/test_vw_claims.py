@@ -12,6 +12,7 @@ import pytest
 
 from support import eventually
 from test_apiexport_vw import vw_url
+from vwproxy.core.claims import ClaimRef, claim_label
 from vwproxy.testing.proxy import RunningProxy
 
 KCP = "/apis/apis.kcp.io/v1alpha2"
@@ -43,7 +44,7 @@ def names(resp: httpx.Response) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def claimed(proxy: RunningProxy, front: httpx.Client) -> str:
-    claim_export(front, [{"group": "", "resource": "configmaps", "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    claim_export(front, [{"group": "", "resource": "configmaps", "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
                          {"group": "", "resource": "events", "verbs": ["*"]}])
     for consumer in ("consumer-1", "consumer-2"):
         configmap(front, consumer, "plain")
@@ -60,6 +61,62 @@ def test_claimed_resources_are_discovered_before_acceptance_and_list_empty(proxy
     c1 = proxy.cluster_of("root:consumer-1")
     denied = front.get(f"{claimed}/clusters/{c1}/{NS_CM}")
     assert denied.status_code == 403 and denied.json()["message"].endswith("access denied")
+
+
+def test_accepted_claims_show_objects_rejected_vanish_removed_404(proxy: RunningProxy, front: httpx.Client, claimed: str) -> None:
+    c1, c2 = proxy.cluster_of("root:consumer-1"), proxy.cluster_of("root:consumer-2")
+    answer(front, "consumer-1", [{"group": "", "resource": "configmaps", "verbs": ["*"], "selector": {"matchAll": True}, "state": "Accepted"}])
+    answer(front, "consumer-2", [{"group": "", "resource": "configmaps", "verbs": ["*"], "selector": {"matchLabels": {"app": "x"}}, "state": "Accepted"}])
+    expected = [(c1, "kube-root-ca.crt"), (c1, "plain"), (c1, "tagged"), (c2, "tagged")]
+    got = eventually(lambda: (lambda n: n if {x for x in n if x[1] in ("plain", "tagged")} == {(c1, "plain"), (c1, "tagged"), (c2, "tagged")} else None)(names(front.get(f"{claimed}/clusters/*/{CM}"))), "claimed configmaps labelled and visible")
+    assert all(x[0] in (c1, c2) for x in got) and (c2, "plain") not in got, expected
+    # Per cluster: objects outside the selector are 404 even by name.
+    assert front.get(f"{claimed}/clusters/{c2}/{NS_CM}/tagged").status_code == 200
+    assert front.get(f"{claimed}/clusters/{c2}/{NS_CM}/plain").status_code == 404
+    # Rejected: the consumer's objects vanish and per-cluster requests are 403.
+    answer(front, "consumer-2", [{"group": "", "resource": "configmaps", "verbs": ["*"], "selector": {"matchLabels": {"app": "x"}}, "state": "Rejected"}])
+    eventually(lambda: all(c != c2 for c, _ in names(front.get(f"{claimed}/clusters/*/{CM}"))), "a rejected claim's objects vanish")
+    assert front.get(f"{claimed}/clusters/{c2}/{NS_CM}/tagged").status_code == 403
+    # Removed from the export: no longer served.
+    claim_export(front, [{"group": "", "resource": "events", "verbs": ["*"]}])
+    assert front.get(f"{claimed}/clusters/*/{CM}").status_code == 404
+    assert front.get(f"{claimed}/clusters/{c1}/{NS_CM}/plain").status_code == 404
+
+
+def test_claim_verbs_are_the_intersection_of_export_and_binding(proxy: RunningProxy, front: httpx.Client, claimed: str) -> None:
+    c1 = proxy.cluster_of("root:consumer-1")
+    answer(front, "consumer-1", [{"group": "", "resource": "configmaps", "verbs": ["get", "list", "watch"], "selector": {"matchAll": True}, "state": "Accepted"}])
+    eventually(lambda: front.get(f"{claimed}/clusters/{c1}/{NS_CM}/plain").status_code == 200, "readable once accepted")
+    made = front.post(f"{claimed}/clusters/{c1}/{NS_CM}", json={"metadata": {"name": "by-provider"}})
+    assert made.status_code == 403, "create is in the export's verbs but not the binding's"
+    answer(front, "consumer-1", [{"group": "", "resource": "configmaps", "verbs": ["get", "list", "watch", "create"], "selector": {"matchAll": True}, "state": "Accepted"}])
+    made = front.post(f"{claimed}/clusters/{c1}/{NS_CM}", json={"metadata": {"name": "by-provider"}})
+    assert made.status_code == 201, made.text
+    assert made.json()["metadata"]["annotations"]["kcp.io/cluster"] == c1
+    key, value = claim_label(proxy.cluster_of("root:provider"), "widgets", ClaimRef("", "configmaps"))
+    assert made.json()["metadata"]["labels"][key] == value, "created through the VW: labelled, so it stays visible"
+    assert front.delete(f"{claimed}/clusters/{c1}/api/v1/namespaces/default/configmaps").status_code == 403, "deletecollection is not in the binding's verbs"
+
+
+def test_claim_selectors_on_writes(proxy: RunningProxy, front: httpx.Client, claimed: str) -> None:
+    c2 = proxy.cluster_of("root:consumer-2")
+    answer(front, "consumer-2", [{"group": "", "resource": "configmaps", "verbs": ["*"], "selector": {"matchLabels": {"app": "x"}}, "state": "Accepted"}])
+    eventually(lambda: front.get(f"{claimed}/clusters/{c2}/{NS_CM}/tagged").status_code == 200, "tagged visible")
+    base = f"{claimed}/clusters/{c2}/{NS_CM}"
+    made = front.post(base, json={"metadata": {"name": "new"}})
+    assert made.status_code == 201 and made.json()["metadata"]["labels"]["app"] == "x", "missing matchLabels are added"
+    wrong = front.post(base, json={"metadata": {"name": "wrong", "labels": {"app": "y"}}})
+    assert wrong.status_code == 403 and "protected label app must have value x" in wrong.json()["message"]
+    dropped = front.patch(f"{base}/new", content=orjson.dumps({"metadata": {"labels": {"app": None}}}), headers=MERGE)
+    assert dropped.status_code == 200 and dropped.json()["metadata"]["labels"]["app"] == "x", "dropping the label is a no-op"
+    changed = front.patch(f"{base}/new", content=orjson.dumps({"metadata": {"labels": {"app": "z"}}}), headers=MERGE)
+    assert changed.status_code == 403
+    assert front.delete(f"{base}/plain").status_code in (403, 404), "a non-matching object cannot be deleted"
+    assert front.get(f"/clusters/root:consumer-2/{NS_CM}/plain").status_code == 200
+    gone = front.delete(base)
+    assert gone.status_code == 200
+    assert sorted(i["metadata"]["name"] for i in gone.json()["items"]) == ["new", "tagged"], "deletecollection only takes matching objects"
+    assert front.get(f"/clusters/root:consumer-2/{NS_CM}/plain").status_code == 200
 
 
 def test_events_claim_serves_both_event_groups(proxy: RunningProxy, front: httpx.Client, claimed: str) -> None:

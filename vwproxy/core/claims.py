@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from vwproxy.kube import errors, kcp
 from vwproxy.kube.selectors import LabelSelector
 
@@ -38,16 +36,8 @@ class ClaimRef:
 
 
 def claim_label(export_cluster: str, export_name: str, ref: ClaimRef) -> tuple[str, str]:
-    """kcp's claim label: key from the export, value from the claim (verbs null, no selector)."""
-    key = kcp.CLAIMED_LABEL_PREFIX + kcp.base62_sha224(f"{export_cluster}:{export_name}")
-    shape: Obj = {}
-    if ref.group:
-        shape["group"] = ref.group
-    shape["resource"] = ref.resource
-    shape["verbs"] = None
-    if ref.identity:
-        shape["identityHash"] = ref.identity
-    return key, kcp.base62_sha224(orjson.dumps(shape))
+    """kcp's claim label (key from the export, value from the claim's group, resource and identity)."""
+    return kcp.claim_label(export_cluster, export_name, {"group": ref.group, "resource": ref.resource, "identityHash": ref.identity})
 
 
 def export_claims(export: Obj) -> dict[ClaimRef, Obj]:
