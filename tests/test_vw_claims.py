@@ -129,3 +129,20 @@ def test_events_claim_serves_both_event_groups(proxy: RunningProxy, front: httpx
     assert made.json()["metadata"]["annotations"]["kcp.io/cluster"] == c1
     core = front.get(f"{claimed}/clusters/*/api/v1/events").json()["items"]
     assert [(e["metadata"]["name"], e["reason"]) for e in core] == [("e1", "Reconciled")], "the same event as core v1"
+
+
+def test_a_forged_claim_label_in_a_workspace_that_did_not_accept_never_shows(proxy: RunningProxy, front: httpx.Client, claimed: str) -> None:
+    c1, c3 = proxy.cluster_of("root:consumer-1"), proxy.cluster_of("root:consumer-3")
+    answer(front, "consumer-1", [{"group": "", "resource": "configmaps", "verbs": ["*"], "selector": {"matchAll": True}, "state": "Accepted"}])
+    eventually(lambda: front.get(f"{claimed}/clusters/{c1}/{NS_CM}/plain").status_code == 200, "consumer-1 engaged")
+    key, value = claim_label(proxy.cluster_of("root:provider"), "widgets", ClaimRef("", "configmaps"))
+    listed = front.get(f"{claimed}/clusters/*/{CM}").json()
+    params = {"watch": "true", "resourceVersion": listed["metadata"]["resourceVersion"], "timeoutSeconds": "2"}
+    with front.stream("GET", f"{claimed}/clusters/*/{CM}", params=params) as stream:
+        configmap(front, "consumer-3", "forged", {key: value})
+        configmap(front, "consumer-1", "marker")
+        seen = [orjson.loads(line)["object"]["metadata"] for line in stream.iter_lines() if line]
+    assert [(m["annotations"]["kcp.io/cluster"], m["name"]) for m in seen if m["name"] in ("forged", "marker")] == [(c1, "marker")]
+    assert all(m["annotations"]["kcp.io/cluster"] != c3 for m in seen)
+    assert names(front.get(f"{claimed}/clusters/*/{CM}")) == sorted(names(front.get(f"{claimed}/clusters/*/{CM}")))
+    assert front.get(f"{claimed}/clusters/{c3}/{NS_CM}/forged").status_code == 403
