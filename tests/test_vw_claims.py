@@ -146,3 +146,37 @@ def test_a_forged_claim_label_in_a_workspace_that_did_not_accept_never_shows(pro
     assert all(m["annotations"]["kcp.io/cluster"] != c3 for m in seen)
     assert names(front.get(f"{claimed}/clusters/*/{CM}")) == sorted(names(front.get(f"{claimed}/clusters/*/{CM}")))
     assert front.get(f"{claimed}/clusters/{c3}/{NS_CM}/forged").status_code == 403
+
+
+def test_a_claim_on_another_exports_resource_sees_only_that_identitys_data(proxy: RunningProxy, front: httpx.Client) -> None:
+    schema = {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIResourceSchema", "metadata": {"name": "v1.gadgets.other.dev"},
+              "spec": {"group": "other.dev", "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+                       "scope": "Namespaced", "versions": [{"name": "v1", "served": True, "storage": True,
+                                                            "schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}]}}
+    assert front.post("/clusters/root:rival/apis/apis.kcp.io/v1alpha1/apiresourceschemas", json=schema).status_code == 201
+    export = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIExport", "metadata": {"name": "gadgets"},
+              "spec": {"resources": [{"group": "other.dev", "name": "gadgets", "schema": "v1.gadgets.other.dev", "storage": {"crd": {}}}]}}
+    assert front.post(f"/clusters/root:rival{KCP}/apiexports", json=export).status_code == 201
+    identity = eventually(lambda: front.get(f"/clusters/root:rival{KCP}/apiexports/gadgets").json().get("status", {}).get("identityHash"), "gadgets identity")
+    binding = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "gadgets"},
+               "spec": {"reference": {"export": {"path": "root:rival", "name": "gadgets"}}}}
+    assert front.post(f"/clusters/root:consumer-1{KCP}/apibindings", json=binding).status_code == 201
+    gadgets = "apis/other.dev/v1/namespaces/default/gadgets"
+    made = eventually(lambda: (lambda r: r if r.status_code == 201 else None)(
+        front.post(f"/clusters/root:consumer-1/{gadgets}", json={"apiVersion": "other.dev/v1", "kind": "Gadget", "metadata": {"name": "g1"}})), "a gadget in consumer-1")
+    assert made.status_code == 201
+    # consumer-2 has a local CRD of the same group/resource: another identity, never visible.
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "gadgets.other.dev"},
+           "spec": {"group": "other.dev", "scope": "Namespaced", "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    assert front.post("/clusters/root:consumer-2/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd).status_code == 201
+    eventually(lambda: front.post(f"/clusters/root:consumer-2/{gadgets}", json={"apiVersion": "other.dev/v1", "kind": "Gadget", "metadata": {"name": "local"}}).status_code == 201, "a local gadget")
+    claim = {"group": "other.dev", "resource": "gadgets", "identityHash": identity, "verbs": ["*"]}
+    claim_export(front, [claim])
+    for consumer in ("consumer-1", "consumer-2"):
+        answer(front, consumer, [{**claim, "selector": {"matchAll": True}, "state": "Accepted"}])
+    base = vw_url(front)
+    assert {r["name"] for r in front.get(f"{base}/clusters/*/apis/other.dev/v1").json()["resources"]} == {"gadgets"}
+    c1, c2 = proxy.cluster_of("root:consumer-1"), proxy.cluster_of("root:consumer-2")
+    eventually(lambda: names(front.get(f"{base}/clusters/*/apis/other.dev/v1/gadgets")) == [(c1, "g1")], "only the claimed identity's gadgets")
+    assert front.get(f"{base}/clusters/{c2}/{gadgets}/local").status_code == 403
