@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -23,10 +24,14 @@ import (
 	tenancyv1alpha1 "github.com/kcp-dev/sdk/apis/tenancy/v1alpha1"
 )
 
-// SetupLogging sends controller-runtime's and client-go's logs to stderr, one line each,
-// so a test that fails can show what the controller saw.
+// SetupLogging sends controller-runtime's and client-go's logs to stderr as plain lines
+// without stack traces, so a test that fails can show what the controller saw.
 func SetupLogging(debug bool) logr.Logger {
-	logger := zap.New(zap.UseDevMode(debug), zap.WriteTo(os.Stderr))
+	level := zapcore.InfoLevel
+	if debug {
+		level = zapcore.DebugLevel
+	}
+	logger := zap.New(zap.ConsoleEncoder(), zap.Level(level), zap.StacktraceLevel(zapcore.DPanicLevel), zap.WriteTo(os.Stderr))
 	log.SetLogger(logger)
 	klog.SetLogger(logger)
 	return logger.WithName("main")
