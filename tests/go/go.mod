@@ -1,6 +1,6 @@
 module github.com/vwproxy/vwproxy/tests/go
 
-go 1.26.8
+go 1.26.3
 
 require (
 	github.com/go-logr/logr v1.4.3
