@@ -216,17 +216,29 @@ def unreconciled(front: httpx.Client, consumers: dict[str, tuple[str, ...]]) -> 
 
 
 @pytest.fixture
-def widget_controller(proxy: RunningProxy, go_programs: GoPrograms, controllers: list[Controller], tmp_path: Path, record_testsuite_property: Any) -> Controller:
+def status_write(request: pytest.FixtureRequest) -> str:
+    """How the widget controller writes status: `patch` (merge patch) or `update` (PUT)."""
+    return str(getattr(request, "param", "patch"))
+
+
+@pytest.fixture
+def widget_controller(
+    proxy: RunningProxy, go_programs: GoPrograms, controllers: list[Controller], tmp_path: Path, status_write: str, record_testsuite_property: Any,
+) -> Controller:
     """apiexport-controller for root:provider's `widgets` endpoint slice, all existing widgets
     reconciled."""
     kubeconfig = write_kubeconfig(tmp_path / "provider.kubeconfig", proxy.workspace_url("root:provider"))
-    controller = run_controller(controllers, go_programs, tmp_path, "apiexport-controller", "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets")
+    controller = run_controller(
+        controllers, go_programs, tmp_path, "apiexport-controller",
+        "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets", "--status-write", status_write,
+    )
     with httpx.Client(base_url=proxy.url, timeout=10) as front:
         controller.eventually(lambda: not unreconciled(front, PROVIDER_CONSUMERS), "every bound consumer's widgets to be reconciled")
     record_testsuite_property("apiexport_controller_reconcile_existing_seconds", round(time.monotonic() - controller.started, 2))
     return controller
 
 
+@pytest.mark.parametrize("status_write", ["patch", "update"], indirect=True)
 def test_apiexport_controller_reconciles_every_bound_consumer_through_the_virtual_workspace(
     widget_controller: Controller, front: httpx.Client, record_testsuite_property: Any,
 ) -> None:

@@ -4,8 +4,10 @@
 //
 // It is given a kubeconfig for the provider's workspace (the one holding the
 // APIExportEndpointSlice) and the slice's name. For each Widget it stamps an annotation naming
-// itself on the object, then writes status.ready=true and status.observedSize=spec.size, both
-// as merge patches to the widget's own logical cluster.
+// itself on the object (a merge patch), then writes status.ready=true and
+// status.observedSize=spec.size to the widget's own logical cluster, as a merge patch or, with
+// --status-write=update, as a PUT of the object read from the cache (its resourceVersion a
+// precondition), the two ways controllers write status.
 //
 // Exit status: 0 after SIGTERM/SIGINT, 1 when setup fails or the manager stops with an error.
 package main
@@ -43,12 +45,16 @@ func main() {
 		kubeconfig    = flag.String("kubeconfig", "", "kubeconfig for the workspace that holds the APIExportEndpointSlice (required)")
 		endpointSlice = flag.String("endpointslice", "widgets", "name of the APIExportEndpointSlice to follow")
 		name          = flag.String("name", "widget-controller", "controller name, written to the "+ReconciledByAnnotation+" annotation")
+		statusWrite   = flag.String("status-write", "patch", "how status is written: patch (merge patch) or update (PUT with the cached resourceVersion)")
 		verbose       = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
 	logger := program.SetupLogging(*verbose)
 	if *kubeconfig == "" {
 		program.Fail(logger, fmt.Errorf("--kubeconfig is required"), "bad flags")
+	}
+	if *statusWrite != "patch" && *statusWrite != "update" {
+		program.Fail(logger, fmt.Errorf("--status-write must be patch or update, not %q", *statusWrite), "bad flags")
 	}
 
 	cfg, err := program.LoadConfig(*kubeconfig)
@@ -69,7 +75,7 @@ func main() {
 
 	widget := &unstructured.Unstructured{}
 	widget.SetGroupVersionKind(widgetKind)
-	reconciler := &widgetReconciler{manager: mgr, name: *name}
+	reconciler := &widgetReconciler{manager: mgr, name: *name, updateStatus: *statusWrite == "update"}
 	if err := mcbuilder.ControllerManagedBy(mgr).Named(*name).For(widget).Complete(reconciler); err != nil {
 		program.Fail(logger, err, "building the controller")
 	}
@@ -83,8 +89,9 @@ func main() {
 
 // widgetReconciler marks each widget as seen and ready, in the widget's own cluster.
 type widgetReconciler struct {
-	manager mcmanager.Manager
-	name    string
+	manager      mcmanager.Manager
+	name         string
+	updateStatus bool // PUT the whole object instead of a merge patch
 }
 
 func (r *widgetReconciler) Reconcile(ctx context.Context, req mcreconcile.Request) (reconcile.Result, error) {
@@ -136,8 +143,15 @@ func (r *widgetReconciler) Reconcile(ctx context.Context, req mcreconcile.Reques
 	if err := unstructured.SetNestedField(widget.Object, true, "status", "ready"); err != nil {
 		return reconcile.Result{}, err
 	}
-	if err := c.Status().Patch(ctx, widget, client.MergeFrom(before)); err != nil {
+	var write error
+	if r.updateStatus {
+		write = c.Status().Update(ctx, widget)
+	} else {
+		write = c.Status().Patch(ctx, widget, client.MergeFrom(before))
+	}
+	if err := write; err != nil {
 		if apierrors.IsConflict(err) {
+			logger.Info("stale read, retrying", "error", err.Error())
 			return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("writing widget status: %w", err)
