@@ -25,14 +25,17 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-
 from support import eventually
+
 from vwproxy.testing.proxy import RunningProxy
 
 log = logging.getLogger(__name__)
 
 GO_MODULE = Path(__file__).parent / "go"
 PROGRAMS = ("apiexport-controller", "initializer")
+# No VCS stamp (the module sits in this repository's work tree); no symbol table or DWARF,
+# which nearly halves the link time and the size of the binaries (stack traces still work).
+BUILD_FLAGS = ("-trimpath", "-buildvcs=false", "-ldflags=-s -w")
 # A cold build (empty GOCACHE and GOMODCACHE) of both programs takes about 4 minutes on a
 # 2-core machine; twice that leaves room for a slow module proxy.
 BUILD_TIMEOUT_SECONDS = 600
@@ -70,7 +73,7 @@ def go_environment(go: str) -> str:
 
 
 def sources_digest(go: str) -> str:
-    digest = hashlib.sha256(go_environment(go).encode())
+    digest = hashlib.sha256(go_environment(go).encode() + "\0".join(BUILD_FLAGS).encode())
     files = [GO_MODULE / "go.mod", GO_MODULE / "go.sum", *sorted(GO_MODULE.rglob("*.go"))]
     for file in files:
         digest.update(str(file.relative_to(GO_MODULE)).encode() + b"\0" + file.read_bytes() + b"\0")
@@ -97,8 +100,8 @@ def go_programs(record_testsuite_property: Any) -> GoPrograms:
     started = time.monotonic()
     # One invocation for all programs, so their shared packages are compiled once.
     result = subprocess.run(
-        [go, "build", "-trimpath", "-buildvcs=false", "-o", f"{staging}{os.sep}", "./cmd/..."],
-        cwd=GO_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS,
+        [go, "build", *BUILD_FLAGS, "-o", f"{staging}{os.sep}", "./cmd/..."],
+        cwd=GO_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False,
     )
     build_seconds = time.monotonic() - started
     if result.returncode != 0:
@@ -303,7 +306,7 @@ def test_initializer_seeds_a_workspace_and_lets_it_go_ready(
                "the new workspace to wait on root:universal")
 
     kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", proxy.workspace_url("root"))
-    initializer = run_controller(controllers, go_programs, tmp_path, "initializer", "--kubeconfig", str(kubeconfig), "--workspace-type", "universal", "--configmap", "initialized")
+    initializer = run_controller(controllers, go_programs, tmp_path, "initializer", "--kubeconfig", str(kubeconfig), "--workspace-type", "universal", "--configmap", "initialized", "--vw-wait", "5s")
 
     def seeded() -> dict[str, Any] | None:
         resp = front.get("/clusters/root:seeded/api/v1/namespaces/default/configmaps/initialized")
