@@ -49,6 +49,7 @@ STOP_SECONDS = 15.0
 
 WIDGETS = "apis/example.dev/v1alpha1/namespaces/default/widgets"
 RECONCILED_BY = "example.dev/reconciled-by"
+CLEANUP_FINALIZER = "example.dev/cleanup"
 # The example's consumers of root:provider's widgets and what they hold; root:consumer-4
 # binds root:rival's export, which the controller must never see.
 PROVIDER_CONSUMERS = {"root:consumer-1": ("blue", "red"), "root:consumer-2": ("green",), "root:consumer-3": ("black", "yellow")}
@@ -209,6 +210,7 @@ def reconciled(obj: dict[str, Any], controller_name: str = "widget-controller") 
     status = obj.get("status") or {}
     return (
         (obj["metadata"].get("annotations") or {}).get(RECONCILED_BY) == controller_name
+        and CLEANUP_FINALIZER in obj["metadata"].get("finalizers", [])
         and status.get("ready") is True
         and status.get("observedSize") == obj["spec"]["size"]
     )
@@ -260,6 +262,11 @@ def test_apiexport_controller_reconciles_every_bound_consumer_through_the_virtua
     patched = front.patch(f"/clusters/root:consumer-1/{WIDGETS}/red", json={"spec": {"size": 9}}, headers={"Content-Type": "application/merge-patch+json"})
     assert patched.status_code == 200, patched.text
     widget_controller.eventually(lambda: widget(front, "root:consumer-1", "red").get("status", {}).get("observedSize") == 9, "a changed spec to be observed")
+
+    deleted = front.delete(f"/clusters/root:consumer-3/{WIDGETS}/black")
+    # kube-apiserver answers 200 here (202 only for orphanDependents=false); any success will do.
+    assert deleted.is_success and deleted.json()["metadata"].get("deletionTimestamp"), "held by the controller's finalizer"
+    widget_controller.eventually(lambda: front.get(f"/clusters/root:consumer-3/{WIDGETS}/black").status_code == 404, "the controller to release a deleted widget")
 
     assert widget_controller.stop() == 0, widget_controller.output()[-6000:]
     assert "stopped cleanly" in widget_controller.output()

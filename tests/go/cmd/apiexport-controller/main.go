@@ -4,7 +4,8 @@
 //
 // It is given a kubeconfig for the provider's workspace (the one holding the
 // APIExportEndpointSlice) and the slice's name. For each Widget it stamps an annotation naming
-// itself on the object (a merge patch), then writes status.ready=true and
+// itself and a finalizer on the object (a merge patch, released again when the widget is
+// deleted), then writes status.ready=true and
 // status.observedSize=spec.size to the widget's own logical cluster, as a merge patch or, with
 // --status-write=update, as a PUT of the object read from the cache (its resourceVersion a
 // precondition), the two ways controllers write status.
@@ -22,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -35,8 +37,12 @@ import (
 	"github.com/vwproxy/vwproxy/tests/go/internal/program"
 )
 
-// ReconciledByAnnotation names the controller that last reconciled a widget.
-const ReconciledByAnnotation = "example.dev/reconciled-by"
+const (
+	// ReconciledByAnnotation names the controller that last reconciled a widget.
+	ReconciledByAnnotation = "example.dev/reconciled-by"
+	// CleanupFinalizer holds a deleted widget until the controller has seen the deletion.
+	CleanupFinalizer = "example.dev/cleanup"
+)
 
 var widgetKind = schema.GroupVersionKind{Group: "example.dev", Version: "v1alpha1", Kind: "Widget"}
 
@@ -112,7 +118,19 @@ func (r *widgetReconciler) Reconcile(ctx context.Context, req mcreconcile.Reques
 		return reconcile.Result{}, fmt.Errorf("reading widget: %w", err)
 	}
 
-	if widget.GetAnnotations()[ReconciledByAnnotation] != r.name {
+	if widget.GetDeletionTimestamp() != nil {
+		if controllerutil.ContainsFinalizer(widget, CleanupFinalizer) {
+			before := widget.DeepCopy()
+			controllerutil.RemoveFinalizer(widget, CleanupFinalizer)
+			if err := c.Patch(ctx, widget, client.MergeFrom(before)); err != nil {
+				return reconcile.Result{}, fmt.Errorf("releasing deleted widget: %w", err)
+			}
+			logger.Info("released deleted widget")
+		}
+		return reconcile.Result{}, nil
+	}
+
+	if widget.GetAnnotations()[ReconciledByAnnotation] != r.name || !controllerutil.ContainsFinalizer(widget, CleanupFinalizer) {
 		// Metadata as a merge patch without an RV precondition, as controllers add finalizers.
 		before := widget.DeepCopy()
 		annotations := widget.GetAnnotations()
@@ -121,6 +139,7 @@ func (r *widgetReconciler) Reconcile(ctx context.Context, req mcreconcile.Reques
 		}
 		annotations[ReconciledByAnnotation] = r.name
 		widget.SetAnnotations(annotations)
+		controllerutil.AddFinalizer(widget, CleanupFinalizer)
 		if err := c.Patch(ctx, widget, client.MergeFrom(before)); err != nil {
 			return reconcile.Result{}, fmt.Errorf("annotating widget: %w", err)
 		}
