@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from support import eventually
 
+from support import eventually
 from vwproxy.testing.proxy import RunningProxy
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,14 @@ def go_programs(record_testsuite_property: Any) -> GoPrograms:
     shutil.rmtree(staging, ignore_errors=True)
     started = time.monotonic()
     # One invocation for all programs, so their shared packages are compiled once.
-    result = subprocess.run(
-        [go, "build", *BUILD_FLAGS, "-o", f"{staging}{os.sep}", "./cmd/..."],
-        cwd=GO_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False,
-    )
+    try:
+        result = subprocess.run(
+            [go, "build", *BUILD_FLAGS, "-o", f"{staging}{os.sep}", "./cmd/..."],
+            cwd=GO_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False,
+        )
+    except subprocess.TimeoutExpired as timeout:
+        shutil.rmtree(staging, ignore_errors=True)
+        pytest.fail(f"go build ./cmd/... in {GO_MODULE} took over {BUILD_TIMEOUT_SECONDS} s (module proxy unreachable?):\n{timeout.stderr!r}")
     build_seconds = time.monotonic() - started
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
@@ -155,7 +159,7 @@ class Controller:
         code = self.process.poll()
         assert code is None, f"{self.name} exited {code} early"
 
-    def eventually(self, check: Any, what: str, timeout: float = RECONCILE_SECONDS) -> Any:
+    def eventually(self, check: Callable[[], Any], what: str, timeout: float = RECONCILE_SECONDS) -> Any:
         """`support.eventually`, failing at once if the controller dies, with its log."""
         def alive_check() -> Any:
             self.assert_running()
@@ -172,23 +176,25 @@ class Controller:
             try:
                 self.process.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                self._log.close()
+                self.kill()
                 raise AssertionError(f"{self.name} did not stop within {STOP_SECONDS} s of SIGTERM:\n{self.output()[-6000:]}") from None
         self._log.close()
         return self.process.returncode
 
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
 
 @pytest.fixture
-def controllers(tmp_path: Path) -> Iterator[list[Controller]]:
+def controllers() -> Iterator[list[Controller]]:
     """Controllers a test started; any still running at teardown are killed."""
     started: list[Controller] = []
     yield started
     for controller in started:
-        if controller.process.poll() is None:
-            controller.process.kill()
-            controller.process.wait()
+        controller.kill()
 
 
 def run_controller(controllers: list[Controller], go_programs: GoPrograms, tmp_path: Path, name: str, *args: str) -> Controller:
