@@ -40,6 +40,8 @@ BUILD_FLAGS = ("-trimpath", "-buildvcs=false", "-ldflags=-s -w")
 # a 2-core machine depending on its load, the module downloads (~220 MB) adding little. This
 # leaves room for a slower runner or module proxy.
 BUILD_TIMEOUT_SECONDS = 600
+# Builds for other sources (other branches, older commits) are dropped after a week unused.
+STALE_BUILD_SECONDS = 7 * 24 * 3600
 # The tests' own waits are bounded; this only catches a hang in the build fixture.
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_SECONDS + 120)
 # How long a controller gets to engage its clusters and reconcile what is already there: the
@@ -86,6 +88,13 @@ def build_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vwproxy-go-tests"
 
 
+def drop_stale_builds(root: Path) -> None:
+    cutoff = time.time() - STALE_BUILD_SECONDS
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def go_programs(record_testsuite_property: Any) -> GoPrograms:
     go = shutil.which("go")
@@ -93,6 +102,8 @@ def go_programs(record_testsuite_property: Any) -> GoPrograms:
         pytest.fail("`go` is not on PATH: install Go 1.26 or newer (https://go.dev/dl/) to run the Go controller tests; they are not optional")
     target = build_cache_root() / sources_digest(go)
     if all((target / name).is_file() for name in PROGRAMS):
+        os.utime(target)  # in use: not stale
+        drop_stale_builds(target.parent)
         log.info("Go programs cached in %s", target)
         record_testsuite_property("go_build_seconds", "cached")
         return GoPrograms(target, 0.0)
@@ -117,6 +128,7 @@ def go_programs(record_testsuite_property: Any) -> GoPrograms:
         staging.rename(target)
     except OSError:  # another session finished the same build first
         shutil.rmtree(staging, ignore_errors=True)
+    drop_stale_builds(target.parent)
     log.info("built Go programs in %.1f s into %s", build_seconds, target)
     record_testsuite_property("go_build_seconds", round(build_seconds, 1))
     return GoPrograms(target, build_seconds)
