@@ -319,32 +319,31 @@ def logical_cluster(front: httpx.Client, workspace: str) -> dict[str, Any]:
     return dict(front.get(f"/clusters/{workspace}/apis/core.kcp.io/v1alpha1/logicalclusters/cluster").json())
 
 
-@pytest.mark.xfail(strict=True, reason="initializing VW not yet served")
 def test_initializer_seeds_a_workspace_and_lets_it_go_ready(
     proxy: RunningProxy, front: httpx.Client, go_programs: GoPrograms, controllers: list[Controller], tmp_path: Path, record_testsuite_property: Any,
 ) -> None:
     created = front.post("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces", json={
         "apiVersion": "tenancy.kcp.io/v1alpha1", "kind": "Workspace", "metadata": {"name": "seeded"},
-        "spec": {"type": {"name": "universal", "path": "root"}},
+        "spec": {"type": {"name": "team", "path": "root"}},
     })
     assert created.status_code == 201, created.text
-    eventually(lambda: "root:universal" in (logical_cluster(front, "root:seeded").get("status") or {}).get("initializers", []),
-               "the new workspace to wait on root:universal")
+    eventually(lambda: "root:team" in (logical_cluster(front, "root:seeded").get("status") or {}).get("initializers", []),
+               "the new workspace to wait on root:team")
 
     kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", proxy.workspace_url("root"))
-    initializer = run_controller(controllers, go_programs, tmp_path, "initializer", "--kubeconfig", str(kubeconfig), "--workspace-type", "universal", "--configmap", "initialized", "--vw-wait", "5s")
+    initializer = run_controller(controllers, go_programs, tmp_path, "initializer", "--kubeconfig", str(kubeconfig), "--workspace-type", "team", "--configmap", "initialized", "--vw-wait", "5s")
 
     def seeded() -> dict[str, Any] | None:
         resp = front.get("/clusters/root:seeded/api/v1/namespaces/default/configmaps/initialized")
         return dict(resp.json()) if resp.status_code == 200 else None
     configmap = initializer.eventually(seeded, "the initializer's ConfigMap in root:seeded")
-    assert configmap["data"] == {"initializer": "root:universal", "workspace": "root:seeded"}
+    assert configmap["data"] == {"initializer": "root:team", "workspace": "root:seeded"}
 
     def ready() -> bool:
         ws = front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/seeded").json()
         return bool((ws.get("status") or {}).get("phase") == "Ready")
     initializer.eventually(ready, "root:seeded to be Ready once its only initializer is removed")
-    assert "root:universal" not in (logical_cluster(front, "root:seeded").get("status") or {}).get("initializers", [])
+    assert "root:team" not in (logical_cluster(front, "root:seeded").get("status") or {}).get("initializers", [])
     record_testsuite_property("initializer_seconds", round(time.monotonic() - initializer.started, 2))
 
     assert initializer.stop() == 0, initializer.output()[-6000:]

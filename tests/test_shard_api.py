@@ -908,3 +908,16 @@ def test_workspace_paths_resolve_to_logical_clusters(shard: EmbeddedShard, base:
     assert by_path.json()["metadata"]["annotations"]["kcp.io/cluster"] == "abc123"
     missing = base.get(f"/clusters/root:nobody{CM}")
     assert missing.status_code == 404 and "root:nobody" in status_of(missing)["message"]
+
+
+def test_marking_for_deletion_bumps_the_generation(api: httpx.Client) -> None:
+    """kube-apiserver's markAsDeleting increments metadata.generation with the deletionTimestamp."""
+    _install_widgets(api)
+    path = "/apis/example.dev/v1/namespaces/default/widgets"
+    held = widget("held")
+    held["metadata"]["finalizers"] = ["example.dev/hold"]
+    assert api.post(path, json=held).json()["metadata"]["generation"] == 1
+    marked = api.delete(f"{path}/held").json()
+    assert marked["metadata"]["deletionTimestamp"] and marked["metadata"]["generation"] == 2
+    again = api.delete(f"{path}/held").json()
+    assert again["metadata"]["generation"] == 2, "only the first deletion marks"

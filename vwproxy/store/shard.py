@@ -555,6 +555,8 @@ class Shard:
             if not current.deleting:
                 old_md["deletionTimestamp"] = meta.now_rfc3339()
                 old_md["deletionGracePeriodSeconds"] = 0
+                if isinstance(old_md.get("generation"), int) and old_md["generation"] > 0:
+                    old_md["generation"] += 1  # kube-apiserver's markAsDeleting: a deletion is a change of intent
                 if is_namespace:
                     old.setdefault("status", {})["phase"] = "Terminating"
                 current = tx.put(info.storage_key, cluster, old, current)

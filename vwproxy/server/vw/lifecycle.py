@@ -102,13 +102,15 @@ class LifecycleVirtualWorkspace:
         vw = vwpaths.parse(unquote(scope["path"]))
         lifecycle = Lifecycle(vw.kind, vw.owner)
         target = parse_api_path(vw.rest) if vw.rest != "/" else DiscoveryPath("none")
-        if isinstance(target, DiscoveryPath):
-            response = serve_discovery(target, LIFECYCLE_RESOURCES, vw.prefix)
-        elif (target.group, target.resource) == (_LOGICAL_CLUSTERS.group, _LOGICAL_CLUSTERS.resource):
+        if isinstance(target, ResourcePath) and (target.group, target.resource) == (_LOGICAL_CLUSTERS.group, _LOGICAL_CLUSTERS.resource):
             response = await self._logical_clusters(Request(scope, receive), lifecycle, vw, target)
         elif vw.wildcard:
-            raise errors.path_not_found()
+            if not isinstance(target, DiscoveryPath):
+                raise errors.path_not_found()
+            response = serve_discovery(target, LIFECYCLE_RESOURCES, vw.prefix)
         else:
+            # Under a cluster name everything else, discovery included, is the workspace's own (as
+            # on kcp): a controller resolves the workspace's kinds there before it writes them.
             await self._to_content(scope, receive, send, lifecycle, vw)
             return
         await response(scope, receive, send)
