@@ -46,5 +46,5 @@ def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
 @pytest.fixture
 def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
     """A client for the proxy's front URL."""
-    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+    with proxy.client() as client:
         yield client

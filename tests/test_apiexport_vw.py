@@ -103,7 +103,7 @@ def test_watch_list_then_live_changes_and_engagement(proxy: RunningProxy, front:
     done = threading.Event()
 
     def reader() -> None:
-        with httpx.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params=params, timeout=15) as resp:
+        with proxy.client() as watcher, watcher.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params=params, timeout=15) as resp:
             for line in resp.iter_lines():
                 if line:
                     events.append(orjson.loads(line))
@@ -143,7 +143,7 @@ def test_unbinding_disengages_with_deleted_events(proxy: RunningProxy, front: ht
     consumer = proxy.cluster_of("root:consumer-3")
     front.delete(f"/clusters/root:consumer-3{KCP}/apibindings/widgets")
     seen: list[dict[str, Any]] = []
-    with httpx.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "5"}, timeout=10) as resp:
+    with proxy.client() as watcher, watcher.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "5"}, timeout=10) as resp:
         for line in resp.iter_lines():
             if line:
                 seen.append(orjson.loads(line))
@@ -182,7 +182,7 @@ def test_status_write_through_the_vw_reads_its_own_write(proxy: RunningProxy, fr
 
 def test_python_client_watch_resumes_without_loss_or_repeat(proxy: RunningProxy, front: httpx.Client) -> None:
     base = vw_url(front)
-    api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=f"{base}/clusters/*"))
+    api = proxy.api_client(f"{base}/clusters/*")
     custom = kubernetes.client.CustomObjectsApi(api)
     listed = custom.list_cluster_custom_object("example.dev", "v1alpha1", "widgets")
     rv = listed["metadata"]["resourceVersion"]
@@ -221,7 +221,7 @@ def test_python_client_watch_resumes_without_loss_or_repeat(proxy: RunningProxy,
 
 
 def test_kubectl_through_the_vw(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
-    kubectl = Kubectl(tmp_path)
+    kubectl = Kubectl(tmp_path, kubeconfig=proxy.kubeconfig())
     url = kubectl.ok("get", "apiexportendpointslices.apis.kcp.io", "widgets", "-o", "jsonpath={.status.endpoints[0].url}", server=f"{proxy.url}/clusters/root:provider")
     assert url == vw_url(front)
     got = kubectl.run("get", "widgets", "-A", "-o", "json", server=f"{url}/clusters/*")

@@ -137,17 +137,9 @@ def go_programs(record_testsuite_property: Any) -> GoPrograms:
 # -- running ----------------------------------------------------------------------------------
 
 
-def write_kubeconfig(path: Path, server: str) -> Path:
-    """A kubeconfig with one context for `server` and no credentials (the front has no
-    authentication yet)."""
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "vwproxy", "cluster": {"server": server}}],
-        "users": [{"name": "anonymous", "user": {}}],
-        "contexts": [{"name": "vwproxy", "context": {"cluster": "vwproxy", "user": "anonymous"}}],
-        "current-context": "vwproxy",
-    }))
+def write_kubeconfig(path: Path, proxy: RunningProxy, server: str) -> Path:
+    """A kubeconfig with one context for `server`, with the proxy's credentials and trust."""
+    path.write_text(yaml.safe_dump(proxy.kubeconfig(server)))
     return path
 
 
@@ -251,7 +243,7 @@ def widget_controller(
 ) -> Controller:
     """apiexport-controller for root:provider's `widgets` endpoint slice, all existing widgets
     reconciled."""
-    kubeconfig = write_kubeconfig(tmp_path / "provider.kubeconfig", proxy.workspace_url("root:provider"))
+    kubeconfig = write_kubeconfig(tmp_path / "provider.kubeconfig", proxy, proxy.workspace_url("root:provider"))
     controller = run_controller(
         controllers, go_programs, tmp_path, "apiexport-controller",
         "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets", "--status-write", status_write,
@@ -330,7 +322,7 @@ def test_initializer_seeds_a_workspace_and_lets_it_go_ready(
     eventually(lambda: "root:team" in (logical_cluster(front, "root:seeded").get("status") or {}).get("initializers", []),
                "the new workspace to wait on root:team")
 
-    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", proxy.workspace_url("root"))
+    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", proxy, proxy.workspace_url("root"))
     initializer = run_controller(controllers, go_programs, tmp_path, "initializer", "--kubeconfig", str(kubeconfig), "--workspace-type", "team", "--configmap", "initialized", "--vw-wait", "5s")
 
     def seeded() -> dict[str, Any] | None:

@@ -30,10 +30,6 @@ def vw_urls(front: httpx.Client, type_name: str = TYPE) -> dict[str, str]:
     return {entry["type"]: entry["url"] for entry in wst}
 
 
-def api_client(url: str) -> kubernetes.client.ApiClient:
-    config = kubernetes.client.Configuration()
-    config.host = url
-    return kubernetes.client.ApiClient(config)
 
 
 @pytest.fixture
@@ -68,16 +64,16 @@ def test_discovery_is_exactly_logicalclusters(proxy: RunningProxy, front: httpx.
             assert [g["name"] for g in front.get(f"{base}/apis").json()["groups"]] == ["core.kcp.io"]
     # Under a cluster name, discovery is the workspace's own while it is in the phase, 403 otherwise.
     waiting = new_workspace(front, "init-discovery")
-    eventually(lambda: httpx.get(f"{typed['initializing']}/clusters/{waiting}/api/v1").status_code == 200, "the waiting workspace's discovery")
-    core = {r["name"] for r in httpx.get(f"{typed['initializing']}/clusters/{waiting}/api/v1").json()["resources"]}
+    eventually(lambda: front.get(f"{typed['initializing']}/clusters/{waiting}/api/v1").status_code == 200, "the waiting workspace's discovery")
+    core = {r["name"] for r in front.get(f"{typed['initializing']}/clusters/{waiting}/api/v1").json()["resources"]}
     assert {"configmaps", "secrets", "namespaces"} <= core
-    assert httpx.get(f"{typed['initializing']}/clusters/{proxy.cluster_of('root:consumer-1')}/api/v1").status_code == 403
+    assert front.get(f"{typed['initializing']}/clusters/{proxy.cluster_of('root:consumer-1')}/api/v1").status_code == 403
 
 
 def test_an_initializer_bootstraps_a_workspace_then_lets_it_go(proxy: RunningProxy, front: httpx.Client, typed: dict[str, str]) -> None:
     url = typed["initializing"]
     assert url == f"{proxy.url}/services/initializingworkspaces/{OWNER}"
-    wildcard = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/*"))
+    wildcard = kubernetes.client.CustomObjectsApi(proxy.api_client(f"{url}/clusters/*"))
     before = wildcard.list_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters")
     events: list[tuple[str, dict[str, Any]]] = []
     watching = threading.Event()
@@ -104,12 +100,12 @@ def test_an_initializer_bootstraps_a_workspace_then_lets_it_go(proxy: RunningPro
     assert [o["metadata"]["annotations"]["kcp.io/cluster"] for o in listed] == [cluster], "exactly the initializing workspaces of this type"
 
     # Bootstrap the workspace's content through the same URL.
-    core = kubernetes.client.CoreV1Api(api_client(f"{url}/clusters/{cluster}"))
+    core = kubernetes.client.CoreV1Api(proxy.api_client(f"{url}/clusters/{cluster}"))
     core.create_namespaced_config_map("default", {"metadata": {"name": "bootstrapped"}, "data": {"by": OWNER}})
     assert front.get(f"/clusters/root:init-1/api/v1/namespaces/default/configmaps/bootstrapped").json()["data"] == {"by": OWNER}
 
     # A foreign change to the list is refused; removing exactly our own entry is accepted.
-    mine = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/{cluster}"))
+    mine = kubernetes.client.CustomObjectsApi(proxy.api_client(f"{url}/clusters/{cluster}"))
     with pytest.raises(kubernetes.client.ApiException) as refused:
         mine.patch_cluster_custom_object_status("core.kcp.io", "v1alpha1", "logicalclusters", "cluster", {"status": {"initializers": ["wrong"]}})
     assert refused.value.status == 422 and f'only removing the "{OWNER}" initializer is supported' in orjson.loads(refused.value.body)["message"]
@@ -123,44 +119,44 @@ def test_an_initializer_bootstraps_a_workspace_then_lets_it_go(proxy: RunningPro
     assert events[-1][1]["metadata"]["annotations"]["kcp.io/cluster"] == cluster
 
     # Afterwards: no more content access, and the object is gone from this VW.
-    denied = httpx.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps")
+    denied = front.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps")
     assert denied.status_code == 403 and f'initializer "{OWNER}" cannot access this workspace' in denied.json()["message"]
-    assert httpx.get(f"{url}/clusters/{cluster}/{LC}/cluster").status_code == 404
+    assert front.get(f"{url}/clusters/{cluster}/{LC}/cluster").status_code == 404
     assert wildcard.list_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters")["items"] == []
 
 
 def test_initializing_vw_contract(proxy: RunningProxy, front: httpx.Client, typed: dict[str, str]) -> None:
     url = typed["initializing"]
     cluster = new_workspace(front, "init-2")
-    eventually(lambda: httpx.get(f"{url}/clusters/{cluster}/{LC}/cluster").status_code == 200, "the workspace in the initializing VW")
-    got = httpx.get(f"{url}/clusters/{cluster}/{LC}/cluster").json()
+    eventually(lambda: front.get(f"{url}/clusters/{cluster}/{LC}/cluster").status_code == 200, "the workspace in the initializing VW")
+    got = front.get(f"{url}/clusters/{cluster}/{LC}/cluster").json()
     key, value = kcp.lifecycle_label(kcp.INITIALIZER_LABEL_PREFIX, OWNER)
     assert got["metadata"]["labels"][key] == value and got["metadata"]["annotations"]["kcp.io/cluster"] == cluster
     # Writes of the main resource are not served; neither are gets or writes on `*`.
-    patch = httpx.patch(f"{url}/clusters/{cluster}/{LC}/cluster", content=b'{"metadata":{"labels":{"x":"y"}}}', headers={"content-type": "application/merge-patch+json"})
+    patch = front.patch(f"{url}/clusters/{cluster}/{LC}/cluster", content=b'{"metadata":{"labels":{"x":"y"}}}', headers={"content-type": "application/merge-patch+json"})
     assert patch.status_code == 405
-    assert httpx.get(f"{url}/clusters/*/{LC}/cluster").status_code == 405
+    assert front.get(f"{url}/clusters/*/{LC}/cluster").status_code == 405
     # Adding or replacing entries is refused; so is removing another's.
     for wanted in ([OWNER, "root:other"], [], ["root:other"]):
         if wanted == []:
             continue  # removing our own entry is the accepted case, tested above
-        resp = httpx.patch(f"{url}/clusters/{cluster}/{LC}/cluster/status", content=orjson.dumps({"status": {"initializers": wanted}}),
+        resp = front.patch(f"{url}/clusters/{cluster}/{LC}/cluster/status", content=orjson.dumps({"status": {"initializers": wanted}}),
                            headers={"content-type": "application/merge-patch+json"})
         assert resp.status_code == 422, (wanted, resp.text)
     # Another type's initializing VW neither lists nor reaches this workspace.
     other = f"{proxy.url}/services/initializingworkspaces/root:someone-else"
-    assert httpx.get(f"{other}/clusters/*/{LC}").json()["items"] == []
-    assert httpx.get(f"{other}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
+    assert front.get(f"{other}/clusters/*/{LC}").json()["items"] == []
+    assert front.get(f"{other}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
     # A workspace path is not a cluster name; a bare URL says what to append.
-    assert httpx.get(f"{url}/clusters/root:init-2/{LC}").status_code == 404
-    assert "append /clusters/*" in httpx.get(f"{url}/apis").json()["message"]
+    assert front.get(f"{url}/clusters/root:init-2/{LC}").status_code == 404
+    assert "append /clusters/*" in front.get(f"{url}/apis").json()["message"]
 
 
 def test_lifecycle_watch_bookmarks_and_watch_list(proxy: RunningProxy, front: httpx.Client, typed: dict[str, str]) -> None:
     new_workspace(front, "init-3")
     for kind in ("initializing", "terminating"):
         params = {"watch": "true", "sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan", "allowWatchBookmarks": "true", "timeoutSeconds": "1"}
-        with httpx.stream("GET", f"{typed[kind]}/clusters/*/{LC}", params=params) as stream:
+        with front.stream("GET", f"{typed[kind]}/clusters/*/{LC}", params=params) as stream:
             events = [orjson.loads(line) for line in stream.iter_lines() if line]
         bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
         assert bookmarks and bookmarks[0]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true", kind
@@ -169,8 +165,8 @@ def test_lifecycle_watch_bookmarks_and_watch_list(proxy: RunningProxy, front: ht
         assert (added == [proxy.cluster_of("root:init-3")]) if kind == "initializing" else added == [], (kind, added)
 
 
-def _finish_initialization(url: str, cluster: str) -> None:
-    api = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/{cluster}"))
+def _finish_initialization(proxy: RunningProxy, url: str, cluster: str) -> None:
+    api = kubernetes.client.CustomObjectsApi(proxy.api_client(f"{url}/clusters/{cluster}"))
     lc = api.get_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters", "cluster")
     remaining = [i for i in lc["status"]["initializers"] if i != OWNER]
     api.patch_cluster_custom_object_status("core.kcp.io", "v1alpha1", "logicalclusters", "cluster", {"status": {"initializers": remaining}})
@@ -179,15 +175,15 @@ def _finish_initialization(url: str, cluster: str) -> None:
 def test_a_terminator_cleans_up_then_lets_the_workspace_go(proxy: RunningProxy, front: httpx.Client, typed: dict[str, str]) -> None:
     url = typed["terminating"]
     cluster = new_workspace(front, "term-1")
-    eventually(lambda: httpx.get(f"{typed['initializing']}/clusters/{cluster}/{LC}/cluster").status_code == 200, "initializing")
-    _finish_initialization(typed["initializing"], cluster)
+    eventually(lambda: front.get(f"{typed['initializing']}/clusters/{cluster}/{LC}/cluster").status_code == 200, "initializing")
+    _finish_initialization(proxy, typed["initializing"], cluster)
     eventually(lambda: phase(front, "term-1") == "Ready", "Ready")
     lc = front.get(f"/clusters/{cluster}/{LC}/cluster").json()
     assert lc["status"]["terminators"] == [OWNER], "terminators are listed from creation, also while Ready"
-    wildcard = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/*"))
+    wildcard = kubernetes.client.CustomObjectsApi(proxy.api_client(f"{url}/clusters/*"))
     listed = wildcard.list_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters")
     assert listed["items"] == [], "a Ready workspace is not terminating"
-    assert httpx.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
+    assert front.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
     events: list[tuple[str, dict[str, Any]]] = []
 
     def watch() -> None:
@@ -209,13 +205,13 @@ def test_a_terminator_cleans_up_then_lets_the_workspace_go(proxy: RunningProxy, 
     assert kind == "MODIFIED" and first["metadata"]["deletionTimestamp"] and first["metadata"]["annotations"]["kcp.io/cluster"] == cluster
     # While terminating, the terminator reaches the workspace's content and cleans up.
     # (Its content is being deleted meanwhile, as on kcp: the terminator works on what it creates.)
-    core = kubernetes.client.CoreV1Api(api_client(f"{url}/clusters/{cluster}"))
+    core = kubernetes.client.CoreV1Api(proxy.api_client(f"{url}/clusters/{cluster}"))
     core.list_config_map_for_all_namespaces()
     core.create_namespace({"metadata": {"name": "audit"}})
     made = core.create_namespaced_config_map("audit", {"metadata": {"name": "audit"}, "data": {"by": OWNER}})
     assert made.metadata.annotations["kcp.io/cluster"] == cluster
     # The main resource cannot be patched; another value in the list is refused.
-    mine = kubernetes.client.CustomObjectsApi(api_client(f"{url}/clusters/{cluster}"))
+    mine = kubernetes.client.CustomObjectsApi(proxy.api_client(f"{url}/clusters/{cluster}"))
     with pytest.raises(kubernetes.client.ApiException) as refused:
         mine.patch_cluster_custom_object("core.kcp.io", "v1alpha1", "logicalclusters", "cluster", {"metadata": {"labels": {"x": "y"}}})
     assert refused.value.status == 405
@@ -231,7 +227,7 @@ def test_a_terminator_cleans_up_then_lets_the_workspace_go(proxy: RunningProxy, 
     assert any(o["status"].get("phase") == "Terminating" for _, o in events)
     assert any(not o["status"].get("terminators") for t, o in events if t == "MODIFIED"), "the emptied list is delivered"
     assert events[-1][1]["metadata"]["annotations"]["kcp.io/cluster"] == cluster
-    assert httpx.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
+    assert front.get(f"{url}/clusters/{cluster}/api/v1/namespaces/default/configmaps").status_code == 403
 
 
 def test_the_example_initializer_makes_team_a_ready(proxy: RunningProxy, front: httpx.Client) -> None:

@@ -61,11 +61,13 @@ spec:
 def kubectl(proxy: RunningProxy, tmp_path: Path) -> Kubectl:
     """kubectl with a kubeconfig of its own: contexts `provider` (current), `consumer-1`, `root`."""
     contexts = {"provider": "root:provider", "consumer-1": "root:consumer-1", "root": "root"}
+    credentials = proxy.kubeconfig()
+    trust = credentials["clusters"][0]["cluster"]
     return Kubectl(tmp_path, kubeconfig={
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": proxy.workspace_url(path)}} for name, path in contexts.items()],
-        "users": [{"name": "user", "user": {}}],
+        "clusters": [{"name": name, "cluster": {**trust, "server": proxy.workspace_url(path)}} for name, path in contexts.items()],
+        "users": [{"name": "user", "user": credentials["users"][0]["user"]}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": "user"}} for name in contexts],
         "current-context": "provider",
     })

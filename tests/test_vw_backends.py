@@ -72,7 +72,7 @@ def test_a_stopped_backend_only_makes_its_workspace_stale(proxy: RunningProxy, f
     done = threading.Event()
 
     def watch() -> None:
-        with httpx.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "20"}, timeout=30) as stream:
+        with proxy.client() as watcher, watcher.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "20"}, timeout=30) as stream:
             for line in stream.iter_lines():
                 if line:
                     events.append(orjson.loads(line))

@@ -69,13 +69,13 @@ def wildcard_clusters(front: httpx.Client, base: str) -> set[str]:
     return {i["metadata"]["annotations"]["kcp.io/cluster"] for i in items}
 
 
-def client_at(url: str) -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url)))
+def client_at(proxy: RunningProxy, url: str) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(proxy.api_client(url))
 
 
 def assert_invisible(proxy: RunningProxy, front: httpx.Client, ws: str, cluster: str, base: str) -> None:
     """Not in the provider's `/clusters/*` list or watch; 403 for every verb per cluster; nothing written."""
-    wildcard = client_at(f"{base}/clusters/*")
+    wildcard = client_at(proxy, f"{base}/clusters/*")
     listed = wildcard.list_cluster_custom_object("example.dev", "v1alpha1", "widgets")
     assert cluster not in {i["metadata"]["annotations"]["kcp.io/cluster"] for i in listed["items"]}
     assert {i["metadata"]["annotations"]["kcp.io/cluster"] for i in listed["items"]} == {proxy.cluster_of(f"root:consumer-{n}") for n in (1, 2, 3)}
@@ -85,7 +85,7 @@ def assert_invisible(proxy: RunningProxy, front: httpx.Client, ws: str, cluster:
     done = threading.Event()
 
     def watch() -> None:
-        with httpx.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params={"watch": "true", "resourceVersion": listed["metadata"]["resourceVersion"], "timeoutSeconds": "10"}, timeout=15) as resp:
+        with proxy.client() as watcher, watcher.stream("GET", f"{base}/clusters/*/{WIDGETS}/widgets", params={"watch": "true", "resourceVersion": listed["metadata"]["resourceVersion"], "timeoutSeconds": "10"}, timeout=15) as resp:
             for line in resp.iter_lines():
                 if line:
                     seen.append(orjson.loads(line))
@@ -102,7 +102,7 @@ def assert_invisible(proxy: RunningProxy, front: httpx.Client, ws: str, cluster:
     assert [e["object"]["metadata"]["name"] for e in seen] == ["marker"], [(e["type"], e["object"]["metadata"]) for e in seen]
     before = in_workspace(front, ws)
 
-    per_cluster = client_at(f"{base}/clusters/{cluster}")
+    per_cluster = client_at(proxy, f"{base}/clusters/{cluster}")
     name = sorted(before)[0]
     attempts = {
         "list": lambda: per_cluster.list_cluster_custom_object("example.dev", "v1alpha1", "widgets"),

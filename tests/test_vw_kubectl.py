@@ -18,8 +18,8 @@ PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io
 PARTIAL = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
 
 
-def _kubectl(tmp_path: Path, server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return Kubectl(tmp_path / f"kubectl-{len(list(tmp_path.iterdir()))}", server=server).run(*args)
+def _kubectl(proxy: RunningProxy, tmp_path: Path, server: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return Kubectl(tmp_path / f"kubectl-{len(list(tmp_path.iterdir()))}", kubeconfig=proxy.kubeconfig(server)).run(*args)
 
 
 def test_tables_through_the_vw_carry_the_schemas_printer_columns(proxy: RunningProxy, front: httpx.Client) -> None:
@@ -39,7 +39,7 @@ def test_tables_through_the_vw_carry_the_schemas_printer_columns(proxy: RunningP
 def test_kubectl_get_through_the_vw_shows_printer_columns(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
     server = f"{vw_url(front)}/clusters/*"
     for extra in ((), ("-o", "wide")):
-        got = _kubectl(tmp_path, server, "get", "widgets", "-A", *extra)
+        got = _kubectl(proxy, tmp_path, server, "get", "widgets", "-A", *extra)
         assert got.returncode == 0, got.stderr
         header = got.stdout.splitlines()[0].split()
         assert header[:4] == ["NAMESPACE", "NAME", "SIZE", "AGE"], got.stdout
@@ -48,7 +48,7 @@ def test_kubectl_get_through_the_vw_shows_printer_columns(proxy: RunningProxy, f
 
 
 def test_kubectl_api_resources_through_the_vw_lists_exactly_the_export(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
-    got = _kubectl(tmp_path, f"{vw_url(front)}/clusters/*", "api-resources", "--no-headers", "-o", "name")
+    got = _kubectl(proxy, tmp_path, f"{vw_url(front)}/clusters/*", "api-resources", "--no-headers", "-o", "name")
     assert got.returncode == 0, got.stderr
     assert sorted(got.stdout.split()) == ["apibindings.apis.kcp.io", "widgets.example.dev"]
 

@@ -49,11 +49,22 @@ def label(front: httpx.Client, consumer: int, name: str, labels: dict[str, Any])
     assert resp.status_code == 200, resp.text
 
 
+# Watches open their own connection (they run on threads), with the proxy's credentials.
+_watch_clients: list[RunningProxy] = []
+
+
+@pytest.fixture(autouse=True)
+def _watching_through(proxy: RunningProxy) -> Iterator[None]:
+    _watch_clients.append(proxy)
+    yield
+    _watch_clients.remove(proxy)
+
+
 def read_watch(url: str, params: dict[str, str], until: Any, headers: dict[str, str] | None = None, timeout: float = 10,
                into: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], bool]:
     """Read watch events (into `into`) until `until(events)` is true or the stream ends; (events, ended by the server)."""
     events: list[dict[str, Any]] = [] if into is None else into
-    with httpx.stream("GET", url, params={"watch": "true", "timeoutSeconds": str(int(timeout)), **params}, headers=headers, timeout=timeout + 5) as resp:
+    with _watch_clients[-1].client() as client, client.stream("GET", url, params={"watch": "true", "timeoutSeconds": str(int(timeout)), **params}, headers=headers, timeout=timeout + 5) as resp:
         assert resp.status_code == 200, resp.read()
         for line in resp.iter_lines():
             if line:
@@ -96,9 +107,9 @@ def base(front: httpx.Client) -> str:
 
 
 @pytest.fixture
-def custom(base: str) -> Iterator[kubernetes.client.CustomObjectsApi]:
+def custom(proxy: RunningProxy, base: str) -> Iterator[kubernetes.client.CustomObjectsApi]:
     """The Python client on the provider's `/clusters/*`."""
-    api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=f"{base}/clusters/*"))
+    api = proxy.api_client(f"{base}/clusters/*")
     yield kubernetes.client.CustomObjectsApi(api)
     api.close()
 

@@ -141,10 +141,10 @@ def test_delete_preconditions_use_the_resource_version_the_client_read(front: ht
     assert front.get(f"{at}/doomed").status_code == 404
 
 
-def test_the_python_client_deletes_with_a_precondition(front: httpx.Client, at: str) -> None:
+def test_the_python_client_deletes_with_a_precondition(proxy: RunningProxy, front: httpx.Client, at: str) -> None:
     stale, current = stale_and_current(front, at, "py-doomed")
     host, _, rest = at.partition("/apis/")
-    custom = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=host)))
+    custom = kubernetes.client.CustomObjectsApi(proxy.api_client(host))
     with pytest.raises(ApiException) as conflict:
         custom.delete_namespaced_custom_object("example.dev", "v1alpha1", "default", "widgets", "py-doomed",
                                                body=kubernetes.client.V1DeleteOptions(preconditions=kubernetes.client.V1Preconditions(resource_version=stale)))

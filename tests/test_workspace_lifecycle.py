@@ -84,8 +84,8 @@ def add_type(front: httpx.Client, where: str, name: str, **spec: Any) -> None:
     assert resp.status_code == 201, resp.text
 
 
-def kubectl(tmp_path: Path, server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return Kubectl(tmp_path, server=server).run(*args, timeout=KUBECTL_TIMEOUT_SECONDS)
+def kubectl(proxy: RunningProxy, tmp_path: Path, server: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return Kubectl(tmp_path, kubeconfig=proxy.kubeconfig(server)).run(*args, timeout=KUBECTL_TIMEOUT_SECONDS)
 
 
 # -- creation and initialization -------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_kubectl_delete_workspace_returns_and_everything_goes(proxy: RunningProx
     assert front.post(f"/clusters/{cluster}{WIDGETS}", json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}}).status_code == 201
 
     started = time.monotonic()
-    result = kubectl(tmp_path, f"{proxy.url}/clusters/root", "delete", "workspaces.tenancy.kcp.io", "brief")
+    result = kubectl(proxy, tmp_path, f"{proxy.url}/clusters/root", "delete", "workspaces.tenancy.kcp.io", "brief")
     assert result.returncode == 0, result.stderr
     assert "deleted" in result.stdout and time.monotonic() - started < 10, "kubectl waits for the workspace, which goes at once without terminators"
     assert front.get(f"/clusters/root{TENANCY}/workspaces/brief").status_code == 404
@@ -253,7 +253,7 @@ def test_a_terminator_holds_deletion_while_content_goes(proxy: RunningProxy, fro
     watcher.start()
     assert connected.wait(10) and not failures, failures
     started = time.monotonic()
-    result = kubectl(tmp_path, f"{proxy.url}/clusters/root", "delete", "workspaces.tenancy.kcp.io", "held", "--wait=false")
+    result = kubectl(proxy, tmp_path, f"{proxy.url}/clusters/root", "delete", "workspaces.tenancy.kcp.io", "held", "--wait=false")
     assert result.returncode == 0 and time.monotonic() - started < 10, result.stderr
 
     ws = wait_phase(front, "held", "Terminating")
@@ -307,7 +307,7 @@ def test_a_binding_goes_only_after_its_objects(proxy: RunningProxy, front: httpx
 
     held = {"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "held", "finalizers": ["example.dev/hold"]}, "spec": {}}
     assert front.post(f"/clusters/root:consumer-1{WIDGETS}", json=held).status_code == 201
-    with k8s.ApiClient(k8s.Configuration(host=f"{proxy.url}/clusters/root:consumer-1")) as api:
+    with proxy.api_client(f"{proxy.url}/clusters/root:consumer-1") as api:
         deleted = k8s.CustomObjectsApi(api).delete_cluster_custom_object("apis.kcp.io", "v1alpha2", "apibindings", "widgets")
     assert deleted["metadata"]["deletionTimestamp"] and "apis.kcp.io/apibinding-finalizer" in deleted["metadata"]["finalizers"]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import httpx
 
 from vwproxy.control.manifests import load_folder
 from vwproxy.server.app import ServeApp
@@ -46,6 +49,54 @@ class RunningProxy:
     @property
     def url(self) -> str:
         return self.server.url
+
+    # -- clients: every test reaches the server through these, so they carry whatever
+    # -- credentials and trust the server asks for.
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token clients present (None while the server takes anonymous callers)."""
+        return None
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA that signed the server's certificate (None over plain http)."""
+        return None
+
+    def client(self, *, timeout: float = 10.0, token: str | None = None) -> httpx.Client:
+        """An httpx client for the front (absolute URLs reach the VWs the same way)."""
+        bearer = token if token is not None else self.token
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=self.ca_file or True)
+
+    def kubeconfig(self, server: str | None = None, *, token: str | None = None) -> dict[str, Any]:
+        """A kubeconfig document for `server` (the front by default) with this server's credentials."""
+        cluster: dict[str, Any] = {"server": server or self.url}
+        if self.ca_file:
+            cluster["certificate-authority"] = self.ca_file
+        user: dict[str, Any] = {}
+        bearer = token if token is not None else self.token
+        if bearer:
+            user["token"] = bearer
+        return {
+            "apiVersion": "v1", "kind": "Config", "current-context": "vwproxy",
+            "clusters": [{"name": "vwproxy", "cluster": cluster}],
+            "users": [{"name": "vwproxy", "user": user}],
+            "contexts": [{"name": "vwproxy", "context": {"cluster": "vwproxy", "user": "vwproxy"}}],
+        }
+
+    def api_client(self, server: str | None = None, *, token: str | None = None) -> Any:
+        """A `kubernetes` Python client (`kubernetes.client.ApiClient`) for `server`."""
+        import kubernetes  # the test extra; only the tests that use the official client need it
+
+        config = kubernetes.client.Configuration()
+        config.host = server or self.url
+        if self.ca_file:
+            config.ssl_ca_cert = self.ca_file
+        bearer = token if token is not None else self.token
+        if bearer:
+            config.api_key = {"authorization": f"Bearer {bearer}"}
+        return kubernetes.client.ApiClient(config)
 
     def workspace_url(self, path: str) -> str:
         return f"{self.server.url}/clusters/{path}"
