@@ -4,12 +4,13 @@ It reads the initializing virtual-workspace URL from the WorkspaceType's status,
 workspaces waiting for it, gives each a `welcome` ConfigMap and removes its own initializer, so
 the workspace becomes Ready. Run it next to `vwproxy serve`:
 
-    python3 examples/team_initializer.py --server http://127.0.0.1:6443
+    python3 examples/team_initializer.py --kubeconfig <data dir>/admin.kubeconfig
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 
 import kubernetes
 
@@ -17,8 +18,11 @@ INITIALIZER = "root:team"
 LC = ("core.kcp.io", "v1alpha1", "logicalclusters")
 
 
+BASE = kubernetes.client.Configuration()  # credentials and trust, from the kubeconfig
+
+
 def client(host: str) -> kubernetes.client.ApiClient:
-    config = kubernetes.client.Configuration()
+    config = copy.deepcopy(BASE)
     config.host = host
     return kubernetes.client.ApiClient(config)
 
@@ -36,10 +40,14 @@ def initialize(vw_url: str, cluster: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default="http://127.0.0.1:6443", help="the vwproxy (or kcp) front URL")
+    parser.add_argument("--kubeconfig", help="a kubeconfig for the vwproxy (or kcp) front; its server's /clusters/... is replaced")
+    parser.add_argument("--server", help="the front URL (default: the kubeconfig's server without its /clusters/... path)")
     parser.add_argument("--once", action="store_true", help="initialize what is waiting now, then exit")
     args = parser.parse_args()
-    root = kubernetes.client.CustomObjectsApi(client(f"{args.server}/clusters/root"))
+    if args.kubeconfig:
+        kubernetes.config.load_kube_config(args.kubeconfig, client_configuration=BASE)
+    server = (args.server or BASE.host).split("/clusters/")[0]
+    root = kubernetes.client.CustomObjectsApi(client(f"{server}/clusters/root"))
     wst = root.get_cluster_custom_object("tenancy.kcp.io", "v1alpha1", "workspacetypes", "team")
     vw_url = next(v["url"] for v in wst["status"]["virtualWorkspaces"] if v["type"] == "initializing")
     waiting = kubernetes.client.CustomObjectsApi(client(f"{vw_url}/clusters/*"))
