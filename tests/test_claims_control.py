@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from vwproxy.control.claims import accepted_claims
 from vwproxy.store.shard import Shard
 from vwproxy.testing.proxy import RunningProxy
 from support import eventually
@@ -103,6 +104,14 @@ def test_accepted_claims_label_matching_objects_and_follow_changes(proxy: Runnin
     labels = binding["metadata"]["labels"]
     assert labels["internal.apis.kcp.io/export"] == b62sha224(f"{provider}:tools".encode())
     assert labels[key] == "LstvmbbzVDDOn90ZbhzSQO5U3DMCf88h1pZ", "every binding carries its export's reflexive claim label"
+    # what the virtual workspace asks: from the shard, and from the labeller's index
+    control = proxy.app.control
+    consumer = proxy.cluster_of("root:consumer-1")
+    for found in (accepted_claims(control.store, provider, "tools"), control.claims.claims_of_export(provider, "tools")):
+        assert list(found) == [consumer]
+        (claim,) = found[consumer]
+        assert (claim.resource, claim.allowed_verbs, claim.selector, claim.label_key, claim.label_value) == (
+            "configmaps", {"get", "list", "watch"}, {"matchLabels": {"app": "x"}}, key, cm_value)
 
     # objects created and changed later follow the selector
     configmap(front, "later", app="x")
