@@ -206,3 +206,18 @@ def test_claim_labels_converge_across_restarts(tmp_path: Path) -> None:
             eventually(lambda: claim_labels(front, f"{CONFIGMAPS}/before") == {}, "the stale label taken off at start")
             assert front.post(f"{CONSUMER}/api/v1/namespaces/default/secrets", json={"metadata": {"name": "t"}}).status_code == 201
             eventually(lambda: key in claim_labels(front, f"{CONSUMER}/api/v1/namespaces/default/secrets/t"), "a secret created after the restart labelled")
+
+
+def test_a_claim_on_another_exports_resource_labels_its_objects(proxy: RunningProxy, front: httpx.Client) -> None:
+    """consumer-1 binds root:provider's widgets; a second export claims widgets by that identity."""
+    provider = proxy.cluster_of("root:provider")
+    identity = front.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"]
+    claim = {"group": "example.dev", "resource": "widgets", "verbs": ["get", "list"], "identityHash": identity}
+    assert front.post(f"/clusters/root:provider{KCP}/apiexports", json={"metadata": {"name": "auditor"}, "spec": {"permissionClaims": [claim]}}).status_code == 201
+    binding = {"metadata": {"name": "auditor"}, "spec": {"reference": {"export": {"path": "root:provider", "name": "auditor"}},
+               "permissionClaims": [{**claim, "selector": {"matchAll": True}, "state": "Accepted"}]}}
+    assert front.post(f"{CONSUMER}{KCP}/apibindings", json=binding).status_code == 201
+    key = PREFIX + b62sha224(f"{provider}:auditor".encode())
+    value = b62sha224(b'{"group":"example.dev","resource":"widgets","verbs":null,"identityHash":"' + identity.encode() + b'"}')
+    for name in ("red", "blue"):
+        eventually(lambda: claim_labels(front, f"{CONSUMER}/apis/example.dev/v1alpha1/namespaces/default/widgets/{name}").get(key) == value, f"widget {name} labelled")
