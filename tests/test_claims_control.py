@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from vwproxy.control.claims import accepted_claims
 from vwproxy.store.shard import Shard
 from vwproxy.testing.proxy import RunningProxy
 from support import eventually
@@ -103,6 +104,14 @@ def test_accepted_claims_label_matching_objects_and_follow_changes(proxy: Runnin
     labels = binding["metadata"]["labels"]
     assert labels["internal.apis.kcp.io/export"] == b62sha224(f"{provider}:tools".encode())
     assert labels[key] == "LstvmbbzVDDOn90ZbhzSQO5U3DMCf88h1pZ", "every binding carries its export's reflexive claim label"
+    # what the virtual workspace asks: from the shard, and from the labeller's index
+    control = proxy.app.control
+    consumer = proxy.cluster_of("root:consumer-1")
+    for found in (accepted_claims(control.store, provider, "tools"), control.claims.claims_of_export(provider, "tools")):
+        assert list(found) == [consumer]
+        (claim,) = found[consumer]
+        assert (claim.resource, claim.allowed_verbs, claim.selector, claim.label_key, claim.label_value) == (
+            "configmaps", {"get", "list", "watch"}, {"matchLabels": {"app": "x"}}, key, cm_value)
 
     # objects created and changed later follow the selector
     configmap(front, "later", app="x")
@@ -197,3 +206,18 @@ def test_claim_labels_converge_across_restarts(tmp_path: Path) -> None:
             eventually(lambda: claim_labels(front, f"{CONFIGMAPS}/before") == {}, "the stale label taken off at start")
             assert front.post(f"{CONSUMER}/api/v1/namespaces/default/secrets", json={"metadata": {"name": "t"}}).status_code == 201
             eventually(lambda: key in claim_labels(front, f"{CONSUMER}/api/v1/namespaces/default/secrets/t"), "a secret created after the restart labelled")
+
+
+def test_a_claim_on_another_exports_resource_labels_its_objects(proxy: RunningProxy, front: httpx.Client) -> None:
+    """consumer-1 binds root:provider's widgets; a second export claims widgets by that identity."""
+    provider = proxy.cluster_of("root:provider")
+    identity = front.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"]
+    claim = {"group": "example.dev", "resource": "widgets", "verbs": ["get", "list"], "identityHash": identity}
+    assert front.post(f"/clusters/root:provider{KCP}/apiexports", json={"metadata": {"name": "auditor"}, "spec": {"permissionClaims": [claim]}}).status_code == 201
+    binding = {"metadata": {"name": "auditor"}, "spec": {"reference": {"export": {"path": "root:provider", "name": "auditor"}},
+               "permissionClaims": [{**claim, "selector": {"matchAll": True}, "state": "Accepted"}]}}
+    assert front.post(f"{CONSUMER}{KCP}/apibindings", json=binding).status_code == 201
+    key = PREFIX + b62sha224(f"{provider}:auditor".encode())
+    value = b62sha224(b'{"group":"example.dev","resource":"widgets","verbs":null,"identityHash":"' + identity.encode() + b'"}')
+    for name in ("red", "blue"):
+        eventually(lambda: claim_labels(front, f"{CONSUMER}/apis/example.dev/v1alpha1/namespaces/default/widgets/{name}").get(key) == value, f"widget {name} labelled")

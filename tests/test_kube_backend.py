@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from vwproxy.kube import kcp
 from vwproxy.testing.process import ShardProcess
 from vwproxy.testing.proxy import RunningProxy, example_topology
 from support import client_go_openapi_url, conditions, eventually
@@ -475,3 +476,38 @@ def test_a_watch_in_flight_ends_when_the_backend_goes_away_and_rewatching_gets_5
     assert ended.wait(WAIT_SECONDS), "the watch through the front hangs after its backend went away"
     again = front.get(f"{EXT}{CONFIGMAPS}", params={"watch": "true", "resourceVersion": rv})
     assert again.status_code == 503 and again.json()["reason"] == "ServiceUnavailable"
+
+
+# -- permission claims on a backend ---------------------------------------------------------
+
+
+def test_claim_labels_land_on_the_backend(proxy: RunningProxy, front: httpx.Client, direct: httpx.Client) -> None:
+    """Accepted claims on a kube-backend workspace label its objects through the backend client:
+    a built-in (configmaps, by selector) and another export's resource (widgets, by identity)."""
+    ext_ready(front)
+    provider = proxy.cluster_of("root:provider")
+    identity = front.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"]
+    for name, app in (("picked", "x"), ("other", "y")):
+        assert direct.post(CONFIGMAPS, json={"metadata": {"name": name, "labels": {"app": app}}}).status_code == 201
+    assert direct.post(WIDGETS, json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}}).status_code == 201
+    widget_claim = {"group": "example.dev", "resource": "widgets", "verbs": ["get"], "identityHash": identity}
+    cm_claim = {"group": "", "resource": "configmaps", "verbs": ["get"]}
+    export = {"metadata": {"name": "watcher"}, "spec": {"permissionClaims": [cm_claim, widget_claim]}}
+    assert front.post(f"/clusters/root:provider{KCP}/apiexports", json=export).status_code == 201
+    binding = {"metadata": {"name": "watcher"}, "spec": {"reference": {"export": {"path": "root:provider", "name": "watcher"}}, "permissionClaims": [
+        {**cm_claim, "selector": {"matchLabels": {"app": "x"}}, "state": "Accepted"},
+        {**widget_claim, "selector": {"matchAll": True}, "state": "Accepted"}]}}
+    assert front.post(f"{EXT}{KCP}/apibindings", json=binding).status_code == 201
+    key = kcp.claim_label_key(provider, "watcher")
+
+    def label_on(path: str) -> str | None:
+        return (direct.get(path).json()["metadata"].get("labels") or {}).get(key)
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline and (label_on(f"{CONFIGMAPS}/picked") is None or label_on(f"{WIDGETS}/w") is None):
+        time.sleep(0.05)
+    assert label_on(f"{CONFIGMAPS}/picked") == kcp.claim_label(provider, "watcher", cm_claim)[1]
+    assert label_on(f"{WIDGETS}/w") == kcp.claim_label(provider, "watcher", widget_claim)[1]
+    assert label_on(f"{CONFIGMAPS}/other") is None
+    status = front.get(f"{EXT}{KCP}/apibindings/watcher").json()["status"]
+    assert [c["resource"] for c in status["appliedPermissionClaims"]] == ["configmaps", "widgets"]

@@ -177,9 +177,13 @@ class ClaimLabeller:
     async def relabel_all(self, cluster: str, storage_key: str, skip: str = "") -> list[str]:
         """Every object of a storage key in `cluster` (but `skip`); returns the failures."""
         failures: list[str] = []
-        for count, stored in enumerate(list(self.shard.table(storage_key).ordered(cluster)), 1):
-            if storage_key == APIBINDINGS_KEY and stored.name == skip:
+        table = self.shard.table(storage_key)
+        for count, listed in enumerate(list(table.ordered(cluster)), 1):
+            if storage_key == APIBINDINGS_KEY and listed.name == skip:
                 continue  # the binding being reconciled sets its own labels
+            stored = table.get(cluster, listed.namespace, listed.name)  # as it is now: requests ran between yields
+            if stored is None:
+                continue
             try:
                 self._relabel(cluster, storage_key, stored)
             except errors.StatusError as exc:
