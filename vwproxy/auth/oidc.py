@@ -64,7 +64,7 @@ class JWTIssuer:
                 token, key, algorithms=[str(algorithm)], audience=list(self.audiences), issuer=self.url,
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["iss", "aud", "exp"]},
             )
-        except jwt.PyJWTError as error:
+        except (jwt.PyJWTError, TypeError, ValueError) as error:  # TypeError: a key of another family than alg
             raise AuthenticationFailed(f"issuer {self.url}: token rejected: {error}") from error
         _check_times(claims, now, self.url)
         for claim, required in self.required_claims.items():
