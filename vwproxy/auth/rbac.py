@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
 from vwproxy.auth.decision import Attributes, Decision, allow, no_opinion
 from vwproxy.auth.identity import MASTERS, SERVICE_ACCOUNT_PREFIX, User, in_scope, out_of_scope_view
@@ -214,8 +214,9 @@ def subject_matches(subject: Subject, user: User, binding_cluster: str, cluster:
 class RBACAuthorizer:
     """`authorize(user, cluster, attributes)` over the cluster's RBAC and the bootstrap policy.
 
-    Decisions are cached for DECISION_CACHE_TTL_SECONDS under the current generation; whoever
-    writes RBAC objects calls `invalidate()` so the next request sees the change.
+    Decisions (and each cluster's indexed policy) are cached for DECISION_CACHE_TTL_SECONDS under
+    the current generation; whoever writes RBAC objects calls `invalidate()` so the next request
+    sees the change at once rather than within the TTL.
     """
 
     def __init__(self, source: RBACSource, bootstrap: Policy, *, clock: Callable[[], float] = time.monotonic,
@@ -224,7 +225,8 @@ class RBACAuthorizer:
         self._bootstrap = bootstrap
         self._generation = 0
         self._decisions: TTLCache[tuple[Any, ...], Decision] = TTLCache(DECISION_CACHE_SIZE, cache_ttl, timer=clock)
-        self._compiled: LRUCache[tuple[int, str], _Compiled] = LRUCache(COMPILED_CLUSTERS)
+        # Same TTL as decisions: a writer that forgets invalidate() is stale for seconds, not forever.
+        self._compiled: TTLCache[tuple[int, str], _Compiled] = TTLCache(COMPILED_CLUSTERS, cache_ttl, timer=clock)
         self._lock = threading.Lock()
 
     @property
