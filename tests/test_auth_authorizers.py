@@ -11,11 +11,38 @@ import pytest
 import yaml
 
 from vwproxy.auth.authorizers import (
-    ExportPolicy, all_of, always_allow_groups, always_allow_paths, apiexport_bind, apiexport_content, binding_user,
-    checked, first_opinion, forbidden_error, lifecycle, maximal_permission_policy, workspace_chain, workspace_content,
+    ExportPolicy,
+    all_of,
+    always_allow_groups,
+    always_allow_paths,
+    apiexport_bind,
+    apiexport_content,
+    binding_user,
+    checked,
+    first_opinion,
+    forbidden_error,
+    lifecycle,
+    maximal_permission_policy,
+    workspace_chain,
+    workspace_content,
 )
-from vwproxy.auth.decision import Attributes, Verdict, allow, deny, no_opinion, non_resource_attributes, resource_attributes
-from vwproxy.auth.identity import ANONYMOUS, AUTHENTICATED, MASTERS, SCOPES_EXTRA, User, service_account_user
+from vwproxy.auth.decision import (
+    Attributes,
+    Verdict,
+    allow,
+    deny,
+    no_opinion,
+    non_resource_attributes,
+    resource_attributes,
+)
+from vwproxy.auth.identity import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    MASTERS,
+    SCOPES_EXTRA,
+    User,
+    service_account_user,
+)
 from vwproxy.auth.policy import load_bootstrap_policy
 from vwproxy.auth.rbac import RBACAuthorizer
 from vwproxy.kube.errors import StatusError

@@ -10,9 +10,25 @@ from typing import Any
 import pytest
 import yaml
 
-from vwproxy.auth.decision import Attributes, Verdict, non_resource_attributes, resource_attributes
-from vwproxy.auth.identity import ANONYMOUS, AUTHENTICATED, MASTERS, User, service_account_user
-from vwproxy.auth.policy import DEFAULT_POLICY_DIR, load_bootstrap_policy, read_policy_objects, workspace_owner_binding
+from vwproxy.auth.decision import (
+    Attributes,
+    Verdict,
+    non_resource_attributes,
+    resource_attributes,
+)
+from vwproxy.auth.identity import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    MASTERS,
+    User,
+    service_account_user,
+)
+from vwproxy.auth.policy import (
+    DEFAULT_POLICY_DIR,
+    load_bootstrap_policy,
+    read_policy_objects,
+    workspace_owner_binding,
+)
 from vwproxy.auth.rbac import DECISION_CACHE_TTL_SECONDS, RBACAuthorizer
 
 WS = "wsaaaaaaaaaaaaaa"

@@ -16,7 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from vwproxy.auth.static import StaticTokens
 from vwproxy.auth.tls import (
-    CA_KEY, RENEW_BEFORE_DAYS, SERVING_VALIDITY_DAYS, ensure_admin_token, ensure_serving_certificate, write_admin_kubeconfig,
+    CA_KEY,
+    RENEW_BEFORE_DAYS,
+    SERVING_VALIDITY_DAYS,
+    ensure_admin_token,
+    ensure_serving_certificate,
+    write_admin_kubeconfig,
 )
 
 
@@ -69,7 +74,7 @@ def test_reused_on_the_next_start_and_renewed_when_needed(tmp_path: Path) -> Non
     cert_more = more.cert.read_bytes()
     assert more.ca_cert.read_bytes() == ca_before and cert_more != cert_before
     # Near expiry: renewed.
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=SERVING_VALIDITY_DAYS - RENEW_BEFORE_DAYS + 1)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=SERVING_VALIDITY_DAYS - RENEW_BEFORE_DAYS + 1)
     renewed = ensure_serving_certificate(tmp_path, hosts=["a.example", "b.example"], now=later)
     assert renewed.cert.read_bytes() != cert_more
     cert = x509.load_pem_x509_certificate(renewed.cert.read_bytes())

@@ -10,12 +10,26 @@ from pathlib import Path
 import jwt
 import pytest
 
-from vwproxy.auth.authenticator import TOKEN_CACHE_TTL_SECONDS, Authenticator, bearer_token
+from vwproxy.auth.authenticator import (
+    TOKEN_CACHE_TTL_SECONDS,
+    Authenticator,
+    bearer_token,
+)
 from vwproxy.auth.errors import AuthenticationFailed
 from vwproxy.auth.identity import (
-    ANONYMOUS, AUTHENTICATED, CLUSTER_NAME_EXTRA, SCOPES_EXTRA, UNAUTHENTICATED, User,
+    ANONYMOUS,
+    AUTHENTICATED,
+    CLUSTER_NAME_EXTRA,
+    SCOPES_EXTRA,
+    UNAUTHENTICATED,
+    User,
 )
-from vwproxy.auth.keys import SIGNING_KEY_FILE, SigningKey, generate_signing_key, load_or_create_signing_key
+from vwproxy.auth.keys import (
+    SIGNING_KEY_FILE,
+    SigningKey,
+    generate_signing_key,
+    load_or_create_signing_key,
+)
 from vwproxy.auth.static import StaticTokens
 from vwproxy.auth.tokens import DEFAULT_ISSUER, ServiceAccountTokens
 

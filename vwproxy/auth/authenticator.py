@@ -26,7 +26,12 @@ from vwproxy.auth.errors import AuthenticationFailed
 from vwproxy.auth.identity import ANONYMOUS, AUTHENTICATED, User
 from vwproxy.auth.oidc import JWTIssuer
 from vwproxy.auth.static import StaticTokens
-from vwproxy.auth.tokens import ServiceAccountLookup, ServiceAccountTokens, VerifiedServiceAccountToken, check_live
+from vwproxy.auth.tokens import (
+    ServiceAccountLookup,
+    ServiceAccountTokens,
+    VerifiedServiceAccountToken,
+    check_live,
+)
 
 TOKEN_CACHE_TTL_SECONDS = 10.0  # kube's token cache holds successes 10 s; short enough for config edits
 TOKEN_CACHE_SIZE = 4096  # distinct live tokens kept; more only costs re-verification

@@ -20,7 +20,13 @@ from typing import Any
 from cachetools import TTLCache
 
 from vwproxy.auth.decision import Attributes, Decision, allow, no_opinion
-from vwproxy.auth.identity import MASTERS, SERVICE_ACCOUNT_PREFIX, User, in_scope, out_of_scope_view
+from vwproxy.auth.identity import (
+    MASTERS,
+    SERVICE_ACCOUNT_PREFIX,
+    User,
+    in_scope,
+    out_of_scope_view,
+)
 from vwproxy.kube.selectors import LabelSelector
 
 DECISION_CACHE_TTL_SECONDS = 5.0  # kcp caches lifecycle-VW denials 5 s; a bumped generation wins sooner
