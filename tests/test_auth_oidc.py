@@ -142,3 +142,21 @@ def test_claim_validation_rules(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> N
     assert _authenticate(config, tmp_path, jwt.encode(_claims(hd="example.com"), rsa_key, algorithm="RS256")).name
     with pytest.raises(AuthenticationFailed):
         _authenticate(config, tmp_path, jwt.encode(_claims(hd="evil.com"), rsa_key, algorithm="RS256"))
+
+
+def test_expiry_is_checked_by_the_issuer_itself(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    _write_pem(tmp_path, rsa_key)
+    (issuer,) = load_authentication_config(_config(), tmp_path)
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        issuer.authenticate(jwt.encode(_claims(exp=NOW - 1), rsa_key, algorithm="RS256"), NOW)
+
+
+def test_a_cached_token_still_expires(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    _write_pem(tmp_path, rsa_key)
+    now = [NOW]
+    auth = Authenticator(issuers=load_authentication_config(_config(), tmp_path), clock=lambda: now[0])
+    header = "Bearer " + jwt.encode(_claims(exp=NOW + 5), rsa_key, algorithm="RS256")
+    assert auth.authenticate(header).name
+    now[0] = NOW + 5  # inside the cache TTL, at the token's exp
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        auth.authenticate(header)

@@ -19,7 +19,9 @@ from vwproxy.auth.decision import (
 from vwproxy.auth.identity import (
     ANONYMOUS,
     AUTHENTICATED,
+    CLUSTER_NAME_EXTRA,
     MASTERS,
+    SCOPES_EXTRA,
     User,
     service_account_user,
 )
@@ -29,7 +31,7 @@ from vwproxy.auth.policy import (
     read_policy_objects,
     workspace_owner_binding,
 )
-from vwproxy.auth.rbac import DECISION_CACHE_TTL_SECONDS, RBACAuthorizer
+from vwproxy.auth.rbac import DECISION_CACHE_TTL_SECONDS, Policy, RBACAuthorizer, Subject, subject_matches
 
 WS = "wsaaaaaaaaaaaaaa"
 OTHER_WS = "wsbbbbbbbbbbbbbb"
@@ -117,6 +119,8 @@ USERS: dict[str, User] = {
     "admin": _authed("admin", MASTERS), "robot": service_account_user(WS, "team", "robot", "u1"),
     "foreign-robot": service_account_user(OTHER_WS, "team", "robot", "u2"),
     "anonymous": ANONYMOUS, "nobody": _authed("nobody"),
+    # alice scoped to another workspace: here she is only system:anonymous in system:authenticated.
+    "scoped-alice": User("alice", (AUTHENTICATED,), {SCOPES_EXTRA: (f"cluster:{OTHER_WS}",)}),
 }
 
 REQUESTS: dict[str, Attributes] = {
@@ -140,6 +144,10 @@ REQUESTS: dict[str, Attributes] = {
     "create-cm-team": resource_attributes("create", "", "configmaps", namespace="team"),
     "get-metrics": non_resource_attributes("get", "/metrics"),
     "get-logs-x": non_resource_attributes("get", "/logs/x"),
+    "get-logs": non_resource_attributes("get", "/logs"),  # "/logs/*" does not cover "/logs"
+    "get-metrics-sub": non_resource_attributes("get", "/metrics/x"),  # "/metrics" is exact
+    # A non-resource request that (wrongly) carries a namespace still never reaches RoleBindings.
+    "get-metrics-in-team": Attributes("get", path="/metrics", namespace="team"),
     "post-metrics": non_resource_attributes("post", "/metrics"),
     "get-api": non_resource_attributes("get", "/api"),
     "get-apis-group": non_resource_attributes("get", "/apis/example.dev/v1"),
@@ -154,7 +162,7 @@ EXPECTED_ALLOWS: dict[str, set[str]] = {
     "bob": SIGNED_IN | {"log-pods-team", "log-pods-other"},
     "carol": SIGNED_IN | {"status-pods-team", "status-deploy-team"},
     "dave": SIGNED_IN | {"list-widgets-all", "get-widget-team", "get-cm-team"},
-    "erin": SIGNED_IN | {"get-metrics", "get-logs-x"},
+    "erin": SIGNED_IN | {"get-metrics", "get-logs-x", "get-metrics-in-team"},
     "frank": SIGNED_IN,  # a RoleBinding never grants non-resource URLs
     "gina": SIGNED_IN | {"get-secret-db-team"},
     "admin": set(REQUESTS),
@@ -163,6 +171,7 @@ EXPECTED_ALLOWS: dict[str, set[str]] = {
     "foreign-robot": SIGNED_IN,  # same name, other workspace: out of scope here, only system:authenticated
     "anonymous": {"get-healthz"},
     "nobody": SIGNED_IN,
+    "scoped-alice": SIGNED_IN,
 }
 
 
@@ -284,3 +293,21 @@ def test_bootstrap_policy_files_load_and_a_path_replaces_them(tmp_path: Path) ->
     custom.write_text("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: n}\n")
     with pytest.raises(ValueError, match="kind"):
         load_bootstrap_policy([custom])
+
+
+def test_a_service_account_subject_matches_only_in_its_own_workspace() -> None:
+    """Even without scopes, kcp's cluster-name extra keeps a ServiceAccount out of other workspaces' bindings."""
+    unscoped = User("system:serviceaccount:team:robot", (AUTHENTICATED,), {CLUSTER_NAME_EXTRA: (WS,)})
+    for subject in (Subject("ServiceAccount", "robot", "team"), Subject("User", "system:serviceaccount:team:robot")):
+        assert subject_matches(subject, unscoped, WS, WS)
+        assert not subject_matches(subject, unscoped, OTHER_WS, OTHER_WS)
+        assert not subject_matches(subject, unscoped, "", OTHER_WS)  # a bootstrap binding evaluated elsewhere
+    assert subject_matches(Subject("Group", AUTHENTICATED), unscoped, OTHER_WS, OTHER_WS)
+
+
+def test_system_masters_is_allowed_without_any_policy() -> None:
+    rbac = RBACAuthorizer(_source({}), Policy())
+    admin = _authed("root", MASTERS)
+    for attributes in REQUESTS.values():
+        assert rbac.authorize(admin, "anywhere", attributes).allowed
+    assert not rbac.authorize(_authed("root"), "anywhere", REQUESTS["get-api"]).allowed

@@ -275,7 +275,7 @@ class RBACAuthorizer:
             # kcp: outside its scopes a user is only system:anonymous in system:authenticated.
             user = out_of_scope_view(user)
         policy = self._policy(cluster)
-        for binding, local in self._bindings(policy, attributes.namespace):
+        for binding, local in self._bindings(policy, attributes):
             if not any(subject_matches(s, user, binding.cluster, cluster) for s in binding.subjects):
                 continue
             rules = self._rules(policy, binding, local)
@@ -284,13 +284,14 @@ class RBACAuthorizer:
         return no_opinion(f'RBAC: no rule allows "{user.name}" in cluster "{cluster}"')
 
     @staticmethod
-    def _bindings(policy: _Compiled, namespace: str) -> Iterable[tuple[Binding, bool]]:
+    def _bindings(policy: _Compiled, attributes: Attributes) -> Iterable[tuple[Binding, bool]]:
         for binding in policy.bootstrap.cluster_role_bindings:
             yield binding, False
         for binding in policy.local.cluster_role_bindings:
             yield binding, True
-        if namespace:  # RoleBindings grant only inside their namespace, never non-resource URLs
-            for binding in policy.local.role_bindings.get(namespace, ()):
+        if attributes.is_resource_request and attributes.namespace:
+            # RoleBindings grant only inside their namespace, never non-resource URLs.
+            for binding in policy.local.role_bindings.get(attributes.namespace, ()):
                 yield binding, True
 
     @staticmethod
