@@ -45,6 +45,7 @@ from vwproxy.auth.identity import (
 )
 from vwproxy.auth.policy import load_bootstrap_policy
 from vwproxy.auth.rbac import RBACAuthorizer
+from vwproxy.auth.vwbinding import apiexport_binding, apiexport_chain, claim_verbs
 from vwproxy.kube.errors import StatusError
 
 PROVIDER = "1a2b3c4d5e6f7g8h"
@@ -284,3 +285,70 @@ def test_checked_raises_unless_allowed(rbac: RBACAuthorizer) -> None:
     with pytest.raises(StatusError) as refused:
         checked(chain, ANONYMOUS, CONSUMER, GET_CM)
     assert refused.value.code == 403
+
+
+# --- APIExport VW binding authorizer (§7.1) ------------------------------------------------
+
+BINDING = {
+    "apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": EXPORT},
+    "spec": {"reference": {"export": {"path": "root:provider", "name": EXPORT}},
+             "permissionClaims": [
+                 {"group": "", "resource": "configmaps", "verbs": ["get", "list", "watch", "update"], "state": "Accepted",
+                  "selector": {"matchAll": True}},
+                 {"group": "", "resource": "secrets", "verbs": ["*"], "state": "Rejected", "selector": {"matchAll": True}},
+                 {"group": "", "resource": "events", "verbs": ["*"], "state": "Accepted", "selector": {"matchAll": True}},
+             ]},
+    "status": {"apiExportClusterName": PROVIDER,
+               "boundResources": [{"group": "wildwest.dev", "resource": "cowboys"}]},
+}
+EXPORT_CLAIMS = [
+    {"group": "", "resource": "configmaps", "verbs": ["get", "list", "watch", "create"]},
+    {"group": "", "resource": "secrets", "verbs": ["*"]},
+    {"group": "", "resource": "events", "verbs": ["create"]},
+]
+
+
+@pytest.mark.parametrize("cluster, attributes, allowed", [
+    (CONSUMER, resource_attributes("delete", "wildwest.dev", "cowboys", namespace="n", name="c"), True),  # bound
+    (CONSUMER, resource_attributes("get", "", "configmaps", namespace="n", name="c"), True),  # claim ∩ = get, list, watch
+    (CONSUMER, resource_attributes("update", "", "configmaps", namespace="n", name="c"), False),  # binding only
+    (CONSUMER, resource_attributes("create", "", "configmaps", namespace="n"), False),  # export only
+    (CONSUMER, resource_attributes("get", "", "secrets", namespace="n", name="s"), False),  # rejected claim
+    (CONSUMER, resource_attributes("create", "events.k8s.io", "events", namespace="n"), True),  # events count as core
+    (CONSUMER, resource_attributes("delete", "", "events", namespace="n", name="e"), False),
+    (CONSUMER, resource_attributes("list", "apis.kcp.io", "apibindings"), True),
+    (CONSUMER, resource_attributes("update", "apis.kcp.io", "apibindings", name=EXPORT), False),
+    (CONSUMER, resource_attributes("get", "", "pods", namespace="n", name="p"), False),
+    ("2x9kq0z8vbc1ab3d", resource_attributes("get", "wildwest.dev", "cowboys", namespace="n", name="c"), False),  # no binding
+    ("*", resource_attributes("list", "", "secrets"), True),  # wildcard: only labels, content and MPP limit it
+    (CONSUMER, DISCOVERY, True),
+])
+def test_apiexport_binding(cluster: str, attributes: Attributes, allowed: bool) -> None:
+    bindings = [BINDING] if cluster == CONSUMER else []
+    assert apiexport_binding(bindings, PROVIDER, EXPORT, EXPORT_CLAIMS)(_user("provider"), cluster, attributes).allowed is allowed
+
+
+def test_binding_found_by_path_while_status_is_empty() -> None:
+    pending = {**BINDING, "status": {}}
+    get_cowboy = resource_attributes("get", "", "configmaps", namespace="n", name="c")
+    assert apiexport_binding([pending], "root:provider", EXPORT, EXPORT_CLAIMS)(_user("p"), CONSUMER, get_cowboy).allowed
+    assert apiexport_binding([pending], PROVIDER, EXPORT, EXPORT_CLAIMS)(_user("p"), CONSUMER, get_cowboy).denied
+    assert apiexport_binding([BINDING], PROVIDER, "other", EXPORT_CLAIMS)(_user("p"), CONSUMER, get_cowboy).denied
+
+
+def test_claim_verbs() -> None:
+    assert claim_verbs(["*"], ["get"]) == {"get"} and claim_verbs(["get", "list"], ["*"]) == {"get", "list"}
+    assert claim_verbs(["get", "list"], ["list", "watch"]) == {"list"} and claim_verbs(["*"], ["*"]) == {"*"}
+
+
+def test_apiexport_chain(rbac: RBACAuthorizer) -> None:
+    chain = apiexport_chain(rbac.authorize, PROVIDER, EXPORT, [BINDING], EXPORT_CLAIMS)
+    get_cm = resource_attributes("get", "", "configmaps", namespace="n", name="c")
+    assert chain(_user("provider"), CONSUMER, get_cm).allowed
+    assert not chain(_user("provider"), CONSUMER, resource_attributes("delete", "", "configmaps", namespace="n", name="c")).allowed
+    assert not chain(_user("alice"), CONSUMER, get_cm).allowed  # no apiexports/content
+    assert chain(_user("root", MASTERS), CONSUMER, resource_attributes("delete", "", "pods", namespace="n", name="p")).allowed
+    assert chain(ANONYMOUS, "*", non_resource_attributes("get", "/healthz")).allowed
+    mpp = apiexport_chain(rbac.authorize, PROVIDER, EXPORT, [BINDING], EXPORT_CLAIMS, [ExportPolicy(PROVIDER, EXPORT, True)])
+    assert mpp(_user("provider"), CONSUMER, get_cm).allowed
+    assert not mpp(_user("provider"), CONSUMER, resource_attributes("watch", "", "configmaps", namespace="n")).allowed
