@@ -31,7 +31,13 @@ from vwproxy.auth.policy import (
     read_policy_objects,
     workspace_owner_binding,
 )
-from vwproxy.auth.rbac import DECISION_CACHE_TTL_SECONDS, Policy, RBACAuthorizer, Subject, subject_matches
+from vwproxy.auth.rbac import (
+    DECISION_CACHE_TTL_SECONDS,
+    Policy,
+    RBACAuthorizer,
+    Subject,
+    subject_matches,
+)
 
 WS = "wsaaaaaaaaaaaaaa"
 OTHER_WS = "wsbbbbbbbbbbbbbb"

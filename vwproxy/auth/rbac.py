@@ -236,6 +236,10 @@ class RBACAuthorizer:
         self._lock = threading.Lock()
 
     @property
+    def bootstrap(self) -> Policy:
+        return self._bootstrap
+
+    @property
     def generation(self) -> int:
         return self._generation
 
