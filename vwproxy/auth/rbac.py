@@ -175,6 +175,18 @@ class _Compiled:
     def __init__(self, local: Policy, bootstrap: Policy) -> None:
         self.local, self.bootstrap = local, bootstrap
         self._cluster_rules: dict[tuple[bool, str], tuple[Rule, ...]] = {}
+        # Bindings by the subject names they mention, so a request looks only at bindings that
+        # could apply to its user instead of scanning the whole cluster's RBAC.
+        self.cluster_bindings: dict[str, list[tuple[Binding, bool]]] = {}
+        self.namespace_bindings: dict[tuple[str, str], list[tuple[Binding, bool]]] = {}
+        for binding, local_binding in [*((b, False) for b in bootstrap.cluster_role_bindings),
+                                       *((b, True) for b in local.cluster_role_bindings)]:
+            for key in {_subject_key(s) for s in binding.subjects}:
+                self.cluster_bindings.setdefault(key, []).append((binding, local_binding))
+        for namespace, bindings in local.role_bindings.items():
+            for binding in bindings:
+                for key in {_subject_key(s) for s in binding.subjects}:
+                    self.namespace_bindings.setdefault((namespace, key), []).append((binding, True))
 
     def cluster_role_rules(self, name: str, local_first: bool) -> tuple[Rule, ...] | None:
         """Rules of a ClusterRole; a local binding sees local roles first, then bootstrap ones."""
@@ -201,6 +213,17 @@ class _Compiled:
                     names.add(candidate.name)
                     rules.extend(self._resolve(candidate, pools, seen))
         return tuple(rules)
+
+
+def _subject_key(subject: Subject) -> str:
+    """The user name or group a subject names (a ServiceAccount by its user name)."""
+    if subject.kind == "ServiceAccount":
+        return f"{SERVICE_ACCOUNT_PREFIX}{subject.namespace}:{subject.name}"
+    return f"{subject.kind}:{subject.name}" if subject.kind == "Group" else subject.name
+
+
+def _user_keys(user: User) -> list[str]:
+    return [user.name, *(f"Group:{group}" for group in user.groups)]
 
 
 def subject_matches(subject: Subject, user: User, binding_cluster: str, cluster: str) -> bool:
@@ -279,7 +302,7 @@ class RBACAuthorizer:
             # kcp: outside its scopes a user is only system:anonymous in system:authenticated.
             user = out_of_scope_view(user)
         policy = self._policy(cluster)
-        for binding, local in self._bindings(policy, attributes):
+        for binding, local in self._bindings(policy, user, attributes):
             if not any(subject_matches(s, user, binding.cluster, cluster) for s in binding.subjects):
                 continue
             rules = self._rules(policy, binding, local)
@@ -288,15 +311,20 @@ class RBACAuthorizer:
         return no_opinion(f'RBAC: no rule allows "{user.name}" in cluster "{cluster}"')
 
     @staticmethod
-    def _bindings(policy: _Compiled, attributes: Attributes) -> Iterable[tuple[Binding, bool]]:
-        for binding in policy.bootstrap.cluster_role_bindings:
-            yield binding, False
-        for binding in policy.local.cluster_role_bindings:
-            yield binding, True
+    def _bindings(policy: _Compiled, user: User, attributes: Attributes) -> list[tuple[Binding, bool]]:
+        """Bindings naming the user, a group of it, or it as a ServiceAccount; bootstrap first,
+        then local ClusterRoleBindings, then RoleBindings of the request's namespace (never for
+        non-resource URLs). Each binding once."""
+        candidates: dict[int, tuple[Binding, bool]] = {}
+        keys = _user_keys(user)
+        for key in keys:
+            for entry in policy.cluster_bindings.get(key, ()):
+                candidates.setdefault(id(entry[0]), entry)
         if attributes.is_resource_request and attributes.namespace:
-            # RoleBindings grant only inside their namespace, never non-resource URLs.
-            for binding in policy.local.role_bindings.get(attributes.namespace, ()):
-                yield binding, True
+            for key in keys:
+                for entry in policy.namespace_bindings.get((attributes.namespace, key), ()):
+                    candidates.setdefault(id(entry[0]), entry)
+        return list(candidates.values())
 
     @staticmethod
     def _rules(policy: _Compiled, binding: Binding, local: bool) -> tuple[Rule, ...]:
