@@ -1,0 +1,84 @@
+"""Who is asking: the authenticated user, and the names Kubernetes and kcp give to groups and extras.
+
+kcp scopes a ServiceAccount to the workspace it lives in through two extras on the user
+(kcp-reference §7; kcp `pkg/authorization`): `authentication.kubernetes.io/cluster-name`
+names the SA's logical cluster, and `authentication.kcp.io/scopes` = `cluster:<name>` limits
+the user to that cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Groups every authenticated or anonymous caller gets (Kubernetes `user` package).
+AUTHENTICATED = "system:authenticated"
+UNAUTHENTICATED = "system:unauthenticated"
+ANONYMOUS_NAME = "system:anonymous"
+MASTERS = "system:masters"  # always allowed, kcp's default always-allow group
+SERVICE_ACCOUNTS = "system:serviceaccounts"
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"  # user name: system:serviceaccount:<ns>:<name>
+
+# Extras kcp reads (kcp `pkg/authorization`, k8s `authentication/serviceaccount`).
+CLUSTER_NAME_EXTRA = "authentication.kubernetes.io/cluster-name"
+SCOPES_EXTRA = "authentication.kcp.io/scopes"
+SCOPE_CLUSTER_PREFIX = "cluster:"
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated (or anonymous) caller, as Kubernetes' `user.Info`.
+
+    `cluster` is the logical cluster a ServiceAccount belongs to ("" for everyone else);
+    `extra` carries it again under kcp's keys so authorizers read one place.
+    """
+
+    name: str
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    uid: str = ""
+    cluster: str = ""
+
+    @property
+    def is_service_account(self) -> bool:
+        return self.name.startswith(SERVICE_ACCOUNT_PREFIX)
+
+    @property
+    def service_account_cluster(self) -> str:
+        """The logical cluster of a ServiceAccount, from kcp's cluster-name extra; "" otherwise."""
+        values = self.extra.get(CLUSTER_NAME_EXTRA, ())
+        return values[0] if values and self.is_service_account else ""
+
+
+ANONYMOUS = User(ANONYMOUS_NAME, (UNAUTHENTICATED,))
+
+
+def service_account_user(cluster: str, namespace: str, name: str, uid: str) -> User:
+    """The user a ServiceAccount token authenticates as, scoped to its workspace as kcp scopes it."""
+    return User(
+        name=f"{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}",
+        groups=(SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{namespace}", AUTHENTICATED),
+        extra={CLUSTER_NAME_EXTRA: (cluster,), SCOPES_EXTRA: (f"{SCOPE_CLUSTER_PREFIX}{cluster}",)},
+        uid=uid,
+        cluster=cluster,
+    )
+
+
+def in_scope(user: User, cluster: str) -> bool:
+    """Whether `cluster` is inside the user's scopes (kcp: every scopes value is a comma list;
+    several values intersect; no scopes extra means unscoped)."""
+    values = user.extra.get(SCOPES_EXTRA)
+    if values is None:
+        return True
+    for value in values:
+        clusters = {part.strip()[len(SCOPE_CLUSTER_PREFIX):] for part in value.split(",")
+                    if part.strip().startswith(SCOPE_CLUSTER_PREFIX)}
+        if cluster not in clusters:
+            return False
+    return True
+
+
+def out_of_scope_view(user: User) -> User:
+    """What a user is outside its scopes: kcp falls back to `system:anonymous` with
+    `system:authenticated` (docs, "Scopes")."""
+    return User(ANONYMOUS_NAME, (AUTHENTICATED,))
