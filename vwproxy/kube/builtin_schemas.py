@@ -38,6 +38,16 @@ def kind_schema_name(group: str, version: str, kind: str) -> str | None:
     return _load()[1].get(f"{group}/{version}/{kind}")
 
 
+@cache
+def top_level_fields(group: str, version: str, kind: str) -> frozenset[str] | None:
+    """The top-level property names of a built-in kind's schema; None for a kind not shipped."""
+    name = kind_schema_name(group, version, kind)
+    if name is None:
+        return None
+    properties = _load()[0].get(name, {}).get("properties")
+    return frozenset(properties) if isinstance(properties, dict) else None
+
+
 def refs(schema: Any) -> set[str]:
     """The component names a schema refers to through `$ref` (JSONSchemaProps has a property named `$ref`)."""
     found: set[str] = set()

@@ -10,7 +10,7 @@ import base64
 import binascii
 from typing import Any
 
-from vwproxy.kube import validation
+from vwproxy.kube import builtin_schemas, validation
 from vwproxy.kube.errors import Cause
 from vwproxy.kube.kcp import APIBINDING_FINALIZER, LOGICAL_CLUSTER_OBJECT_NAME
 from vwproxy.kube.resources import RBAC, ResourceInfo
@@ -151,6 +151,17 @@ def _accept_crd(obj: Obj) -> None:
         {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"},
         {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
     ]
+
+
+def drop_unknown_top_level(info: ResourceInfo, obj: Obj) -> list[str]:
+    """Remove the top-level fields a built-in kind's schema does not name; their names, sorted."""
+    known = builtin_schemas.top_level_fields(info.group, info.version, info.kind)
+    if known is None:
+        return []
+    unknown = sorted(key for key in obj if key not in known)
+    for key in unknown:
+        del obj[key]
+    return unknown
 
 
 def validate(info: ResourceInfo, obj: Obj) -> list[Cause]:
