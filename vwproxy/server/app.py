@@ -81,7 +81,7 @@ class ServeApp:
             self.shard.mark_seeded()
         for cluster, ws in self.control.store.all(WORKSPACES):
             path = f"{self.control.store.path_of(cluster)}:{ws['metadata']['name']}"
-            log.debug("workspace %s: logical cluster %s, %s", path, (ws.get("spec") or {}).get("cluster", "?"), (ws.get("spec") or {}).get("URL", ""))
+            log.info("workspace %s: logical cluster %s, %s", path, (ws.get("spec") or {}).get("cluster", "?"), (ws.get("spec") or {}).get("URL", ""))
         self._loop_task = asyncio.create_task(self.control.run(), name="vwproxy-control-plane")
         for line in self.summary():
             log.info("%s", line)
