@@ -407,8 +407,8 @@ class Shard:
                 )
 
     def _validate(self, info: ResourceInfo, obj: Obj, name: str, checks: WriteChecks | None = None) -> None:
-        checks = checks or WriteChecks()
-        self.drop_unknown_fields(info, obj, checks)
+        if info.crd:  # a built-in was pruned in its served form, before conversion to storage
+            self.drop_unknown_fields(info, obj, checks or WriteChecks())
         causes = validation.validate_metadata(obj["metadata"], strategy.name_rule(info), info.namespaced)
         causes += strategy.validate(info, obj)
         if info.crd:
