@@ -137,3 +137,19 @@ def test_through_the_front_and_the_vw_deep_bodies_are_not_5xx(running_proxy: Run
             assert 400 <= r.status_code < 500, r.text
         r = front.post(url, content=BILLION_LAUGHS.replace(b"v1\nkind: ConfigMap", b"example.dev/v1alpha1\nkind: Widget"), headers=YAML)
         assert 400 <= r.status_code < 500, r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "obj", "field"),
+    [
+        ("/apis/tenancy.kcp.io/v1alpha1/workspaces", {"apiVersion": "tenancy.kcp.io/v1alpha1", "kind": "Workspace", "metadata": {"name": "w"}, "spec": {"type": 5}}, "spec.type"),
+        ("/apis/apis.kcp.io/v1alpha2/apibindings", {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "b"}, "spec": {}}, "spec.reference"),
+        ("/apis/apis.kcp.io/v1alpha1/apibindings", {"apiVersion": "apis.kcp.io/v1alpha1", "kind": "APIBinding", "metadata": {"name": "b"}}, "spec"),
+        ("/apis/apis.kcp.io/v1alpha2/apiexports", {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIExport", "metadata": {"name": "e"}, "spec": {"resources": "all"}}, "spec.resources"),
+    ],
+)
+def test_kcp_kinds_are_validated_against_their_schemas(api: httpx.Client, path: str, obj: dict[str, object], field: str) -> None:
+    r = api.post(path, json=obj)
+    assert r.status_code == 422, r.text
+    assert field in [c.get("field") for c in r.json()["details"]["causes"]], r.text
+    assert api.get(f"{path}/{obj['metadata']['name']}").status_code == 404  # type: ignore[index]
