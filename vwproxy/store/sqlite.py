@@ -131,7 +131,8 @@ class SqliteStore:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StorageError(f"write to {self.path} failed: {exc}") from exc
