@@ -8,13 +8,15 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-import uvicorn
 from starlette.types import ASGIApp
 
+from vwproxy import __version__
 from vwproxy.control.manifests import ManifestError, load_folder
 from vwproxy.server.app import ServeApp
 from vwproxy.server.auth_middleware import require_bearer_token
-from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL
+from vwproxy.server import serving
+from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
+from vwproxy.server.requestlog import RequestLog
 from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, Shard
 from vwproxy.store.sqlite import StorageError
@@ -25,6 +27,25 @@ log = logging.getLogger("vwproxy")
 
 DEFAULT_SERVE_PORT = 6443
 DEFAULT_SHARD_PORT = 6444
+# One format for vwproxy's lines and uvicorn's (uvicorn's own logging config is not loaded).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+SERVE_DESCRIPTION = """\
+Run vwproxy: kcp's virtual workspaces (the APIExport, initializing and terminating virtual
+workspaces) and a kcp-shaped control plane, over an embedded shard of logical clusters kept in
+SQLite in --data-dir. The config folder (default: the example topology) seeds a new data dir
+once; later starts keep what users changed unless --reseed is given."""
+
+SERVE_EXAMPLES = """\
+examples:
+  vwproxy serve
+      the example topology on http://127.0.0.1:6443, data in ./.vwproxy
+  vwproxy serve --config ./topology --data-dir /tmp/vw --port 7443
+      your own manifests (and backends.yaml) in a fresh data dir
+  vwproxy serve --reseed
+      apply the config folder again over what the data dir holds
+  kubectl --server http://127.0.0.1:6443/clusters/root:provider get apiexportendpointslices
+      the virtual workspace URLs, as a controller finds them"""
 
 
 def example_topology() -> Path:
@@ -45,10 +66,15 @@ def _shard_options(parser: argparse.ArgumentParser, default_port: int, default_d
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vwproxy", description="A stand-in for kcp's virtual workspaces.")
+    parser.add_argument("--version", action="version", version=f"vwproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run vwproxy on the embedded shard with the example topology (or --config)")
+    serve = sub.add_parser(
+        "serve", help="run vwproxy on the embedded shard with the example topology (or --config)",
+        description=SERVE_DESCRIPTION, epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _shard_options(serve, DEFAULT_SERVE_PORT, ".vwproxy")
     serve.add_argument("--config", type=Path, default=None, help="folder of kcp YAML manifests (default: the example topology)")
+    serve.add_argument("--reseed", action="store_true", help="apply the config folder again, though the data dir was seeded before")
     serve.add_argument("--external-url", default="", help="the URL clients use to reach this server (default: the listen address)")
     shard = sub.add_parser("shard", help="run the embedded shard alone (a Kubernetes API for many logical clusters)")
     _shard_options(shard, DEFAULT_SHARD_PORT, ".vwproxy-shard")
@@ -96,35 +122,36 @@ def _scheme(args: argparse.Namespace) -> str:
     return "https" if args.tls_cert_file else "http"
 
 
-def _run(app: object, args: argparse.Namespace) -> None:
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=args.host,
-        port=args.port,
+def _run(app: ASGIApp, args: argparse.Namespace, reads: ReadHandler | None) -> None:
+    config = serving.config(
+        RequestLog(app),
+        args.host,
+        args.port,
         loop="uvloop",
-        http="httptools",
+        log_config=None,
         log_level=args.log_level,
-        access_log=args.log_level == "debug",
-        timeout_graceful_shutdown=2,
+        access_log=False,  # RequestLog writes one line per request instead
         ssl_certfile=str(args.tls_cert_file) if args.tls_cert_file else None,
         ssl_keyfile=str(args.tls_private_key_file) if args.tls_private_key_file else None,
     )
+    serving.GracefulServer(config, on_shutdown=reads.end_watches if reads is not None else None).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_tls(args)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     if args.command == "shard":
         token = _shard_token(args)
         shard = _open_shard(args)
         log.info("embedded shard: %s, revision %d, serving on %s://%s:%d", shard.data_dir, shard.revision, _scheme(args), args.host, args.port)
-        app: ASGIApp = build_shard_app(shard, args.bookmark_interval)
+        shard_app = build_shard_app(shard, args.bookmark_interval)
+        app: ASGIApp = shard_app
         if token:
             log.info("requests need a bearer token (health endpoints excepted)")
             app = require_bearer_token(app, token)
         try:
-            _run(app, args)
+            _run(app, args, shard_app.state.reads)
         finally:
             shard.close()
         return 0
@@ -138,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     shard = _open_shard(args)
     external = args.external_url.rstrip("/") or f"{_scheme(args)}://{args.host}:{args.port}"
     clients = {name: BackendClient(backend) for name, backend in backends.items()}
-    log.info("vwproxy on %s: config %s, %d manifests, backends: %s", external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
+    log.info("vwproxy %s on %s: config %s, %d manifests, backends: %s", __version__, external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
+    serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed)
     try:
-        _run(ServeApp(shard, external, manifests, clients, args.bookmark_interval), args)
+        _run(serve_app, args, serve_app.reads)
     finally:
         shard.close()
     return 0

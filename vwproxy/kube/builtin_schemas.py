@@ -38,6 +38,16 @@ def kind_schema_name(group: str, version: str, kind: str) -> str | None:
     return _load()[1].get(f"{group}/{version}/{kind}")
 
 
+@cache
+def top_level_fields(group: str, version: str, kind: str) -> frozenset[str] | None:
+    """The top-level property names of a built-in kind's schema; None for a kind not shipped."""
+    name = kind_schema_name(group, version, kind)
+    if name is None:
+        return None
+    properties = _load()[0].get(name, {}).get("properties")
+    return frozenset(properties) if isinstance(properties, dict) else None
+
+
 def refs(schema: Any) -> set[str]:
     """The component names a schema refers to through `$ref` (JSONSchemaProps has a property named `$ref`)."""
     found: set[str] = set()
@@ -70,3 +80,51 @@ def schema_closure(names: Iterable[str]) -> dict[str, Any]:
         out[name] = schema
         todo.extend(refs(schema) - out.keys())
     return out
+
+
+# kcp serves its own kinds as CRDs, so they are validated against their schemas like any custom
+# resource. kcp's CRDs mark these fields required (`+required` in its Go types); the compact
+# shipped schemas leave `required` out, so it is laid over them here: kind → {object path: fields}.
+_KCP_GROUPS = frozenset({"apis.kcp.io", "core.kcp.io", "tenancy.kcp.io"})
+_KCP_REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
+    "APIBinding": {"": ("spec",), "spec": ("reference",)},
+    "APIExportEndpointSlice": {"": ("spec",), "spec": ("export",), "spec.export": ("name",)},
+    "APIResourceSchema": {"": ("spec",), "spec": ("group", "names", "scope", "versions")},
+}
+_OPEN_OBJECT: dict[str, Any] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+@cache
+def kcp_validation_schema(group: str, version: str, kind: str) -> dict[str, Any] | None:
+    """A kcp kind's schema as a CRD's `openAPIV3Schema` (references inlined, metadata left to
+    the metadata rules, kcp's required fields); None for a kind that is not kcp's."""
+    if group not in _KCP_GROUPS:
+        return None
+    name = kind_schema_name(group, version, kind)
+    if name is None:
+        return None
+    schemas = _load()[0]
+
+    def inline(node: Any, seen: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if ref is None and isinstance(node.get("allOf"), list) and len(node["allOf"]) == 1 and isinstance(node["allOf"][0], dict):
+            ref = node["allOf"][0].get("$ref")
+        if isinstance(ref, str):
+            target = ref.removeprefix(REF_PREFIX)
+            if target in seen or target not in schemas:
+                return dict(_OPEN_OBJECT)
+            return inline(schemas[target], seen | {target})
+        return {key: inline(value, seen) for key, value in node.items() if key not in ("description", "default")}
+
+    schema: dict[str, Any] = inline(schemas[name], frozenset({name}))
+    schema.setdefault("properties", {})["metadata"] = {"type": "object"}
+    for path, fields in _KCP_REQUIRED.get(kind, {}).items():
+        node = schema
+        for part in filter(None, path.split(".")):
+            node = node.setdefault("properties", {}).setdefault(part, {"type": "object"})
+        node["required"] = list(fields)
+    return schema

@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from vwproxy.control.manifests import Manifest
-from vwproxy.control.objects import WORKSPACES
+from vwproxy.control.objects import ENDPOINT_SLICES, WORKSPACES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
 from vwproxy.kube import vwpaths
@@ -42,11 +42,14 @@ class ServeApp:
         clients: dict[str, BackendClient] | None = None,
         bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
         services: Any = None,
+        reseed: bool = False,
     ) -> None:
         self.shard = shard
         self.clients = clients or {}
+        self.external_url = external_url
         self.control = ControlPlane(shard, external_url, self.clients)
         self.manifests = list(manifests)
+        self.reseed = reseed
         # One read handler for the embedded shard and every virtual workspace.
         self.reads = ReadHandler(bookmark_interval)
         shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads)
@@ -68,11 +71,37 @@ class ServeApp:
             await self.lifecycle(scope, receive, send)
 
     async def startup(self) -> None:
-        await seed(self.control, self.manifests)
+        # The config seeds a new data dir once; after that users' changes stick (DESIGN §5).
+        if self.shard.seeded and not self.reseed:
+            log.info("data dir %s was seeded before: not applying the config again (--reseed does)", self.shard.data_dir)
+            self.control.enqueue_all()
+            await self.control.drain()
+        else:
+            await seed(self.control, self.manifests)
+            self.shard.mark_seeded()
         for cluster, ws in self.control.store.all(WORKSPACES):
             path = f"{self.control.store.path_of(cluster)}:{ws['metadata']['name']}"
             log.info("workspace %s: logical cluster %s, %s", path, (ws.get("spec") or {}).get("cluster", "?"), (ws.get("spec") or {}).get("URL", ""))
         self._loop_task = asyncio.create_task(self.control.run(), name="vwproxy-control-plane")
+        for line in self.summary():
+            log.info("%s", line)
+
+    def summary(self) -> list[str]:
+        """What a user needs at start: the front URL, each endpoint slice's VW URL, the data dir,
+        a kubectl command that works as is."""
+        lines = [f"front: {self.external_url}  (workspaces at {self.external_url}/clusters/<path>)"]
+        for cluster, endpoint_slice in self.control.store.all(ENDPOINT_SLICES):
+            where = f"{self.control.store.path_of(cluster)}/{endpoint_slice['metadata']['name']}"
+            for endpoint in (endpoint_slice.get("status") or {}).get("endpoints") or []:
+                lines.append(f"virtual workspace (endpoint slice {where}): {endpoint.get('url', '')}")
+        lines.append(f"data dir: {self.shard.data_dir.resolve()}")
+        insecure = " --insecure-skip-tls-verify" if self.external_url.startswith("https:") else ""
+        lines.append(f"try: kubectl --server {self.external_url}/clusters/root{insecure} get workspaces")
+        return lines
+
+    def begin_shutdown(self) -> None:
+        """The server stops: end the watch streams now so in-flight requests can finish."""
+        self.reads.end_watches()
 
     async def shutdown(self) -> None:
         if self._loop_task is not None:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vwproxy.kube import errors, protobuf
+from vwproxy.kube import bodies, errors, protobuf
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +71,33 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def decode_object(body: bytes, content_type: str) -> dict[str, Any]:
-    """A JSON (or YAML) object body; anything else is a 400 or 415 Status."""
+def decode_object(body: bytes, content_type: str, allow_deep: bool = False) -> dict[str, Any]:
+    """A JSON (or YAML) object body; anything else is a 400 or 415 Status.
+
+    YAML is copied into plain JSON values under the decoded-size budget (aliases expanded as
+    stored). An object nested past `bodies.MAX_OBJECT_DEPTH` is a 400 unless `allow_deep`: the
+    shard then prunes what its schema does not know and checks the depth itself.
+    """
     if content_type == PROTOBUF:
         return protobuf.decode(body)
     if content_type not in (JSON, YAML, "application/x-yaml", "text/yaml", "*/*"):
         raise errors.unsupported_media_type(content_type)
     if not body.strip():
         raise errors.bad_request("the request body is empty; an object is required")
-    try:
-        if content_type == JSON or content_type == "*/*":
-            obj = orjson.loads(body)
-        else:
-            obj = yaml.load(body, Loader=_LOADER)
-    except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise errors.bad_request(f"the object provided is unrecognized or malformed: {exc}") from None
+    if content_type == JSON or content_type == "*/*":
+        obj = bodies.loads_json(body)
+    else:
+        if bodies.yaml_nesting(body) > bodies.MAX_YAML_NESTING:
+            raise bodies.too_deep(bodies.MAX_YAML_NESTING)
+        try:
+            loaded = yaml.load(body, Loader=_LOADER)
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+            raise errors.bad_request(f"the object provided is unrecognized or malformed: {exc}") from None
+        obj = bodies.plain_json(loaded)
     if not isinstance(obj, dict):
         raise errors.bad_request("the object provided is unrecognized or malformed: the body must be a JSON object")
+    if not allow_deep:
+        bodies.require_depth(obj)
     return obj
 
 
@@ -120,6 +130,12 @@ class StatusErrors:
             if started:
                 raise
             await status_response(exc)(scope, receive, send)
+        except RecursionError:
+            # Only input nested past what a recursive rule walks gets here; it is the client's.
+            if started:
+                raise
+            log.warning("%s %s: the request nests too deeply to process", scope.get("method"), scope.get("path"))
+            await status_response(bodies.too_deep())(scope, receive, send)
         except Exception:
             if started:
                 raise

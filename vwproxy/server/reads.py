@@ -70,6 +70,9 @@ def _bookmark_identity(info: ResourceInfo, rep: Representation) -> tuple[str, st
     return info.api_version, info.kind
 
 
+SHUTDOWN_REASON = "server shutting down"
+
+
 @dataclass(frozen=True)
 class ReadScope:
     """A virtual workspace's own filter over a resource: a label requirement (kube selector syntax)
@@ -90,6 +93,15 @@ class ReadHandler:
     def __init__(self, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL) -> None:
         self.bookmark_interval = bookmark_interval
         self.slow_watchers_closed = 0
+        self._watching: set[Watcher] = set()
+        self._ending = False
+
+    def end_watches(self) -> None:
+        """On shutdown: end every open watch stream cleanly (clients re-watch), and any that
+        starts from now on as soon as it has begun."""
+        self._ending = True
+        for watcher in list(self._watching):
+            watcher.close(SHUTDOWN_REASON)
 
     def read(
         self, reader: ResourceReader, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str],
@@ -167,8 +179,13 @@ class ReadHandler:
                 raise
             return watchstream.expired_watch(exc, headers)
 
+        self._watching.add(watcher)
+        if self._ending:
+            watcher.close(SHUTDOWN_REASON)
+
         def stop() -> None:
             reader.remove_watcher(watcher)
+            self._watching.discard(watcher)
             if watcher.closed == SLOW_WATCHER_REASON:
                 self.slow_watchers_closed += 1
 

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from vwproxy.kube import apply as ssa
-from vwproxy.kube import conversion, discovery, errors, managedfields, negotiation, strategic
+from vwproxy.kube import bodies, conversion, discovery, errors, managedfields, negotiation, strategic
 from vwproxy.kube import patch as patching
 from vwproxy.kube.kcp import ROOT_CLUSTER, WILDCARD_CLUSTER
 from vwproxy.kube.listoptions import parse_list_options
@@ -172,18 +172,27 @@ class ShardAPI:
         if target.namespace and namespace not in (None, "") and namespace != target.namespace:
             raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
 
+    def _known(self, info: ResourceInfo, obj: dict[str, Any], checks: WriteChecks) -> dict[str, Any]:
+        """Unknown fields dropped before anything walks the object, as kube-apiserver's decoder
+        does; what is left must fit the depth the shard stores (else a 400)."""
+        self.shard.drop_unknown_fields(info, obj, checks)
+        bodies.require_depth(obj)
+        return obj
+
     async def _create(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
-        obj = http.decode_object(await http.read_body(request), http.media_type(request))
-        self._check_identity(obj, target)
+        obj = http.decode_object(await http.read_body(request), http.media_type(request), allow_deep=True)
         checks = _write_checks(params)
+        obj = self._known(info, obj, checks)
+        self._check_identity(obj, target)
         obj = managedfields.track(info, None, obj, _manager(request, params))
         stored = self.shard.create(info, cluster, target.namespace, self._incoming(info, obj), _dry_run(params), checks)
         return http.json_response(encoder_for(info)(stored), 201, _warning_headers(checks))
 
     async def _update(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, params: dict[str, str]) -> Response:
-        obj = http.decode_object(await http.read_body(request), http.media_type(request))
-        self._check_identity(obj, target)
+        obj = http.decode_object(await http.read_body(request), http.media_type(request), allow_deep=True)
         checks = _write_checks(params)
+        obj = self._known(info, obj, checks)
+        self._check_identity(obj, target)
         current = self.shard.table(info.storage_key).get(cluster, target.namespace, target.name)
         if current is not None:
             obj = managedfields.track(info, orjson.loads(encoder_for(info)(current)), obj, _manager(request, params), target.subresource)
@@ -203,8 +212,9 @@ class ShardAPI:
         current = self.shard.get(info, cluster, target.namespace, target.name)
         served = orjson.loads(encoder_for(info)(current))
         patched = patching.apply_patch(served, body, content_type, info.api_version, info.kind)
-        self._check_identity(patched, target)
         checks = _write_checks(params)
+        patched = self._known(info, patched, checks)
+        self._check_identity(patched, target)
         patched = managedfields.track(info, served, patched, _manager(request, params), target.subresource)
         stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, patched), target.subresource, _dry_run(params), checks)
         return http.json_response(encoder_for(info)(stored), 200, _warning_headers(checks))
@@ -213,7 +223,8 @@ class ShardAPI:
         """Server-side apply: create the object if missing, else merge the configuration, tracking owners."""
         manager = managedfields.manager_name(params.get("fieldManager"), None, required=True)
         force = params.get("force", "").lower() in ("true", "1")
-        applied = http.decode_object(await http.read_body(request), http.YAML)
+        checks = _write_checks(params)
+        applied = self._known(info, http.decode_object(await http.read_body(request), http.YAML, allow_deep=True), checks)
         self._check_identity(applied, target)
         for required in ("apiVersion", "kind"):
             if not applied.get(required):
@@ -226,7 +237,6 @@ class ShardAPI:
         if wanted_rv and current is not None and str(wanted_rv) != str(current.rv):
             raise errors.conflict(info.resource, target.name, info.group)
         merged = managedfields.server_side_apply(info, live, applied, manager, force, target.subresource)
-        checks = _write_checks(params)
         dry_run = _dry_run(params)
         if current is None:
             if target.subresource:
@@ -298,5 +308,6 @@ def build_shard_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(http.StatusErrors)])
     app.state.shard = shard
+    app.state.reads = api.reads
     app.state.started = time.time()
     return app

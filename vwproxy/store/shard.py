@@ -123,6 +123,9 @@ class Transaction:
         self._shard._apply(self._next_rv, self.pending)
 
 
+SEEDED_MARKER = "seeded"
+
+
 class Shard:
     """The storage engine of the embedded shard."""
 
@@ -172,6 +175,14 @@ class Shard:
                 tx = self.transaction()
                 tx.put(NAMESPACES_KEY, cluster, _new_namespace(DEFAULT_NAMESPACE), None)
                 tx.commit()
+
+    @property
+    def seeded(self) -> bool:
+        """Whether a config folder was applied to this data dir (it is applied once, not at every start)."""
+        return self._db.marker(SEEDED_MARKER) > 0
+
+    def mark_seeded(self) -> None:
+        self._db.set_marker(SEEDED_MARKER, self.revision)
 
     def close(self) -> None:
         if self._closed:
@@ -396,25 +407,36 @@ class Shard:
                 )
 
     def _validate(self, info: ResourceInfo, obj: Obj, name: str, checks: WriteChecks | None = None) -> None:
+        if info.crd:  # a built-in was pruned in its served form, before conversion to storage
+            self.drop_unknown_fields(info, obj, checks or WriteChecks())
         causes = validation.validate_metadata(obj["metadata"], strategy.name_rule(info), info.namespaced)
         causes += strategy.validate(info, obj)
         if info.crd:
-            causes += self._schema_checks(info, obj, checks or WriteChecks())
+            causes += self._schema_checks(info, obj)
         if causes:
             raise errors.invalid(info.kind, name, causes, info.group)
 
-    def _schema_checks(self, info: ResourceInfo, obj: Obj, checks: WriteChecks) -> builtins.list[Cause]:
-        """A custom resource against its CRD schema: prune unknown fields, default, validate."""
-        schema = self.registry.schema_for(info)
-        if not schema.enabled:
-            return []
-        removed = schema.prune(obj)
+    def drop_unknown_fields(self, info: ResourceInfo, obj: Obj, checks: WriteChecks) -> None:
+        """Drop what the kind does not know, as kube-apiserver's decoding does: a custom resource
+        is pruned by its CRD schema, a built-in loses unknown top-level fields. `Strict` refuses
+        them (400), `Warn` names them in a Warning header."""
+        if info.crd:
+            schema = self.registry.schema_for(info)
+            removed = schema.prune(obj) if schema.enabled else []
+        else:
+            removed = strategy.drop_unknown_top_level(info, obj)
         if removed:
             unknown = [f'unknown field "{path}"' for path in removed]
             if checks.field_validation == "Strict":
                 raise errors.bad_request("strict decoding error: " + ", ".join(unknown))
             if checks.field_validation != "Ignore":
                 checks.warnings.extend(unknown)
+
+    def _schema_checks(self, info: ResourceInfo, obj: Obj) -> builtins.list[Cause]:
+        """A custom resource against its CRD schema (already pruned): default, validate."""
+        schema = self.registry.schema_for(info)
+        if not schema.enabled:
+            return []
         schema.default(obj)
         return schema.validate(obj)
 

@@ -9,12 +9,16 @@ process; `durable=True` (synchronous=FULL) also makes it survive power loss, at 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 DB_FILE = "shard.db"
+# Held (flock) while a process has the data dir open; holds that process's pid for the message.
+LOCK_FILE = "lock"
 # How long a write waits for a lock held by another connection (a backup, an inspecting sqlite3
 # shell) before failing, instead of failing at once.
 BUSY_TIMEOUT_MS = 5000
@@ -57,8 +61,8 @@ class SqliteStore:
     """Rows of objects plus the shard revision; every `commit` is one transaction."""
 
     def __init__(self, data_dir: Path, durable: bool = False) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
+        self._lock = _lock_data_dir(data_dir)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -66,6 +70,7 @@ class SqliteStore:
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._migrate()
         except sqlite3.Error as exc:
+            os.close(self._lock)
             raise StorageError(f"cannot open the shard database {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
@@ -86,6 +91,17 @@ class SqliteStore:
     def revision(self) -> int:
         (value,) = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
         return int(value)
+
+    def marker(self, key: str) -> int:
+        """A number kept beside the objects (0 when never set), e.g. whether the seed was applied."""
+        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"marker:{key}",)).fetchone()
+        return int(found[0]) if found else 0
+
+    def set_marker(self, key: str, value: int) -> None:
+        try:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"marker:{key}", value))
+        except sqlite3.Error as exc:
+            raise StorageError(f"write to {self.path} failed: {exc}") from exc
 
     def rows(self) -> Iterator[Row]:
         cursor = self._db.execute(
@@ -115,10 +131,39 @@ class SqliteStore:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StorageError(f"write to {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()
+        os.close(self._lock)  # releases the data dir's lock
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Create `data_dir` if needed and lock it for this process: two shards writing one SQLite
+    database would interleave their revision sequences. One-line errors, no traceback."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StorageError(f"data dir {data_dir}: a file is in the way (not a directory)") from None
+    except OSError as exc:
+        raise StorageError(f"data dir {data_dir}: cannot create it: {exc.strerror}") from None
+    if not data_dir.is_dir():
+        raise StorageError(f"data dir {data_dir}: a file is in the way (not a directory)")
+    lock_path = data_dir / LOCK_FILE
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"data dir {data_dir}: cannot use it: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StorageError(f"data dir {data_dir} is in use by another vwproxy process (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

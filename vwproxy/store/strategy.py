@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Any
 
-from vwproxy.kube import validation
+from vwproxy.kube import builtin_schemas, validation
 from vwproxy.kube.errors import Cause
+from vwproxy.kube.schema import CRSchema
 from vwproxy.kube.kcp import APIBINDING_FINALIZER, LOGICAL_CLUSTER_OBJECT_NAME
 from vwproxy.kube.resources import RBAC, ResourceInfo
 from vwproxy.kube.versions import by_priority
@@ -19,6 +21,7 @@ from vwproxy.kube.versions import by_priority
 Obj = dict[str, Any]
 
 NAMESPACE_FINALIZER = "kubernetes"
+KCP_GROUPS = frozenset({"apis.kcp.io", "core.kcp.io", "tenancy.kcp.io"})
 
 
 def name_rule(info: ResourceInfo) -> str:
@@ -153,8 +156,32 @@ def _accept_crd(obj: Obj) -> None:
     ]
 
 
+def drop_unknown_top_level(info: ResourceInfo, obj: Obj) -> list[str]:
+    """Remove the top-level fields a built-in kind's schema does not name; their names, sorted."""
+    known = builtin_schemas.top_level_fields(info.group, info.version, info.kind)
+    if known is None:
+        return []
+    unknown = sorted(key for key in obj if key not in known)
+    for key in unknown:
+        del obj[key]
+    return unknown
+
+
+@functools.cache
+def _kcp_schema(group: str, version: str, kind: str) -> CRSchema | None:
+    schema = builtin_schemas.kcp_validation_schema(group, version, kind)
+    return CRSchema(schema) if schema is not None else None
+
+
 def validate(info: ResourceInfo, obj: Obj) -> list[Cause]:
     """Kind-specific validation; metadata is checked by the caller."""
+    if info.group in KCP_GROUPS:
+        # The stored form's own version: a v1alpha1 write may be stored as v1alpha2.
+        group, _, version = str(obj.get("apiVersion") or info.api_version).rpartition("/")
+        schema = _kcp_schema(group, version, str(obj.get("kind") or info.kind))
+        causes = schema.validate(obj) if schema is not None else []
+        if causes:
+            return causes
     if info.group == "":
         if info.resource == "secrets":
             return _validate_secret(obj)

@@ -30,7 +30,8 @@ def example_topology() -> Path:
 class RunningProxy:
     """A running `vwproxy serve`: `url`, `workspace_url(path)`, `cluster_of(path)`."""
 
-    def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None) -> None:
+    def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None, reseed: bool = False) -> None:
+        """`reseed` applies the config again over a data dir seeded before (`serve --reseed`)."""
         folder = config if config is not None else example_topology()
         manifests = load_folder(folder)
         if backends is None:
@@ -41,7 +42,7 @@ class RunningProxy:
 
         def build(url: str) -> ServeApp:
             clients = {name: BackendClient(backend) for name, backend in self._backends.items()}
-            return ServeApp(self.shard, url, manifests, clients, bookmark_interval)
+            return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed)
 
         self.server = ServerThread(app_factory=build)
         self.app: ServeApp = self.server.app

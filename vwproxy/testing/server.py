@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from vwproxy.server import serving
+
 # How long a fixture waits for the server to accept connections before failing loudly.
 STARTUP_TIMEOUT_SECONDS = 10.0
 
@@ -21,8 +23,12 @@ T = TypeVar("T")
 class ServerThread:
     """uvicorn serving `app` on 127.0.0.1 (a free port unless given) until `stop()`."""
 
-    def __init__(self, app: Any = None, host: str = "127.0.0.1", port: int = 0, app_factory: Callable[[str], Any] | None = None) -> None:
-        """Serve `app`, or the app `app_factory(url)` builds once the URL (the bound port) is known."""
+    def __init__(
+        self, app: Any = None, host: str = "127.0.0.1", port: int = 0, app_factory: Callable[[str], Any] | None = None,
+        request_head_seconds: float = serving.REQUEST_HEAD_SECONDS,
+    ) -> None:
+        """Serve `app`, or the app `app_factory(url)` builds once the URL (the bound port) is known,
+        with `vwproxy serve`'s connection handling (`request_head_seconds` shortens its deadline)."""
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
         # without it Nagle and delayed ACKs cost ~40 ms per request on a kept-alive connection.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -32,7 +38,9 @@ class ServerThread:
         if app_factory is not None:
             app = app_factory(f"http://{self.host}:{self.port}")
         self.app = app
-        config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", timeout_graceful_shutdown=1)
+        config = serving.config(
+            app, host, self.port, loop="asyncio", http=serving.guarded_protocol(request_head_seconds), log_level="warning", timeout_graceful_shutdown=1,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=f"vwproxy-server-{self.port}", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -18,6 +18,8 @@ it and nothing else, so a caller can never borrow the proxy's privileges on a ba
 
 from __future__ import annotations
 
+import asyncio
+
 import socket
 import ssl
 import string
@@ -38,9 +40,15 @@ from vwproxy.upstream.backends import Backend, BackendConfigError, tls_context
 # not after 5 s is down or blackholed, and failing fast lets that backend's workspaces be marked
 # stale while the other backends go on (DESIGN.md "One bad backend never blocks the rest").
 CONNECT_TIMEOUT_SECONDS = 5.0
-# kube-apiserver gives up on a non-long-running request after 60 s (its --request-timeout); waiting
-# longer than the backend itself would for an answer only holds the caller longer.
-READ_TIMEOUT_SECONDS = 60.0
+# Longest silence within a non-watch answer: a working apiserver answers and streams its
+# answer with gaps far shorter; a hung one (a stopped process, socket open) would otherwise hold
+# the caller for kube's 60 s request timeout. Past it the caller gets a 504.
+READ_TIMEOUT_SECONDS = 10.0
+# A watch's response head (status and headers) comes at once from a working apiserver; only
+# the body may then stay quiet. A backend that does not send the head within this is hung.
+RESPONSE_HEAD_SECONDS = 10.0
+# A liveness probe (`limit=1`, served from the apiserver's cache) answers in milliseconds.
+PROBE_TIMEOUT_SECONDS = 2.0
 # Sending a request body (at most 3 MiB, kube-apiserver's limit) takes well under a second on
 # any working link; 30 s only trips on a backend that stopped reading.
 WRITE_TIMEOUT_SECONDS = 30.0
@@ -224,10 +232,26 @@ class BackendClient:
         """Send one request and return as soon as the answer's headers arrive (no read timeout by default)."""
         request = self._build(method, path, query, headers, body, _timeout(read_timeout))
         try:
-            response = await self._client.send(request, stream=True)
+            async with asyncio.timeout(RESPONSE_HEAD_SECONDS):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError:
+            raise errors.timeout(f"backend {self.name} did not answer in time (no response head within {RESPONSE_HEAD_SECONDS:g} s)") from None
         except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL) as exc:
             self._raise(exc)
         return UpstreamStream(self, response)
+
+    async def probe(self, path: str) -> None:
+        """A cheap read of `path` (one item) that must answer within PROBE_TIMEOUT_SECONDS; a
+        StatusError says the backend is hung or down (any HTTP answer means it is alive)."""
+        request = self._build("GET", path, [("limit", "1")], {"accept": "application/json"}, b"", _timeout(PROBE_TIMEOUT_SECONDS))
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                response = await self._client.send(request)
+        except TimeoutError:
+            raise errors.timeout(f"backend {self.name} did not answer a probe within {PROBE_TIMEOUT_SECONDS:g} s") from None
+        except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL) as exc:
+            self._raise(exc)
+        await response.aclose()
 
     async def aclose(self) -> None:
         self._closed = True

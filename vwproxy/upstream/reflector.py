@@ -10,6 +10,7 @@ A backend 404 for the resource means "no objects", never an error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 
 from vwproxy.kube import errors
-from vwproxy.upstream.client import BackendClient
+from vwproxy.upstream.client import BackendClient, UpstreamStream
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ INITIAL_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 # Server-side watch timeout asked for; the watch is simply resumed when it ends.
 WATCH_TIMEOUT_SECONDS = 300
+# While a watch is open the backend is probed this often (a cheap one-item list with a short
+# timeout): a hung backend (a stopped process with its socket open) sends neither events nor
+# errors, and TCP keepalive only catches a vanished host. So a hang is stale within seconds.
+HEARTBEAT_SECONDS = 3.0
 # Page size of the relists (kube's reflectors use 500).
 LIST_PAGE = 500
 
@@ -113,34 +118,51 @@ class Reflector:
             raise Expired()
         query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", self.rv), ("timeoutSeconds", str(WATCH_TIMEOUT_SECONDS))]
         stream = await self.client.stream("GET", self.path, query, {"accept": "application/json"}, b"")
+        follow = asyncio.create_task(self._follow(stream), name=f"reflector-watch {self.path}")
+        beat = asyncio.create_task(self._heartbeat(), name=f"reflector-heartbeat {self.path}")
         try:
-            if stream.status == 410:
-                raise Expired()
-            if stream.status == 404:
-                raise Expired()
-            if stream.status != 200:
-                raise errors.from_status({"code": stream.status, "message": f"watching {self.path} answered HTTP {stream.status}"})
-            self.health(True, "")  # resumed: the backend is current again
-            async for line in stream.lines():
-                if not line.strip():
-                    continue
-                event = orjson.loads(line)
-                kind = event.get("type") if isinstance(event, dict) else None
-                obj = event.get("object") if isinstance(event, dict) else None
-                if not isinstance(obj, dict):
-                    raise ValueError("a watch event without an object")
-                rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise Expired()
-                    raise errors.from_status(obj, 500)
-                if kind == "BOOKMARK":
-                    self.rv = rv or self.rv
-                    continue
-                if kind not in ("ADDED", "MODIFIED", "DELETED"):
-                    raise ValueError(f"unknown watch event type {kind!r}")
-                self.change(str(kind), obj, rv)
-                self.rv = rv or self.rv
+            done, _ = await asyncio.wait({follow, beat}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the watch ended (resume), or its error, or the probe's
         finally:
+            for task in (follow, beat):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await stream.aclose()
+
+    async def _heartbeat(self) -> None:
+        """Probe the backend while the watch is open; raise (ending the watch) when it hangs."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await self.client.probe(self.path)
+
+    async def _follow(self, stream: UpstreamStream) -> None:
+        if stream.status == 410:
+            raise Expired()
+        if stream.status == 404:
+            raise Expired()
+        if stream.status != 200:
+            raise errors.from_status({"code": stream.status, "message": f"watching {self.path} answered HTTP {stream.status}"})
+        self.health(True, "")  # resumed: the backend is current again
+        async for line in stream.lines():
+            if not line.strip():
+                continue
+            event = orjson.loads(line)
+            kind = event.get("type") if isinstance(event, dict) else None
+            obj = event.get("object") if isinstance(event, dict) else None
+            if not isinstance(obj, dict):
+                raise ValueError("a watch event without an object")
+            rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise Expired()
+                raise errors.from_status(obj, 500)
+            if kind == "BOOKMARK":
+                self.rv = rv or self.rv
+                continue
+            if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                raise ValueError(f"unknown watch event type {kind!r}")
+            self.change(str(kind), obj, rv)
+            self.rv = rv or self.rv
 

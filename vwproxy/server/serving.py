@@ -1,0 +1,102 @@
+"""Running an app under uvicorn the way vwproxy serves: deliberate connection timeouts and a
+graceful stop.
+
+- An idle keep-alive connection lives longer than the clients' own idle timeout (client-go and
+  Go's http.Transport drop theirs after 90 s), so the client, not the server, closes it and no
+  request races a server-side close. uvicorn's default is 5 s.
+- A request head (request line and headers) must arrive within a bounded time, and so must the
+  first request on a new connection: a client trickling bytes cannot hold a connection open.
+- SIGTERM / Ctrl-C: stop accepting, end every watch stream at once (a properly terminated
+  chunked body: the clients re-watch elsewhere), let in-flight writes finish, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# Longer than client-go's 90 s idle-connection timeout, so idle connections end client-side.
+KEEP_ALIVE_SECONDS = 120
+# A request's line and headers arrive in one or two packets; 30 s (kube-apiserver allows 32 s
+# for the request head) covers any real client and cuts off a trickling one.
+REQUEST_HEAD_SECONDS = 30.0
+# How long in-flight requests (writes) get to finish once the watches were ended on shutdown.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus a deadline on each request head and on a new
+    connection's first byte (uvicorn arms its keep-alive timer only after a response)."""
+
+    head_seconds = REQUEST_HEAD_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(self.head_seconds, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def guarded_protocol(head_seconds: float) -> type[GuardedHttpToolsProtocol]:
+    """The protocol with another request-head deadline (tests use a short one)."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"head_seconds": head_seconds})
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, ending the watches first on shutdown and exiting 0 on SIGTERM/SIGINT
+    (uvicorn re-raises the signal after a graceful stop, which makes the exit code -15)."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # a requested stop is a clean exit
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        await super().shutdown(sockets)
+
+
+def config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's config with vwproxy's connection handling; `options` pass through."""
+    options.setdefault("http", GuardedHttpToolsProtocol)
+    options.setdefault("timeout_keep_alive", KEEP_ALIVE_SECONDS)
+    options.setdefault("timeout_graceful_shutdown", GRACEFUL_SHUTDOWN_SECONDS)
+    return uvicorn.Config(app, host=host, port=port, **options)
