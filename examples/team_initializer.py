@@ -10,7 +10,6 @@ the workspace becomes Ready. Run it next to `vwproxy serve`:
 from __future__ import annotations
 
 import argparse
-import copy
 
 import kubernetes
 
@@ -18,11 +17,14 @@ INITIALIZER = "root:team"
 LC = ("core.kcp.io", "v1alpha1", "logicalclusters")
 
 
-BASE = kubernetes.client.Configuration()  # credentials and trust, from the kubeconfig
+KUBECONFIG: list[str] = []  # credentials and trust come from this kubeconfig, when given
 
 
 def client(host: str) -> kubernetes.client.ApiClient:
-    config = copy.deepcopy(BASE)
+    config = kubernetes.client.Configuration()
+    if KUBECONFIG:
+        kubernetes.config.load_kube_config(KUBECONFIG[0], client_configuration=config)
+        config.refresh_api_key_hook = None  # it would put the kubeconfig's server back before each request
     config.host = host
     return kubernetes.client.ApiClient(config)
 
@@ -38,6 +40,12 @@ def initialize(vw_url: str, cluster: str) -> None:
     print(f"initialized {lc['metadata']['annotations'].get('kcp.io/path', cluster)}", flush=True)
 
 
+def _kubeconfig_server(path: str) -> str:
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(path, client_configuration=config)
+    return str(config.host).split("/clusters/")[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", help="a kubeconfig for the vwproxy (or kcp) front; its server's /clusters/... is replaced")
@@ -45,8 +53,10 @@ def main() -> None:
     parser.add_argument("--once", action="store_true", help="initialize what is waiting now, then exit")
     args = parser.parse_args()
     if args.kubeconfig:
-        kubernetes.config.load_kube_config(args.kubeconfig, client_configuration=BASE)
-    server = (args.server or BASE.host).split("/clusters/")[0]
+        KUBECONFIG.append(args.kubeconfig)
+    if not args.server and not args.kubeconfig:
+        parser.error("give --kubeconfig (or --server for a server that takes anonymous callers)")
+    server = args.server or _kubeconfig_server(args.kubeconfig)
     root = kubernetes.client.CustomObjectsApi(client(f"{server}/clusters/root"))
     wst = root.get_cluster_custom_object("tenancy.kcp.io", "v1alpha1", "workspacetypes", "team")
     vw_url = next(v["url"] for v in wst["status"]["virtualWorkspaces"] if v["type"] == "initializing")

@@ -180,7 +180,7 @@ def test_claim_labels_converge_across_restarts(tmp_path: Path) -> None:
         assert first.settle()
         provider = first.cluster_of("root:provider")
         key = PREFIX + b62sha224(f"{provider}:tools".encode())
-        with httpx.Client(base_url=first.url, timeout=10) as front:
+        with first.client(timeout=10) as front:
             configmap(front, "before", app="x")
             export_and_binding(front, [{**SECRETS, "selector": {"matchAll": True}, "state": "Accepted"}])
             secret = {"metadata": {"name": "s"}, "stringData": {"a": "b"}}
@@ -201,7 +201,7 @@ def test_claim_labels_converge_across_restarts(tmp_path: Path) -> None:
         shard.close()
     with RunningProxy(data) as second:
         assert second.settle()
-        with httpx.Client(base_url=second.url, timeout=10) as front:
+        with second.client(timeout=10) as front:
             assert key in claim_labels(front, f"{CONSUMER}/api/v1/namespaces/default/secrets/s")
             eventually(lambda: claim_labels(front, f"{CONFIGMAPS}/before") == {}, "the stale label taken off at start")
             assert front.post(f"{CONSUMER}/api/v1/namespaces/default/secrets", json={"metadata": {"name": "t"}}).status_code == 201

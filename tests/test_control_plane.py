@@ -147,13 +147,13 @@ def test_restart_converges_to_the_same_state(tmp_path: Path) -> None:
     with RunningProxy(data) as first:
         assert first.settle()
         provider = first.cluster_of("root:provider")
-        with httpx.Client(base_url=first.url) as client:
+        with first.client() as client:
             before = client.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"]
             client.delete("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets")
     with RunningProxy(data) as second:
         assert second.settle()
         assert second.cluster_of("root:provider") == provider, "logical cluster names are stable"
-        with httpx.Client(base_url=second.url) as client:
+        with second.client() as client:
             assert client.get(f"/clusters/root:provider{KCP}/apiexports/widgets").json()["status"]["identityHash"] == before
             slice_obj = client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
             assert slice_obj["status"]["endpoints"] == [{"url": f"{second.url}/services/apiexport/{provider}/widgets"}]

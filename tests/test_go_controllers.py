@@ -248,7 +248,7 @@ def widget_controller(
         controllers, go_programs, tmp_path, "apiexport-controller",
         "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets", "--status-write", status_write,
     )
-    with httpx.Client(base_url=proxy.url, timeout=10) as front:
+    with proxy.client(timeout=10) as front:
         controller.eventually(lambda: not unreconciled(front, PROVIDER_CONSUMERS), "every bound consumer's widgets to be reconciled")
     record_testsuite_property("apiexport_controller_reconcile_existing_seconds", round(time.monotonic() - controller.started, 2))
     return controller

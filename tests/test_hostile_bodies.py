@@ -123,7 +123,7 @@ def running_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningP
 
 
 def test_through_the_front_and_the_vw_deep_bodies_are_not_5xx(running_proxy: RunningProxy) -> None:
-    with httpx.Client(base_url=running_proxy.url, timeout=30) as front:
+    with running_proxy.client(timeout=30) as front:
         r = front.post(f"/clusters/root:consumer-1{CONFIGMAPS}", content=configmap("deep", f'"bogus":{nested(2_000)}'), headers=JSON)
         assert r.status_code == 201, r.text
         r = front.post(f"/clusters/root:consumer-1{CONFIGMAPS}", content=BILLION_LAUGHS, headers=YAML)

@@ -45,7 +45,7 @@ def proxy(tmp_path: Path, backend: ShardProcess, monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_hung_backend_is_stale_within_seconds_and_answers_504_in_time(proxy: RunningProxy, backend: ShardProcess) -> None:
-    with httpx.Client(base_url=proxy.url, timeout=30) as front:
+    with proxy.client(timeout=30) as front:
         ext_ready(front)
         ext = proxy.cluster_of("root:ext")
         base = vw_url(front)

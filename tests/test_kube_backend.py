@@ -86,7 +86,7 @@ def proxy(tmp_path: Path, config: Path) -> Iterator[RunningProxy]:
 
 @pytest.fixture
 def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+    with proxy.client(timeout=10) as client:
         yield client
 
 
@@ -230,7 +230,7 @@ def test_watch_through_the_front_sees_backend_changes_stamped(proxy: RunningProx
 
     def watch() -> None:
         try:
-            with httpx.Client(base_url=proxy.url, timeout=httpx.Timeout(10, read=10)) as client:
+            with proxy.client(timeout=httpx.Timeout(10, read=10)) as client:
                 with client.stream("GET", f"{EXT}{WIDGETS}", params={"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "10"}) as stream:
                     assert stream.status_code == 200
                     opened.set()
@@ -392,7 +392,7 @@ def test_workspace_naming_an_undeclared_backend_says_so(proxy: RunningProxy, fro
 
 def test_proxy_starts_with_its_backend_down_and_binds_once_it_is_up(tmp_path: Path, backend: ShardProcess, config: Path) -> None:
     backend.stop()
-    with RunningProxy(tmp_path / "data", config) as proxy, httpx.Client(base_url=proxy.url, timeout=10) as front:
+    with RunningProxy(tmp_path / "data", config) as proxy, proxy.client(timeout=10) as front:
         # serving starts anyway: the embedded workspaces work, root:ext's content is a 503
         assert len(front.get(f"/clusters/root:consumer-1{WIDGETS}").json()["items"]) == 2
         down = front.get(f"{EXT}{WIDGETS}")
@@ -456,7 +456,7 @@ def test_a_watch_in_flight_ends_when_the_backend_goes_away_and_rewatching_gets_5
 
     def watch() -> None:
         try:
-            with httpx.Client(base_url=proxy.url, timeout=httpx.Timeout(10, read=30)) as client:
+            with proxy.client(timeout=httpx.Timeout(10, read=30)) as client:
                 with client.stream("GET", f"{EXT}{CONFIGMAPS}", params={"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true"}) as stream:
                     outcome.append(str(stream.status_code))
                     opened.set()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import kubernetes
+import yaml
 import orjson
 import pytest
 
@@ -238,7 +239,9 @@ def test_the_example_initializer_makes_team_a_ready(proxy: RunningProxy, front: 
 
     assert phase(front, "team-a") == "Initializing"
     script = Path(__file__).resolve().parent.parent / "examples" / "team_initializer.py"
-    done = subprocess.run([sys.executable, str(script), "--server", proxy.url, "--once"], capture_output=True, text=True, timeout=60)
+    kubeconfig = Path(proxy.data_dir) / "initializer.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(proxy.kubeconfig()))
+    done = subprocess.run([sys.executable, str(script), "--kubeconfig", str(kubeconfig), "--once"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "initialized root:team-a"
     eventually(lambda: phase(front, "team-a") == "Ready", "team-a becomes Ready")

@@ -189,7 +189,7 @@ def test_provider_list_then_watch_sees_endpoints_come_and_go(proxy: RunningProxy
     def watch() -> None:
         try:
             query = f"allowWatchBookmarks=true&{_selector('gadgets')}&resourceVersion={rv}&timeoutSeconds=15&watch=true"
-            with httpx.Client(base_url=proxy.url, timeout=httpx.Timeout(10, read=20)) as client, client.stream("GET", f"{provider}?{query}") as stream:
+            with proxy.client(timeout=httpx.Timeout(10, read=20)) as client, client.stream("GET", f"{provider}?{query}") as stream:
                 assert stream.status_code == 200
                 opened.set()
                 seen_endpoints = False

@@ -45,7 +45,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, remote: ShardProcess) -> Ite
 
 @pytest.fixture(scope="module")
 def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+    with proxy.client(timeout=10) as client:
         ext_ready(client)
         yield client
 

@@ -235,7 +235,7 @@ def test_a_terminator_holds_deletion_while_content_goes(proxy: RunningProxy, fro
     def watch() -> None:
         url = f"/clusters/{cluster}/apis/core.kcp.io/v1alpha1/logicalclusters?watch=true&resourceVersion={rv}&timeoutSeconds=30"
         try:
-            with httpx.Client(base_url=proxy.url, timeout=40) as client, client.stream("GET", url) as resp:
+            with proxy.client(timeout=40) as client, client.stream("GET", url) as resp:
                 assert resp.status_code == 200
                 connected.set()
                 for line in resp.iter_lines():
@@ -282,7 +282,7 @@ def test_lifecycle_converges_across_restarts(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with RunningProxy(data) as first:
         assert first.settle()
-        with httpx.Client(base_url=first.url, timeout=10) as front:
+        with first.client(timeout=10) as front:
             team_a = wait_phase(front, "team-a", "Initializing")["spec"]["cluster"]
             create_workspace(front, "parting", "team")
             parting = wait_phase(front, "parting", "Initializing")["spec"]["cluster"]
@@ -290,7 +290,7 @@ def test_lifecycle_converges_across_restarts(tmp_path: Path) -> None:
             wait_phase(front, "parting", "Terminating")
     with RunningProxy(data) as second:
         assert second.settle()
-        with httpx.Client(base_url=second.url, timeout=10) as front:
+        with second.client(timeout=10) as front:
             assert workspace(front, "team-a")["status"]["phase"] == "Initializing"
             assert workspace(front, "parting")["status"]["phase"] == "Terminating"
             patch_status(front, team_a, {"initializers": []})

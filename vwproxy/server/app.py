@@ -11,15 +11,18 @@ from urllib.parse import unquote
 
 import httpx
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vwproxy.auth.stack import AuthStack
 from vwproxy.control.manifests import Manifest
 from vwproxy.control.objects import ENDPOINT_SLICES, WORKSPACES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
+from vwproxy.core.objects import ChangeEvent
 from vwproxy.kube import vwpaths
 from vwproxy.server import http
 from vwproxy.server.front import Front
+from vwproxy.server.guard import RBAC_STORAGE_PREFIX, Guard
 from vwproxy.server.vw.apiexport import APIExportVirtualWorkspace
 from vwproxy.server.vw.lifecycle import LifecycleVirtualWorkspace
 from vwproxy.cache.hub import ViewHub
@@ -43,6 +46,7 @@ class ServeApp:
         bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
         services: Any = None,
         reseed: bool = False,
+        auth: AuthStack | None = None,
     ) -> None:
         self.shard = shard
         self.clients = clients or {}
@@ -59,6 +63,12 @@ class ServeApp:
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
         self.front = http.StatusErrors(Front(shard_app, self.control, services or self._services))
         self.lifecycle = LifecycleVirtualWorkspace(shard, self.control.store, self.embedded, self.reads, self.front)
+        # Every request is authenticated and authorized first, unless the server was started open.
+        self.auth = auth
+        self.entry: ASGIApp = self._routes
+        if auth is not None:
+            self.entry = http.StatusErrors(Guard(self._routes, auth, shard, self.control.store))
+            shard.on_commit.append(self._rbac_changed)
         self._loop_task: asyncio.Task[None] | None = None
         self.startup_error: Exception | None = None
 
@@ -114,10 +124,18 @@ class ServeApp:
         await self.embedded.aclose()
         self.shard.close()
 
+    def _rbac_changed(self, events: list[ChangeEvent]) -> None:
+        assert self.auth is not None
+        if any(e.storage_key.startswith(RBAC_STORAGE_PREFIX) for e in events):
+            self.auth.rbac.invalidate()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        await self.entry(scope, receive, send)
+
+    async def _routes(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in ("/readyz", "/metrics"):
             response = self._readyz() if scope["path"] == "/readyz" else self._metrics()
             await response(scope, receive, send)

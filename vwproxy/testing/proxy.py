@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from vwproxy.auth.stack import build_auth
+from vwproxy.auth.tls import ADMIN_KUBECONFIG, ensure_admin_token, ensure_serving_certificate
 from vwproxy.control.manifests import load_folder
 from vwproxy.server.app import ServeApp
+from vwproxy.server.guard import rbac_source, service_account_lookup
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL
 from vwproxy.store.shard import Shard
 from vwproxy.testing.server import ServerThread
@@ -32,6 +36,7 @@ class RunningProxy:
 
     def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None, reseed: bool = False) -> None:
         """`reseed` applies the config again over a data dir seeded before (`serve --reseed`)."""
+        self.data_dir = data_dir
         folder = config if config is not None else example_topology()
         manifests = load_folder(folder)
         if backends is None:
@@ -39,12 +44,17 @@ class RunningProxy:
             backends = load_backends(backends_file) if backends_file.exists() else {}
         self.shard = Shard(data_dir)
         self._backends = backends
+        # Secure as `serve` is: HTTPS with a CA of its own, and the admin's token for the clients below.
+        self.serving = ensure_serving_certificate(data_dir, ("127.0.0.1", "localhost"))
+        self._token = ensure_admin_token(data_dir)[1]
 
         def build(url: str) -> ServeApp:
             clients = {name: BackendClient(backend) for name, backend in self._backends.items()}
-            return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed)
+            auth = build_auth(data_dir, sa_lookup=service_account_lookup(self.shard), rbac_source=rbac_source(self.shard),
+                              server_url=url, hosts=("127.0.0.1", "localhost"))
+            return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed, auth=auth)
 
-        self.server = ServerThread(app_factory=build)
+        self.server = ServerThread(app_factory=build, tls=(str(self.serving.cert), str(self.serving.key)))
         self.app: ServeApp = self.server.app
 
     @property
@@ -56,19 +66,25 @@ class RunningProxy:
 
     @property
     def token(self) -> str | None:
-        """The bearer token clients present (None while the server takes anonymous callers)."""
-        return None
+        """The admin's bearer token (system:masters), which the clients below present."""
+        return self._token
 
     @property
     def ca_file(self) -> str | None:
-        """The CA that signed the server's certificate (None over plain http)."""
-        return None
+        """The CA that signed the server's certificate."""
+        return str(self.serving.ca_cert)
 
-    def client(self, *, timeout: float = 10.0, token: str | None = None) -> httpx.Client:
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """The admin kubeconfig `serve` writes into its data dir."""
+        return self.data_dir / ADMIN_KUBECONFIG
+
+    def client(self, *, timeout: float | httpx.Timeout = 10.0, token: str | None = None) -> httpx.Client:
         """An httpx client for the front (absolute URLs reach the VWs the same way)."""
         bearer = token if token is not None else self.token
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=self.ca_file or True)
+        trust = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=trust)
 
     def kubeconfig(self, server: str | None = None, *, token: str | None = None) -> dict[str, Any]:
         """A kubeconfig document for `server` (the front by default) with this server's credentials."""

@@ -25,10 +25,12 @@ class ServerThread:
 
     def __init__(
         self, app: Any = None, host: str = "127.0.0.1", port: int = 0, app_factory: Callable[[str], Any] | None = None,
-        request_head_seconds: float = serving.REQUEST_HEAD_SECONDS,
+        request_head_seconds: float = serving.REQUEST_HEAD_SECONDS, tls: tuple[str, str] | None = None,
     ) -> None:
         """Serve `app`, or the app `app_factory(url)` builds once the URL (the bound port) is known,
-        with `vwproxy serve`'s connection handling (`request_head_seconds` shortens its deadline)."""
+        with `vwproxy serve`'s connection handling (`request_head_seconds` shortens its deadline);
+        over HTTPS with `tls` = (certificate file, key file)."""
+        self.scheme = "https" if tls else "http"
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
         # without it Nagle and delayed ACKs cost ~40 ms per request on a kept-alive connection.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -36,10 +38,11 @@ class ServerThread:
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
         if app_factory is not None:
-            app = app_factory(f"http://{self.host}:{self.port}")
+            app = app_factory(self.url)
         self.app = app
         config = serving.config(
             app, host, self.port, loop="asyncio", http=serving.guarded_protocol(request_head_seconds), log_level="warning", timeout_graceful_shutdown=1,
+            ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=f"vwproxy-server-{self.port}", daemon=True)
@@ -47,7 +50,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
