@@ -507,6 +507,21 @@ def test_configmap_controller_reconciles_claimed_configmaps_and_records_events(
     assert RECONCILED_BY not in (configmap(front, BYSTANDER, "private")["metadata"].get("annotations") or {}), "an unbound workspace is never touched"
     assert events_about(front, BYSTANDER, "private", api=events_api, controller="configmap-controller") == []
 
+    # Reconciled again (its annotation dropped): the recorder repeats the Event. The core one
+    # aggregates it into the first (a PATCH of `count`); the events.k8s.io one regards the
+    # ConfigMap's new resourceVersion, a new Event (or a series on the first).
+    dropped = front.patch(f"/clusters/root:example1/{CONFIGMAPS}/hello", json={"metadata": {"annotations": {RECONCILED_BY: None}}},
+                          headers={"Content-Type": "application/merge-patch+json"})
+    assert dropped.status_code == 200, dropped.text
+
+    def occurrences() -> int:
+        events = events_about(front, "root:example1", "hello", api=events_api, controller="configmap-controller")
+        return sum(e.get("count") or (e.get("series") or {}).get("count") or 1 for e in events)
+    controller.eventually(lambda: occurrences() == 2, "the repeated Event to be recorded")
+    if events_api == "core":
+        [aggregated] = events_about(front, "root:example1", "hello", api="core", controller="configmap-controller")
+        assert aggregated["count"] == 2, aggregated
+
     # A workspace of the example's type created while the controller runs: bound by the
     # initializer, engaged, and a ConfigMap created in it afterwards is reconciled.
     started = time.monotonic()
