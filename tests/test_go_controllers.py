@@ -456,6 +456,8 @@ def create_example_workspace(front: httpx.Client, name: str) -> None:
         ws = front.get(f"/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/{name}").json()
         return bool((ws.get("status") or {}).get("phase") == "Ready")
     eventually(ready, f"root:{name} to be Ready")
+    cluster = logical_cluster(front, f"root:{name}")
+    assert cluster["spec"].get("initializers") == ["system:apibindings"] and not cluster["status"].get("initializers"), cluster
     bindings = example_bindings(front, f"root:{name}")
     assert len(bindings) == 1 and claims_accepted(bindings[0]), bindings
 
