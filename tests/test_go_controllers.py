@@ -6,15 +6,21 @@ The programs are built once per session into a cache folder keyed by the Go tool
 module's sources, so reruns on the same machine skip the build; a cold build relies on Go's own
 GOCACHE and GOMODCACHE. A missing `go` fails these tests: they are the only check of the Go
 client stack.
+
+Besides our own programs, kcp's multicluster-provider example `examples/apiexport` is built
+unchanged and run on the example's own manifests (permission claims on configmaps and events, a
+WorkspaceType whose default binding accepts them).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -32,13 +38,19 @@ from vwproxy.testing.proxy import RunningProxy
 log = logging.getLogger(__name__)
 
 GO_MODULE = Path(__file__).parent / "go"
-PROGRAMS = ("apiexport-controller", "initializer")
+# kcp's own example controller, built unchanged from the multicluster-provider module that
+# go.mod pins (so go.sum keys its sources); `go build -o DIR/` names it after its package.
+STOCK_EXAMPLE_MODULE = "github.com/kcp-dev/multicluster-provider"
+STOCK_EXAMPLE_PACKAGE = f"{STOCK_EXAMPLE_MODULE}/examples/apiexport"
+STOCK_EXAMPLE = "apiexport"
+PROGRAMS = ("apiexport-controller", "configmap-controller", "initializer", STOCK_EXAMPLE)
 # No VCS stamp (the module sits in this repository's work tree); no symbol table or DWARF,
 # which nearly halves the link time and the size of the binaries (stack traces still work).
 BUILD_FLAGS = ("-trimpath", "-buildvcs=false", "-ldflags=-s -w")
-# A cold build (empty GOCACHE) of both programs costs about 235 CPU-seconds: 2-4.5 minutes on
-# a 2-core machine depending on its load, the module downloads (~220 MB) adding little. This
-# leaves room for a slower runner or module proxy.
+# A cold build (empty GOCACHE) of the four programs costs 190-240 CPU-seconds (the two
+# permission-claim programs add two main packages and two links, under 40 of them): 2.5 minutes
+# on a 2-core machine, up to 7 on a heavily loaded one, the module downloads (~220 MB) adding
+# little. This leaves room for a slower runner or module proxy.
 BUILD_TIMEOUT_SECONDS = 600
 # Builds for other sources (other branches, older commits) are dropped after a week unused.
 STALE_BUILD_SECONDS = 7 * 24 * 3600
@@ -114,16 +126,16 @@ def go_programs(record_testsuite_property: Any) -> GoPrograms:
     # One invocation for all programs, so their shared packages are compiled once.
     try:
         result = subprocess.run(
-            [go, "build", *BUILD_FLAGS, "-o", f"{staging}{os.sep}", "./cmd/..."],
+            [go, "build", *BUILD_FLAGS, "-o", f"{staging}{os.sep}", "./cmd/...", STOCK_EXAMPLE_PACKAGE],
             cwd=GO_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False,
         )
     except subprocess.TimeoutExpired as timeout:
         shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"go build ./cmd/... in {GO_MODULE} took over {BUILD_TIMEOUT_SECONDS} s (module proxy unreachable?):\n{timeout.stderr!r}")
+        pytest.fail(f"go build ./cmd/... {STOCK_EXAMPLE_PACKAGE} in {GO_MODULE} took over {BUILD_TIMEOUT_SECONDS} s (module proxy unreachable?):\n{timeout.stderr!r}")
     build_seconds = time.monotonic() - started
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"go build ./cmd/... in {GO_MODULE} exited {result.returncode} after {build_seconds:.0f} s:\n{result.stderr}")
+        pytest.fail(f"go build ./cmd/... {STOCK_EXAMPLE_PACKAGE} in {GO_MODULE} exited {result.returncode} after {build_seconds:.0f} s:\n{result.stderr}")
     try:
         staging.rename(target)
     except OSError:  # another session finished the same build first
@@ -146,9 +158,10 @@ def write_kubeconfig(path: Path, proxy: RunningProxy, server: str) -> Path:
 class Controller:
     """A controller program running as a subprocess, its output in a log file."""
 
-    def __init__(self, binary: str, args: list[str], log_path: Path) -> None:
+    def __init__(self, binary: str, args: list[str], log_path: Path, extra_env: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        env.update(extra_env or {})
         self.name = Path(binary).name
         self.log_path = log_path
         self._log = log_path.open("wb")
@@ -202,8 +215,8 @@ def controllers() -> Iterator[list[Controller]]:
         controller.kill()
 
 
-def run_controller(controllers: list[Controller], go_programs: GoPrograms, tmp_path: Path, name: str, *args: str) -> Controller:
-    controller = Controller(go_programs.path(name), list(args), tmp_path / f"{name}.log")
+def run_controller(controllers: list[Controller], go_programs: GoPrograms, tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None) -> Controller:
+    controller = Controller(go_programs.path(name), list(args), tmp_path / f"{name}.log", env)
     controllers.append(controller)
     return controller
 
@@ -339,3 +352,225 @@ def test_initializer_seeds_a_workspace_and_lets_it_go_ready(
     record_testsuite_property("initializer_seconds", round(time.monotonic() - initializer.started, 2))
 
     assert initializer.stop() == 0, initializer.output()[-6000:]
+
+
+# -- permission claims: multicluster-provider's apiexport example ------------------------------
+
+# The config folder: the example's bundle.yaml (copied at run time, unchanged, from the module
+# go.mod pins) plus tests/go/testdata/apiexport-example (root:universal, which kcp bootstraps and
+# the example's WorkspaceType extends, and two more workspaces).
+EXAMPLE_TESTDATA = GO_MODULE / "testdata" / "apiexport-example"
+EXAMPLE_BUNDLE = "examples/apiexport/manifests/bundle.yaml"
+EXAMPLE_EXPORT = "examples-apiexport-multicluster"  # the APIExport, its endpoint slice and the WorkspaceType
+EXAMPLE_CONSUMERS = ("root:example1", "root:example2", "root:example3", "root:tenant")
+SEEDED_CONFIGMAPS = {"root:tenant": ("limits", "settings")}
+BYSTANDER = "root:bystander"  # universal, no binding: its ConfigMap `private` is never claimed
+CONFIGMAPS = "api/v1/namespaces/default/configmaps"
+# The stock example serves metrics on this fixed port (manager.Options{}): only one can run.
+STOCK_METRICS_PORT = 8080
+
+
+@pytest.fixture(scope="session")
+def example_bundle(go_programs: GoPrograms) -> Path:
+    """The example's bundle.yaml in the module source, the version go.mod pins (downloaded if the
+    module cache lacks it, as when the programs came from the build cache folder)."""
+    result = subprocess.run(
+        ["go", "mod", "download", "-json", STOCK_EXAMPLE_MODULE], cwd=GO_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False,
+    )
+    assert result.returncode == 0, f"go mod download {STOCK_EXAMPLE_MODULE}: {result.stdout}{result.stderr}"
+    bundle = Path(json.loads(result.stdout)["Dir"]) / EXAMPLE_BUNDLE
+    assert bundle.is_file(), f"{bundle} is missing from the module source"
+    return bundle
+
+
+@pytest.fixture
+def example_proxy(tmp_path: Path, example_bundle: Path) -> Iterator[RunningProxy]:
+    """`vwproxy serve --config` on the example's bundle, settled."""
+    config = tmp_path / "config"
+    config.mkdir()
+    shutil.copyfile(example_bundle, config / "10-bundle.yaml")
+    for manifest in EXAMPLE_TESTDATA.glob("*.yaml"):
+        shutil.copyfile(manifest, config / manifest.name)
+    with RunningProxy(tmp_path / "data", config) as running:
+        assert running.settle()
+        yield running
+
+
+@pytest.fixture
+def example_front(example_proxy: RunningProxy) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=example_proxy.url, timeout=10) as client:
+        yield client
+
+
+def example_bindings(front: httpx.Client, workspace: str) -> list[dict[str, Any]]:
+    resp = front.get(f"/clusters/{workspace}/apis/apis.kcp.io/v1alpha2/apibindings")
+    assert resp.status_code == 200, (workspace, resp.text)
+    return [b for b in resp.json()["items"] if b["spec"]["reference"]["export"] == {"path": "root", "name": EXAMPLE_EXPORT}]
+
+
+def claims_accepted(binding: dict[str, Any]) -> bool:
+    states = {(c.get("group", ""), c["resource"]): c.get("state") for c in binding["spec"].get("permissionClaims", [])}
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in binding.get("status", {}).get("conditions", []))
+    return ready and states == {("", "configmaps"): "Accepted", ("", "events"): "Accepted"}
+
+
+def create_configmap(front: httpx.Client, workspace: str, name: str) -> dict[str, Any]:
+    resp = front.post(f"/clusters/{workspace}/{CONFIGMAPS}", json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"from": "test"}})
+    assert resp.status_code == 201, (workspace, name, resp.text)
+    return dict(resp.json())
+
+
+def configmap(front: httpx.Client, workspace: str, name: str) -> dict[str, Any]:
+    resp = front.get(f"/clusters/{workspace}/{CONFIGMAPS}/{name}")
+    assert resp.status_code == 200, (workspace, name, resp.text)
+    return dict(resp.json())
+
+
+def events_about(front: httpx.Client, workspace: str, name: str, *, api: str, controller: str) -> list[dict[str, Any]]:
+    """Events in `workspace`'s default namespace about ConfigMap `name` from `controller`, read
+    through the API the controller wrote them with (events.k8s.io/v1 or core v1)."""
+    if api == "core":
+        items = front.get(f"/clusters/{workspace}/api/v1/namespaces/default/events").json()["items"]
+        return [e for e in items if e["involvedObject"].get("kind") == "ConfigMap" and e["involvedObject"].get("name") == name
+                and controller in (e.get("source", {}).get("component"), e.get("reportingComponent"))]
+    items = front.get(f"/clusters/{workspace}/apis/events.k8s.io/v1/namespaces/default/events").json()["items"]
+    return [e for e in items if e["regarding"].get("kind") == "ConfigMap" and e["regarding"].get("name") == name and e.get("reportingController") == controller]
+
+
+def create_example_workspace(front: httpx.Client, name: str) -> None:
+    """A new workspace of the example's type: the `system:apibindings` initializer binds it."""
+    created = front.post("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces", json={
+        "apiVersion": "tenancy.kcp.io/v1alpha1", "kind": "Workspace", "metadata": {"name": name},
+        "spec": {"type": {"name": EXAMPLE_EXPORT, "path": "root"}},
+    })
+    assert created.status_code == 201, created.text
+
+    def ready() -> bool:
+        ws = front.get(f"/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/{name}").json()
+        return bool((ws.get("status") or {}).get("phase") == "Ready")
+    eventually(ready, f"root:{name} to be Ready")
+    cluster = logical_cluster(front, f"root:{name}")
+    assert cluster["spec"].get("initializers") == ["system:apibindings"] and not cluster["status"].get("initializers"), cluster
+    bindings = example_bindings(front, f"root:{name}")
+    assert len(bindings) == 1 and claims_accepted(bindings[0]), bindings
+
+
+def test_example_bundle_binds_every_workspace_of_its_type_with_claims_accepted(example_proxy: RunningProxy, example_front: httpx.Client) -> None:
+    for workspace in EXAMPLE_CONSUMERS:
+        bindings = example_bindings(example_front, workspace)
+        assert len(bindings) == 1 and claims_accepted(bindings[0]), (workspace, bindings)
+    assert example_bindings(example_front, BYSTANDER) == []
+    phases = {ws["metadata"]["name"]: ws["status"].get("phase") for ws in example_front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces").json()["items"]}
+    assert phases == {"example1": "Ready", "example2": "Ready", "example3": "Ready", "tenant": "Ready", "bystander": "Ready"}
+
+    slice_ = example_front.get(f"/clusters/root/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/{EXAMPLE_EXPORT}")
+    assert slice_.status_code == 200, slice_.text
+    vw = f"{example_proxy.url}/services/apiexport/root/{EXAMPLE_EXPORT}"
+    assert [e["url"] for e in slice_.json()["status"]["endpoints"]] == [vw]
+
+    # Through the VW: the seeded ConfigMaps, claimed; never the bystander's.
+    listed = example_front.get(f"{vw}/clusters/*/api/v1/configmaps").json()["items"]
+    tenant = example_proxy.cluster_of("root:tenant")
+    assert sorted((cm["metadata"]["annotations"]["kcp.io/cluster"], cm["metadata"]["name"]) for cm in listed) == [(tenant, "limits"), (tenant, "settings")]
+
+
+@pytest.mark.parametrize("events_api", ["events.k8s.io", "core"])
+def test_configmap_controller_reconciles_claimed_configmaps_and_records_events(
+    example_proxy: RunningProxy, example_front: httpx.Client, go_programs: GoPrograms, controllers: list[Controller], tmp_path: Path,
+    events_api: str, record_testsuite_property: Any,
+) -> None:
+    front = example_front
+    expected = {ws: list(SEEDED_CONFIGMAPS.get(ws, ())) for ws in EXAMPLE_CONSUMERS}
+    for workspace in ("root:example1", "root:example2", "root:example3"):
+        create_configmap(front, workspace, "hello")
+        expected[workspace].append("hello")
+
+    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", example_proxy.workspace_url("root"))
+    controller = run_controller(controllers, go_programs, tmp_path, "configmap-controller", "--kubeconfig", str(kubeconfig), "--events", events_api)
+
+    def pending() -> list[str]:
+        return [f"{ws}/{name}" for ws, names in expected.items() for name in names
+                if (configmap(front, ws, name)["metadata"].get("annotations") or {}).get(RECONCILED_BY) != "configmap-controller"
+                or not events_about(front, ws, name, api=events_api, controller="configmap-controller")]
+    controller.eventually(lambda: not pending(), "every claimed ConfigMap to be annotated and an Event recorded")
+    record_testsuite_property(f"configmap_controller_{events_api}_reconcile_existing_seconds", round(time.monotonic() - controller.started, 2))
+
+    event = events_about(front, "root:example1", "hello", api=events_api, controller="configmap-controller")[0]
+    regarding = event["involvedObject"] if events_api == "core" else event["regarding"]
+    assert regarding["uid"] == configmap(front, "root:example1", "hello")["metadata"]["uid"]
+    assert event["reason"] == "Reconciled" and event["type"] == "Normal"
+    assert RECONCILED_BY not in (configmap(front, BYSTANDER, "private")["metadata"].get("annotations") or {}), "an unbound workspace is never touched"
+    assert events_about(front, BYSTANDER, "private", api=events_api, controller="configmap-controller") == []
+
+    # Reconciled again (its annotation dropped): the recorder repeats the Event. The core one
+    # aggregates it into the first (a PATCH of `count`); the events.k8s.io one regards the
+    # ConfigMap's new resourceVersion, a new Event (or a series on the first).
+    dropped = front.patch(f"/clusters/root:example1/{CONFIGMAPS}/hello", json={"metadata": {"annotations": {RECONCILED_BY: None}}},
+                          headers={"Content-Type": "application/merge-patch+json"})
+    assert dropped.status_code == 200, dropped.text
+
+    def occurrences() -> int:
+        events = events_about(front, "root:example1", "hello", api=events_api, controller="configmap-controller")
+        return sum(e.get("count") or (e.get("series") or {}).get("count") or 1 for e in events)
+    controller.eventually(lambda: occurrences() == 2, "the repeated Event to be recorded")
+    if events_api == "core":
+        [aggregated] = events_about(front, "root:example1", "hello", api="core", controller="configmap-controller")
+        assert aggregated["count"] == 2, aggregated
+
+    # A workspace of the example's type created while the controller runs: bound by the
+    # initializer, engaged, and a ConfigMap created in it afterwards is reconciled.
+    started = time.monotonic()
+    create_example_workspace(front, "latecomer")
+    create_configmap(front, "root:latecomer", "late")
+
+    def late_reconciled() -> bool:
+        annotated = (configmap(front, "root:latecomer", "late")["metadata"].get("annotations") or {}).get(RECONCILED_BY) == "configmap-controller"
+        return annotated and bool(events_about(front, "root:latecomer", "late", api=events_api, controller="configmap-controller"))
+    controller.eventually(late_reconciled, "a ConfigMap in a new workspace of the example's type to be reconciled")
+    record_testsuite_property(f"configmap_controller_{events_api}_new_workspace_seconds", round(time.monotonic() - started, 2))
+
+    assert controller.stop() == 0, controller.output()[-6000:]
+    assert "stopped cleanly" in controller.output()
+
+
+def test_stock_apiexport_example_reconciles_every_consumer(
+    example_proxy: RunningProxy, example_front: httpx.Client, go_programs: GoPrograms, controllers: list[Controller], tmp_path: Path,
+    record_testsuite_property: Any,
+) -> None:
+    """multicluster-provider's examples/apiexport, unchanged: it takes its kubeconfig from
+    $KUBECONFIG (ctrl.GetConfigOrDie; it parses pflag only, so no --kubeconfig), follows the
+    endpoint slice named by --endpointslice (default: the example's), logs `Reconciling
+    ConfigMap` for each ConfigMap and records an events.k8s.io/v1 Event about it."""
+    front = example_front
+    with socket.socket() as probe:
+        try:
+            probe.bind(("", STOCK_METRICS_PORT))
+        except OSError as error:
+            pytest.fail(f"the stock example serves metrics on :{STOCK_METRICS_PORT}, which is taken here ({error})")
+    expected = {ws: list(SEEDED_CONFIGMAPS.get(ws, ())) for ws in EXAMPLE_CONSUMERS}
+    for workspace in ("root:example1", "root:example2", "root:example3"):
+        create_configmap(front, workspace, "hello")
+        expected[workspace].append("hello")
+
+    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", example_proxy.workspace_url("root"))
+    stock = run_controller(controllers, go_programs, tmp_path, STOCK_EXAMPLE, env={"KUBECONFIG": str(kubeconfig)})
+
+    def recorded(workspace: str, name: str) -> bool:
+        events = events_about(front, workspace, name, api="events.k8s.io", controller="kcp-configmap-controller")
+        return any(e["reason"] == "normal" and e["note"] == f"ConfigMap {name} reconciled" for e in events)
+
+    def pending() -> list[str]:
+        return [f"{ws}/{name}" for ws, names in expected.items() for name in names if not recorded(ws, name)]
+    stock.eventually(lambda: not pending(), "the stock example to record an Event for every claimed ConfigMap")
+    record_testsuite_property("stock_apiexport_example_reconcile_existing_seconds", round(time.monotonic() - stock.started, 2))
+    for workspace, names in expected.items():
+        for name in names:
+            uid = configmap(front, workspace, name)["metadata"]["uid"]
+            assert f'"name": "{name}", "uuid": "{uid}"' in stock.output(), f"no `Reconciling ConfigMap` line for {workspace}/{name}"
+    assert events_about(front, BYSTANDER, "private", api="events.k8s.io", controller="kcp-configmap-controller") == []
+
+    create_example_workspace(front, "latecomer")
+    create_configmap(front, "root:latecomer", "late")
+    stock.eventually(lambda: recorded("root:latecomer", "late"), "the stock example to reconcile a ConfigMap in a new workspace of its type")
+
+    assert stock.stop() == 0, stock.output()[-6000:]
