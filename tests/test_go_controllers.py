@@ -485,7 +485,7 @@ def test_configmap_controller_reconciles_claimed_configmaps_and_records_events(
         create_configmap(front, workspace, "hello")
         expected[workspace].append("hello")
 
-    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", example_proxy.workspace_url("root"))
+    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", example_proxy, example_proxy.workspace_url("root"))
     controller = run_controller(controllers, go_programs, tmp_path, "configmap-controller", "--kubeconfig", str(kubeconfig), "--events", events_api)
 
     def pending() -> list[str]:
@@ -552,7 +552,7 @@ def test_stock_apiexport_example_reconciles_every_consumer(
         create_configmap(front, workspace, "hello")
         expected[workspace].append("hello")
 
-    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", example_proxy.workspace_url("root"))
+    kubeconfig = write_kubeconfig(tmp_path / "root.kubeconfig", example_proxy, example_proxy.workspace_url("root"))
     stock = run_controller(controllers, go_programs, tmp_path, STOCK_EXAMPLE, env={"KUBECONFIG": str(kubeconfig)})
 
     def recorded(workspace: str, name: str) -> bool:

@@ -12,7 +12,6 @@ import pytest
 from support import eventually
 from vwproxy.kube import bodies
 from vwproxy.testing.proxy import RunningProxy
-from vwproxy.testing.shard import EmbeddedShard
 
 pytestmark = pytest.mark.timeout(60)
 
