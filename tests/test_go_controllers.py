@@ -398,7 +398,7 @@ def example_proxy(tmp_path: Path, example_bundle: Path) -> Iterator[RunningProxy
 
 @pytest.fixture
 def example_front(example_proxy: RunningProxy) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=example_proxy.url, timeout=10) as client:
+    with example_proxy.client(timeout=10) as client:
         yield client
 
 
