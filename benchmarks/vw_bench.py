@@ -200,7 +200,9 @@ def stop_all(processes: list[Process], timeout: float = 15.0) -> None:
 
 
 def serve_process(config: Path, data_dir: Path, log_path: Path, profile: Path | None, port: int | None = None) -> Process:
-    return Process(["serve", "--config", str(config), "--data-dir", str(data_dir)], log_path, port, profile)
+    # Open mode (plain HTTP, no authentication): this measures the views and the read path; what
+    # authentication adds per request is measured in tests/test_auth_* (microseconds, cached).
+    return Process(["serve", "--insecure-open", "--config", str(config), "--data-dir", str(data_dir)], log_path, port, profile)
 
 
 # -- the generated config -------------------------------------------------------------------

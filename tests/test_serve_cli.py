@@ -45,9 +45,9 @@ class Serve:
         self.data_dir = tmp / "data"
         self.stdout_path, self.stderr_path = tmp / "serve.stdout", tmp / "serve.stderr"
         self.argv = [sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *args]
-        tls = "--tls-cert-file" in args
-        self.scheme = "https" if tls else "http"
-        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=args[args.index("--tls-cert-file") + 1]) if tls else True
+        self.given_cert = args[args.index("--tls-cert-file") + 1] if "--tls-cert-file" in args else None
+        self.open = "--insecure-open" in args
+        self.scheme = "http" if self.open and self.given_cert is None else "https"
         env = child_env()
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=env, cwd=tmp)
@@ -66,12 +66,31 @@ class Serve:
             if self.proc.poll() is not None:
                 raise AssertionError(f"vwproxy serve exited with {self.proc.returncode}:\n{self.stderr}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=1, verify=False).status_code == 200:  # only readiness
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"vwproxy serve not ready within {READY_TIMEOUT_SECONDS} s:\n{self.stderr}")
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """Trust in the server's certificate: the one given, or the CA `serve` made in its data dir."""
+        if self.scheme == "http":
+            return True
+        return ssl.create_default_context(cafile=self.given_cert or str(self.data_dir / "ca.crt"))
+
+    @property
+    def token(self) -> str | None:
+        """The admin's token `serve` wrote into its data dir (None for --insecure-open)."""
+        if self.open:
+            return None
+        line = (self.data_dir / "tokens.csv").read_text().splitlines()[0]
+        return line.split(",")[0]
+
+    def client(self, timeout: float = 10) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.url, verify=self.verify, headers=headers, timeout=timeout)
 
     def wait_exit(self) -> int:
         """The exit code of a run expected to end on its own (bounded)."""
@@ -119,7 +138,7 @@ def config_folder(tmp_path: Path, files: dict[str, str], *, with_example: bool =
 
 def test_serve_with_the_example_topology(serve: Callable[..., Serve]) -> None:
     proc = serve().wait_ready()
-    with httpx.Client(base_url=proc.url, timeout=10) as client:
+    with proc.client(timeout=10) as client:
         widgets = eventually(lambda: (r := client.get(f"/clusters/root:consumer-1{WIDGETS}")).status_code == 200 and r.json()["items"], "consumer-1's widgets")
         assert sorted(w["metadata"]["name"] for w in widgets) == ["blue", "red"]
         ws = client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/consumer-1").json()
@@ -188,7 +207,7 @@ def test_binding_to_a_missing_export_does_not_stop_serving(tmp_path: Path, serve
     )
     config = config_folder(tmp_path, {"50-ghost.yaml": ghost})
     proc = serve("--config", str(config)).wait_ready()
-    with httpx.Client(base_url=proc.url, timeout=10) as client:
+    with proc.client(timeout=10) as client:
         def not_ready() -> dict[str, Any] | None:
             binding = client.get(f"/clusters/root:consumer-2{KCP}/apibindings/ghost").json()
             ready = conditions(binding).get("Ready")
@@ -206,7 +225,7 @@ def test_binding_to_a_missing_export_does_not_stop_serving(tmp_path: Path, serve
 def test_external_url_is_what_clients_are_told(tmp_path: Path, serve: Callable[..., Serve]) -> None:
     external = "https://vw.example:8443"
     proc = serve("--external-url", external + "/").wait_ready()
-    with httpx.Client(base_url=proc.url, timeout=10) as client:
+    with proc.client(timeout=10) as client:
         provider = client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/provider").json()
         cluster = provider["spec"]["cluster"]
         assert provider["spec"]["URL"] == f"{external}/clusters/root:provider"
@@ -243,12 +262,12 @@ def test_serve_over_https(serve: Callable[..., Serve], tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     running = serve("--tls-cert-file", cert, "--tls-private-key-file", key).wait_ready()
     assert running.url.startswith("https://")
-    with httpx.Client(base_url=running.url, verify=running.verify, timeout=10) as client:
+    with running.client(timeout=10) as client:
         slice_obj = client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
         url = slice_obj["status"]["endpoints"][0]["url"]
         assert url.startswith(f"{running.url}/services/apiexport/"), "URLs it publishes use https"
         assert len(client.get(f"{url}/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]) == 5
-    out = Kubectl(tmp_path / "kubectl").run("--certificate-authority", cert, "--token", "not-checked-yet", "get", "workspaces", "-o", "name", server=f"{running.url}/clusters/root")
+    out = Kubectl(tmp_path / "kubectl").run("--certificate-authority", cert, "--token", str(running.token), "get", "workspaces", "-o", "name", server=f"{running.url}/clusters/root")
     assert out.returncode == 0, out.stderr
     assert "workspace.tenancy.kcp.io/provider" in out.stdout.split()
 

@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from support import eventually
@@ -44,9 +43,9 @@ def test_version_and_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "embedded shard of logical clusters" in printed and "examples:" in printed and "--reseed" in printed
 
 
-def _watch(url: str, out: dict[str, object], opened: threading.Event) -> None:
+def _watch(proc: Serve, url: str, out: dict[str, object], opened: threading.Event) -> None:
     try:
-        with httpx.stream("GET", url, params={"watch": "1", "allowWatchBookmarks": "true"}, timeout=30) as resp:
+        with proc.client(timeout=30) as client, client.stream("GET", url, params={"watch": "1", "allowWatchBookmarks": "true"}) as resp:
             opened.set()  # the response head arrived: the watch is registered
             chunks = list(resp.iter_bytes())
             out["body"] = b"".join(chunks)
@@ -69,7 +68,7 @@ def test_start_banner_request_log_and_clean_stop_with_watches_and_a_write_in_fli
 
         # A write through the VW reaches the embedded shard in-process: one log line, the VW's.
         vw = vw_lines[0].split(": ")[-1]
-        with httpx.Client(base_url=proc.url, timeout=10) as front:
+        with proc.client(timeout=10) as front:
             cluster = front.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/consumer-1").json()["spec"]["cluster"]
             widgets = f"{vw}/clusters/{cluster}/apis/example.dev/v1alpha1/namespaces/default/widgets"
             eventually(lambda: front.get(widgets).status_code == 200, "consumer-1 engaged")
@@ -86,13 +85,16 @@ def test_start_banner_request_log_and_clean_stop_with_watches_and_a_write_in_fli
         for url in (f"{proc.url}/clusters/root{CONFIGMAPS}", widgets):
             out: dict[str, object] = {}
             opened = threading.Event()
-            threading.Thread(target=_watch, args=(url, out, opened), daemon=True).start()
+            threading.Thread(target=_watch, args=(proc, url, out, opened), daemon=True).start()
             watches.append((out, opened))
         for _, opened in watches:
             assert opened.wait(10)
         body = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"in-flight"},"data":{"a":"b"}}'
-        writer = socket.create_connection(("127.0.0.1", proc.port))
-        writer.sendall(b"POST /clusters/root" + CONFIGMAPS.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:20])
+        trust = proc.verify
+        assert not isinstance(trust, bool)
+        writer = trust.wrap_socket(socket.create_connection(("127.0.0.1", proc.port)), server_hostname="127.0.0.1")
+        head = b"POST /clusters/root" + CONFIGMAPS.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.sendall(head + b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (str(proc.token).encode(), len(body)) + body[:20])
         time.sleep(0.3)
         stopped_at = time.monotonic()
         proc.proc.send_signal(signal.SIGTERM)

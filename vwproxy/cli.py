@@ -12,7 +12,9 @@ from starlette.types import ASGIApp
 
 from vwproxy import __version__
 from vwproxy.control.manifests import ManifestError, load_folder
+from vwproxy.auth.stack import build_auth
 from vwproxy.server.app import ServeApp
+from vwproxy.server.guard import rbac_source, service_account_lookup
 from vwproxy.server.auth_middleware import require_bearer_token
 from vwproxy.server import serving
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
@@ -76,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, default=None, help="folder of kcp YAML manifests (default: the example topology)")
     serve.add_argument("--reseed", action="store_true", help="apply the config folder again, though the data dir was seeded before")
     serve.add_argument("--external-url", default="", help="the URL clients use to reach this server (default: the listen address)")
+    serve.add_argument("--insecure-open", action="store_true",
+                       help="DEMOS ONLY: plain HTTP (unless --tls-cert-file), no authentication, every caller an admin")
+    serve.add_argument("--policy", type=Path, action="append", default=[],
+                       help="RBAC policy file or folder replacing the bootstrap policies shipped in policies/ (repeatable)")
+    serve.add_argument("--token-auth-file", type=Path, action="append", default=[],
+                       help="static bearer tokens, kube-apiserver's CSV format: token,user,uid,\"group1,group2\" (repeatable)")
+    serve.add_argument("--authentication-config", type=Path, default=None,
+                       help="external JWT issuers, in Kubernetes' AuthenticationConfiguration format")
+    serve.add_argument("--dev-allow-hs256", action="store_true", help="DEVELOPMENT ONLY: accept HS256 (shared-secret) JWTs from external issuers")
     shard = sub.add_parser("shard", help="run the embedded shard alone (a Kubernetes API for many logical clusters)")
     _shard_options(shard, DEFAULT_SHARD_PORT, ".vwproxy-shard")
     auth = shard.add_mutually_exclusive_group()
@@ -163,10 +174,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vwproxy: {exc}", file=sys.stderr)
         return 2
     shard = _open_shard(args)
+    auth = None
+    if args.insecure_open:
+        log.warning("INSECURE: --insecure-open: no authentication, every caller is treated as an admin; for throwaway demos only")
+    else:
+        scheme = "https"
+        external = args.external_url.rstrip("/") or f"{scheme}://{args.host}:{args.port}"
+        try:
+            auth = build_auth(
+                args.data_dir, sa_lookup=service_account_lookup(shard), rbac_source=rbac_source(shard), server_url=external,
+                hosts=(args.host,), policy_paths=args.policy, token_files=args.token_auth_file,
+                authentication_config=args.authentication_config, development=args.dev_allow_hs256,
+            )
+        except (ValueError, OSError) as exc:
+            shard.close()
+            print(f"vwproxy: {exc}", file=sys.stderr)
+            return 2
+        if args.tls_cert_file is None:
+            # Secure by default, like `kcp start`: a CA and serving certificate of our own in the data dir.
+            args.tls_cert_file, args.tls_private_key_file = auth.serving.cert, auth.serving.key
     external = args.external_url.rstrip("/") or f"{_scheme(args)}://{args.host}:{args.port}"
     clients = {name: BackendClient(backend) for name, backend in backends.items()}
     log.info("vwproxy %s on %s: config %s, %d manifests, backends: %s", __version__, external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
-    serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed)
+    serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed, auth=auth)
     try:
         _run(serve_app, args, serve_app.reads)
     finally:

@@ -105,8 +105,12 @@ class ServeApp:
             for endpoint in (endpoint_slice.get("status") or {}).get("endpoints") or []:
                 lines.append(f"virtual workspace (endpoint slice {where}): {endpoint.get('url', '')}")
         lines.append(f"data dir: {self.shard.data_dir.resolve()}")
-        insecure = " --insecure-skip-tls-verify" if self.external_url.startswith("https:") else ""
-        lines.append(f"try: kubectl --server {self.external_url}/clusters/root{insecure} get workspaces")
+        if self.auth is not None and self.auth.admin_kubeconfig is not None:
+            lines.append(f"admin kubeconfig: {self.auth.admin_kubeconfig}")
+            lines.append(f"try: kubectl --kubeconfig {self.auth.admin_kubeconfig} get workspaces")
+        else:
+            insecure = " --insecure-skip-tls-verify" if self.external_url.startswith("https:") else ""
+            lines.append(f"try: kubectl --server {self.external_url}/clusters/root{insecure} get workspaces")
         return lines
 
     def begin_shutdown(self) -> None:
