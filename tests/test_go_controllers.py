@@ -574,3 +574,29 @@ def test_stock_apiexport_example_reconciles_every_consumer(
     stock.eventually(lambda: recorded("root:latecomer", "late"), "the stock example to reconcile a ConfigMap in a new workspace of its type")
 
     assert stock.stop() == 0, stock.output()[-6000:]
+
+
+# -- the controllers as a ServiceAccount ------------------------------------------------------------
+
+
+def test_apiexport_controller_needs_apiexports_content_for_its_service_account(
+    proxy: RunningProxy, front: httpx.Client, go_programs: GoPrograms, controllers: list[Controller], tmp_path: Path,
+) -> None:
+    """As on kcp: the provider's ServiceAccount reads its endpoint slice by RBAC in its workspace,
+    and the virtual workspace by `apiexports/content`; without that grant nothing is reconciled."""
+    from test_auth_http import grant, service_account
+
+    token = service_account(front, "root:provider", "widget-controller")
+    grant(front, "root:provider", "read-endpoint-slices", [{"apiGroups": ["apis.kcp.io"], "resources": ["apiexportendpointslices"], "verbs": ["get", "list", "watch"]}], "widget-controller")
+    kubeconfig = tmp_path / "controller.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(proxy.kubeconfig(proxy.workspace_url("root:provider"), token=token)))
+    refused = run_controller(controllers, go_programs, tmp_path, "apiexport-controller", "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets")
+    time.sleep(3)  # a window in which a permitted controller reconciles everything (it takes well under a second)
+    assert unreconciled(front, PROVIDER_CONSUMERS), "nothing is reconciled without apiexports/content"
+    refused.stop()
+    grant(front, "root:provider", "widgets-content", [{"apiGroups": ["apis.kcp.io"], "resources": ["apiexports/content"], "resourceNames": ["widgets"],
+                                                      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}], "widget-controller")
+    (tmp_path / "granted").mkdir()
+    allowed = run_controller(controllers, go_programs, tmp_path / "granted", "apiexport-controller", "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets")
+    allowed.eventually(lambda: not unreconciled(front, PROVIDER_CONSUMERS), "every bound consumer's widgets reconciled by the granted ServiceAccount")
+    assert allowed.stop() == 0, allowed.output()[-6000:]
