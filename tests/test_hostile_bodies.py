@@ -5,6 +5,7 @@ kube-apiserver does; nothing is a 500 and no bomb is stored."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -152,3 +153,15 @@ def test_kcp_kinds_are_validated_against_their_schemas(api: httpx.Client, path: 
     assert r.status_code == 422, r.text
     assert field in [c.get("field") for c in r.json()["details"]["causes"]], r.text
     assert api.get(f"{path}/{obj['metadata']['name']}").status_code == 404  # type: ignore[index]
+
+
+def test_a_manifest_with_an_alias_bomb_is_one_clear_line(tmp_path: Path) -> None:
+    """The seed's YAML is bounded like a request body's: aliases expand within 3 MiB."""
+    from vwproxy.control.manifests import ManifestError, load_folder
+
+    lines = ['a0: &a0 "' + "x" * 64 + '"'] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n" + "\n".join("  " + line for line in lines) + "\n"
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    with pytest.raises(ManifestError) as refused:
+        load_folder(tmp_path)
+    assert "bomb.yaml" in str(refused.value) and "larger than" in str(refused.value)

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from vwproxy.kube import bodies, errors
+
 # libyaml's safe loader where built in (about 10x the pure-Python one), else the pure one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -48,7 +50,13 @@ def load_folder(folder: Path) -> list[Manifest]:
         sub = path.parent.relative_to(folder).parts
         where_folder = sub[0] if sub else "root"
         try:
-            documents = list(yaml.load_all(path.read_text(), Loader=_LOADER))
+            text = path.read_bytes()
+            if bodies.yaml_nesting(text) > bodies.MAX_YAML_NESTING:
+                raise ManifestError(f"{path}: nested deeper than {bodies.MAX_YAML_NESTING} levels")
+            # Plain JSON values, bounded: a manifest's aliases expand no further than a request body's.
+            documents = [bodies.plain_json(doc) for doc in yaml.load_all(text, Loader=_LOADER)]
+        except errors.StatusError as exc:
+            raise ManifestError(f"{path}: {exc.message}") from None
         except yaml.YAMLError as exc:
             # Only the problem and where: PyYAML's own text quotes the line, which may hold a secret.
             mark = getattr(exc, "problem_mark", None)
