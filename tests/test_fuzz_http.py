@@ -85,14 +85,14 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
 @pytest.fixture(scope="module")
 def prefixes(running: RunningProxy) -> list[str]:
     """The shard's own paths (the front serves them for the embedded shard), a workspace by path, the VW."""
-    with httpx.Client(base_url=running.url, timeout=10) as front:
+    with running.client(timeout=10) as front:
         endpoints = eventually(lambda: (front.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json().get("status") or {}).get("endpoints"), "the VW URL")
     vw = str(endpoints[0]["url"]).removeprefix(running.url)
     return ["", "/clusters/root", "/clusters/root:consumer-1", f"/clusters/{running.cluster_of('root:consumer-1')}", vw, f"{vw}/clusters/*", f"{vw}/clusters/{running.cluster_of('root:consumer-1')}"]
 
 
 def test_no_request_gets_a_5xx_and_the_server_lives(running: RunningProxy, prefixes: list[str]) -> None:
-    client = httpx.Client(base_url=running.url, timeout=httpx.Timeout(10, read=10))
+    client = running.client(timeout=httpx.Timeout(10, read=10))
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(
