@@ -119,5 +119,5 @@ def test_no_request_gets_a_5xx_and_the_server_lives(running: RunningProxy, prefi
         request()
     finally:
         client.close()
-    with httpx.Client(base_url=running.url, timeout=10) as again:
+    with running.client(timeout=10) as again:
         assert again.get("/readyz").status_code == 200
