@@ -61,7 +61,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from vwproxy.kube import errors
+from vwproxy.kube import bodies, errors
 from vwproxy.kube.jsonvalue import deep_copy
 
 STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
@@ -199,26 +199,6 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of containers in `value` (a scalar is 0), iteratively."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        level += 1
-        deepest = max(deepest, level)
-        if deepest > MAX_PATCH_DEPTH:
-            break
-        stack.extend((child, level) for child in children)
-    return deepest
 
 
 def _where(path: Path) -> str:
@@ -564,7 +544,7 @@ def apply_strategic_merge_patch(original: dict[str, Any], patch: dict[str, Any],
         )
     if not isinstance(patch, dict):
         raise errors.bad_request(f"invalid strategic merge patch: expected a JSON object, got {_json_type(patch)}")
-    if _depth(patch) > MAX_PATCH_DEPTH:
+    if bodies.depth(patch, MAX_PATCH_DEPTH) > MAX_PATCH_DEPTH:
         raise _invalid((), f"the patch is nested more than {MAX_PATCH_DEPTH} levels deep")
     result = deep_copy(original) if isinstance(original, dict) else {}
     merged = _Merger(_fields_for(api_version, kind)).merge_map(result, patch, ())
