@@ -357,8 +357,8 @@ def test_initializer_seeds_a_workspace_and_lets_it_go_ready(
 # -- permission claims: multicluster-provider's apiexport example ------------------------------
 
 # The config folder: the example's bundle.yaml (copied at run time, unchanged, from the module
-# go.mod pins) plus tests/go/testdata/apiexport-example (root:universal, which kcp bootstraps and
-# the example's WorkspaceType extends, and two more workspaces).
+# go.mod pins) plus tests/go/testdata/apiexport-example (two more workspaces); root:universal, which
+# the example's WorkspaceType extends, is bootstrapped by vwproxy as by kcp.
 EXAMPLE_TESTDATA = GO_MODULE / "testdata" / "apiexport-example"
 EXAMPLE_BUNDLE = "examples/apiexport/manifests/bundle.yaml"
 EXAMPLE_EXPORT = "examples-apiexport-multicluster"  # the APIExport, its endpoint slice and the WorkspaceType

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from vwproxy.control.manifests import Manifest, ManifestError
+from vwproxy.control.objects import WORKSPACE_TYPES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.kube import conversion, errors, managedfields
 from vwproxy.kube.kcp import PATH_ANNOTATION, ROOT_CLUSTER, is_workspace_path
@@ -87,9 +88,21 @@ def apply_manifest(control: ControlPlane, manifest: Manifest) -> None:
         raise ManifestError(f"{manifest.source}: {exc.message}") from None
 
 
+# WorkspaceTypes kcp creates in root when it starts: kcp's own examples extend `universal`.
+BUILTIN_WORKSPACE_TYPES = ("universal",)
+
+
+def ensure_builtin_workspace_types(control: ControlPlane) -> None:
+    """kcp's bootstrap WorkspaceTypes in root (no initializer, no terminator), where missing."""
+    for name in BUILTIN_WORKSPACE_TYPES:
+        if control.store.get(WORKSPACE_TYPES, ROOT_CLUSTER, name) is None:
+            control.store.create(WORKSPACE_TYPES, ROOT_CLUSTER, {"metadata": {"name": name}, "spec": {}})
+
+
 async def seed(control: ControlPlane, manifests: Iterable[Manifest]) -> None:
     """Apply `manifests` in dependency order, letting the reconcilers settle after each phase."""
     ordered = sorted(manifests, key=lambda m: (_phase(m), target_path(m).count(":"), m.source))
+    ensure_builtin_workspace_types(control)
     control.enqueue_all()
     await control.drain()
     phase = -1
