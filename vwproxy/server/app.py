@@ -147,10 +147,15 @@ class ServeApp:
         await self.front(scope, receive, send)
 
     def _readyz(self) -> Response:
-        """Ready once seeded; stale workspaces are explained, not fatal (the rest is served)."""
+        """Ready once seeded. Stale workspaces and workspaces whose backend is undeclared or
+        unreachable are listed with `[-]` but do not fail the check, unlike kube-apiserver's
+        failed checks: everything else is served (DESIGN §4, one bad backend never blocks the
+        rest), and a readiness probe taking the whole proxy out of rotation would block it."""
         if self._loop_task is None:
             return PlainTextResponse("[-]control-plane: seeding\nreadyz check failed\n", 503)
         lines = ["[+]shard ok", "[+]control-plane ok"]
+        for path, backend, why in self.control.backend_problems():
+            lines.append(f'[-]workspace {path}: backend "{backend}" {why}')
         for cluster, why in sorted(self.hub.stale.items()):
             lines.append(f"[-]workspace {cluster}: stale: {why}")
         lines.append("readyz check passed")
