@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from support import eventually
+from test_kube_backend import TOKEN, kube_topology
 
 from vwproxy.control.backend_health import REASON_UNREACHABLE
 from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.process import ShardProcess
 from vwproxy.testing.proxy import RunningProxy
-from support import eventually
-from test_kube_backend import TOKEN, kube_topology
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
+from test_serve_cli import Serve
 
 from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.process import child_env
-from test_serve_cli import Serve
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +35,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
 
 def vwproxy_kubeconfig(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "vwproxy.cli", "kubeconfig", *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=cwd, timeout=COMMAND_TIMEOUT_SECONDS)
+    return subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=cwd, timeout=COMMAND_TIMEOUT_SECONDS, check=False)
 
 
 def kubeconfig_of(served: Serve, tmp_path: Path, *args: str) -> dict[str, Any]:

@@ -53,8 +53,7 @@ def verdict(name: str, status: int | None, failure: str = "") -> Reachability:
 
 def what_is_wrong(name: str, message: str) -> str:
     """A verdict's message without its leading "backend <name> ", for lines that name the backend already."""
-    prefix = f"backend {name} "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message.removeprefix(f"backend {name} ")
 
 
 class BackendHealth:
