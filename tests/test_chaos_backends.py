@@ -51,7 +51,8 @@ WATCH_TIMEOUT_SECONDS = 2
 # Sometimes a watcher waits this long (at most) before resuming, letting events pile up past the
 # views' shortened history, so resuming gets 410 and the watcher relists.
 MAX_RESUME_PAUSE_SECONDS = 1.0
-VIEW_HISTORY = 40
+RESUME_PAUSE_CHANCE = 0.5
+VIEW_HISTORY = 20
 # The backend with a tiny watch history: the proxy's reflector for it relists on 410 too.
 SMALL_BACKEND_HISTORY = 20
 CONVERGE_SECONDS = 30.0
@@ -90,9 +91,8 @@ def proxy(tmp_path: Path, backends: list[ShardProcess]) -> Iterator[RunningProxy
     ))
     for i in range(BACKENDS):
         (config / f"50-chaos-{i}.yaml").write_text(workspace_yaml(i))
-    with RunningProxy(tmp_path / "data", config) as running:
-        # Views made from now on keep a short history, so a watcher resuming late gets 410.
-        running.app.hub.history_size = VIEW_HISTORY
+    # The views keep a short history, so a watcher resuming late gets 410 and relists.
+    with RunningProxy(tmp_path / "data", config, view_history=VIEW_HISTORY) as running:
         yield running
 
 
@@ -216,7 +216,7 @@ class Watcher:
                                 continue
                             self.apply(kind, obj)
                     self.resumes += 1
-                    if rng.random() < 0.3:
+                    if rng.random() < RESUME_PAUSE_CHANCE:
                         stop.wait(rng.random() * MAX_RESUME_PAUSE_SECONDS)
                 except httpx.HTTPError:
                     stop.wait(0.1)
@@ -293,6 +293,7 @@ def test_watchers_match_the_backends_after_kills_freezes_and_restarts(proxy: Run
             thread.join(WATCH_TIMEOUT_SECONDS + 5)
     problems = [p for w in watchers for p in w.problems]
     assert not problems, f"seed {CHAOS_SEED}, schedule {schedule}:\n" + "\n".join(problems[:20])
+    assert sum(w.relists for w in watchers) > len(watchers), f"seed {CHAOS_SEED}: no watcher ever relisted after a 410"
     for watcher in watchers:
         assert watcher.resumes > 1, f"{watcher.name} never resumed a watch"
         others = {k for k in watcher.state if k[0] not in clusters}

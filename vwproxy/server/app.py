@@ -26,6 +26,7 @@ from vwproxy.server.guard import RBAC_STORAGE_PREFIX, Guard
 from vwproxy.server.vw.apiexport import APIExportVirtualWorkspace
 from vwproxy.server.vw.lifecycle import LifecycleVirtualWorkspace
 from vwproxy.cache.hub import ViewHub
+from vwproxy.core.view import DEFAULT_HISTORY
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
 from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import Shard
@@ -47,6 +48,7 @@ class ServeApp:
         services: Any = None,
         reseed: bool = False,
         auth: AuthStack | None = None,
+        view_history: int = DEFAULT_HISTORY,
     ) -> None:
         self.shard = shard
         self.clients = clients or {}
@@ -57,7 +59,7 @@ class ServeApp:
         # One read handler for the embedded shard and every virtual workspace.
         self.reads = ReadHandler(bookmark_interval)
         shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads)
-        self.hub = ViewHub(shard, self.control.store, client_for=self.control.client_for)
+        self.hub = ViewHub(shard, self.control.store, history_size=view_history, client_for=self.control.client_for)
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
