@@ -17,7 +17,7 @@ import pytest
 from support import eventually
 from test_kube_backend import TOKEN, kube_topology
 
-from vwproxy.control.backend_health import REASON_UNREACHABLE
+from vwproxy.control.backend_health import REASON_UNREACHABLE, verdict
 from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.process import ShardProcess
 from vwproxy.testing.proxy import RunningProxy
@@ -127,3 +127,14 @@ def test_an_undeclared_backend_is_named_to_kubectl_and_in_readyz(tmp_path: Path,
     ready = front.get("/readyz")
     assert ready.status_code == 200
     assert '[-]workspace root:lost: backend "nowhere" is not declared in backends.yaml' in ready.text, ready.text
+
+
+@pytest.mark.parametrize(("status", "reachable", "reason"), [
+    (200, True, "BackendReachable"), (404, True, "BackendReachable"),
+    (401, False, "BackendRefusedCredentials"), (403, False, "BackendRefusedCredentials"),
+    (503, False, REASON_UNREACHABLE), (None, False, REASON_UNREACHABLE),
+])
+def test_what_a_probe_answer_means(status: int | None, reachable: bool, reason: str) -> None:
+    found = verdict("remote", status, "backend remote is unreachable: refused")
+    assert (found.reachable, found.reason) == (reachable, reason)
+    assert "remote" in found.message
