@@ -1,4 +1,5 @@
-"""The `vwproxy` command: `serve` (the proxy on the example topology) and `shard` (the embedded shard alone)."""
+"""The `vwproxy` command: `serve` (the proxy on the example topology), `shard` (the embedded shard
+alone) and `kubeconfig` (a kubeconfig for a running `serve`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from starlette.types import ASGIApp
 
 from vwproxy import __version__
+from vwproxy import kubeconfig_command
 from vwproxy.control.manifests import ManifestError, load_folder
 from vwproxy.auth.stack import build_auth
 from vwproxy.server.app import ServeApp
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth = shard.add_mutually_exclusive_group()
     auth.add_argument("--token", default="", help="require 'Authorization: Bearer TOKEN' (visible in the process list: prefer --token-file)")
     auth.add_argument("--token-file", type=Path, default=None, help="require the bearer token read from this file")
+    kubeconfig_command.add_parser(sub)
     return parser
 
 
@@ -150,6 +153,13 @@ def _run(app: ASGIApp, args: argparse.Namespace, reads: ReadHandler | None) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "kubeconfig":
+        try:
+            sys.stdout.write(kubeconfig_command.run(args))
+        except kubeconfig_command.KubeconfigError as exc:
+            print(f"vwproxy kubeconfig: {exc}", file=sys.stderr)
+            return 1
+        return 0
     _check_tls(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     if args.command == "shard":

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 
 from vwproxy.control import initialization
+from vwproxy.control.backend_health import Reachability
 from vwproxy.control.objects import API_BINDINGS, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting, condition
 from vwproxy.control.workspacetypes import WorkspaceTypeError, find_type, initializers_of, terminators_of, with_extended
 from vwproxy.kube import errors, kcp
@@ -36,6 +38,11 @@ _KEPT_CONTENT = frozenset({"core.kcp.io/logicalclusters", "rbac.authorization.k8
 _BINDINGS_KEY = "apis.kcp.io/apibindings"
 _NAMESPACES_KEY = "/namespaces"
 _CRDS_KEY = "apiextensions.k8s.io/customresourcedefinitions"
+# A backend's latest probe verdict by name (None: not probed yet).
+ReachabilityOf = Callable[[str], Reachability | None]
+BACKEND_VALID = "BackendValid"
+BACKEND_REACHABLE = "BackendReachable"
+
 # Export defaults missing: the apibinder looks again (kcp retries until they show up).
 EXPORT_RECHECK_SECONDS = 2.0
 
@@ -51,10 +58,12 @@ def _conditions_by_type(conditions: list[Obj]) -> dict[str, Obj]:
 class WorkspaceLifecycle:
     """Reconciles Workspaces and LogicalClusters, creation to deletion."""
 
-    def __init__(self, store: ControlStore, external_url: str, known_backends: frozenset[str]) -> None:
+    def __init__(self, store: ControlStore, external_url: str, known_backends: frozenset[str],
+                 reachability: ReachabilityOf = lambda backend: None) -> None:
         self.store = store
         self.external_url = external_url.rstrip("/")
         self.known_backends = known_backends
+        self.reachability = reachability
 
     # -- Workspace ---------------------------------------------------------------------------------
 
@@ -160,9 +169,14 @@ class WorkspaceLifecycle:
         terminators = list(lc_status.get("terminators") or [])
         previous = (ws.get("status") or {}).get("conditions") or []
         conditions = [condition("WorkspaceScheduled", True, previous=previous)]
-        if backend != EMBEDDED_BACKEND and backend not in self.known_backends:
-            conditions.append(condition("BackendValid", False, "BackendNotFound", f'backend "{backend}" is not declared in backends.yaml', previous))
-            phase = kcp.PHASE_UNAVAILABLE
+        if backend != EMBEDDED_BACKEND:
+            backend_conditions, available = self._backend_conditions(backend, previous)
+            conditions += backend_conditions
+            if not available and phase == kcp.PHASE_READY:
+                # As kcp does for a mounted workspace whose mount is not ready: only a Ready
+                # workspace turns Unavailable (and back); Initializing and Terminating go on, since
+                # the LogicalCluster (in the embedded shard) and its lifecycle are unaffected.
+                phase = kcp.PHASE_UNAVAILABLE
         if phase in (kcp.PHASE_SCHEDULING, kcp.PHASE_INITIALIZING):
             message = f"Initializers still exist: {_list_text(initializers)}" if initializers else "LogicalCluster is not initializing yet"
             conditions.append(condition("WorkspaceInitialized", False, "InitializerExists", message, previous, "Info"))
@@ -174,6 +188,22 @@ class WorkspaceLifecycle:
         if terminators:
             status["terminators"] = terminators
         self.store.set_status(WORKSPACES, parent, ws, status)
+
+    def _backend_conditions(self, backend: str, previous: list[Obj]) -> tuple[list[Obj], bool]:
+        """BackendValid (declared in backends.yaml) and BackendReachable (its latest probe; absent
+        until the first), and whether the backend serves the workspace's content now."""
+        if backend not in self.known_backends:
+            message = f'backend "{backend}" is not declared in backends.yaml'
+            return [condition(BACKEND_VALID, False, "BackendNotFound", message, previous)], False
+        out = [condition(BACKEND_VALID, True, previous=previous)]
+        verdict = self.reachability(backend)
+        if verdict is None:
+            return out, True
+        if verdict.reachable:
+            out.append(condition(BACKEND_REACHABLE, True, previous=previous))
+        else:
+            out.append(condition(BACKEND_REACHABLE, False, verdict.reason, verdict.message, previous))
+        return out, verdict.reachable
 
     def _reconcile_deleting_workspace(self, parent: str, ws: Obj) -> None:
         cluster = str((ws.get("spec") or {}).get("cluster") or "")

@@ -8,6 +8,7 @@ that fails is retried with backoff; the rest of the queue goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from vwproxy.control.backend_claims import BACKEND_RELABEL_SECONDS, relabel_backend
+from vwproxy.control.backend_health import BackendHealth, Reachability, what_is_wrong
 from vwproxy.control.labeller import OBJECTS_PER_YIELD, ClaimLabeller
 from vwproxy.control.objects import API_BINDINGS, CRDS, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
 from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
@@ -56,8 +58,10 @@ class ControlPlane:
         self.store = ControlStore(shard)
         self.clients = dict(clients or {})
         self.claims = ClaimLabeller(shard, self.store)
+        self.health = BackendHealth(self.clients, self._backend_changed)
         self.reconcilers = Reconcilers(
             self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients), self._delete_bound, self.claims, self._relabel,
+            self.health.state.get,
         )
         self._pending: dict[Key, Obj | None] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -219,16 +223,23 @@ class ControlPlane:
         return len(failed)
 
     async def run(self) -> None:
-        """The control loop: drain on every wake-up, retry failures after a delay."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            failures = await self.drain()
-            if failures:
-                await asyncio.sleep(RETRY_DELAY_SECONDS)
-                self._wakeup.set()
-            elif not self._pending:
-                self._idle.set()
+        """The control loop: drain on every wake-up, retry failures after a delay; the backends
+        are probed alongside, for as long as the loop runs."""
+        probing = asyncio.create_task(self.health.run(), name="vwproxy-backend-probes")
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                failures = await self.drain()
+                if failures:
+                    await asyncio.sleep(RETRY_DELAY_SECONDS)
+                    self._wakeup.set()
+                elif not self._pending:
+                    self._idle.set()
+        finally:
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
 
     async def wait_idle(self, timeout: float) -> bool:
         try:
@@ -277,8 +288,35 @@ class ControlPlane:
             return None
         client = self.clients.get(backend)
         if client is None:
-            raise errors.service_unavailable(f'backend "{backend}" of logical cluster {cluster} is not configured')
+            raise errors.service_unavailable(undeclared_backend_message(self.store.path_of(cluster), backend))
         return client
+
+    def _workspaces_on(self, backend: str) -> list[tuple[str, Obj]]:
+        """(parent cluster, Workspace) of every workspace whose content lives on `backend`."""
+        return [(parent, ws) for parent, ws in self.store.all(WORKSPACES)
+                if (ws["metadata"].get("annotations") or {}).get(BACKEND_ANNOTATION) == backend]
+
+    def _backend_changed(self, backend: str) -> None:
+        """A backend became reachable or not: its workspaces' conditions say so."""
+        for parent, ws in self._workspaces_on(backend):
+            self.enqueue(("workspace", parent, str(ws["metadata"]["name"])))
+
+    def backend_problems(self) -> list[tuple[str, str, str]]:
+        """(workspace path, backend, what is wrong) for each workspace whose backend is undeclared
+        or does not answer, sorted: what `/readyz` lists."""
+        problems = []
+        for parent, ws in self.store.all(WORKSPACES):
+            backend = str((ws["metadata"].get("annotations") or {}).get(BACKEND_ANNOTATION) or EMBEDDED_BACKEND)
+            if backend == EMBEDDED_BACKEND:
+                continue
+            path = f"{self.store.path_of(parent)}:{ws['metadata']['name']}"
+            if backend not in self.clients:
+                problems.append((path, backend, "is not declared in backends.yaml"))
+                continue
+            reachability: Reachability | None = self.health.state.get(backend)
+            if reachability is not None and not reachability.reachable:
+                problems.append((path, backend, what_is_wrong(backend, reachability.message)))
+        return sorted(problems)
 
     async def _delete_bound(self, cluster: str, crd: Obj) -> tuple[int, dict[str, int]]:
         """Delete every object of a bound CRD's resource in the workspace; (left, finalizers holding them)."""
@@ -368,6 +406,12 @@ class ControlPlane:
             return
         if resp.status not in (200, 201):
             raise errors.service_unavailable(f"installing CRD {name} in the backend failed: HTTP {resp.status}: {resp.body[:200]!r}")
+
+
+def undeclared_backend_message(workspace: str, backend: str) -> str:
+    """What a request to a workspace on a backend that backends.yaml does not declare is told."""
+    return (f'workspace {workspace} is on backend "{backend}" (its {BACKEND_ANNOTATION} annotation), '
+            f"which is not declared in backends.yaml in the config folder; declare it there and restart, or change the annotation")
 
 
 def _finalizer_counts(metadatas: Iterable[Obj]) -> dict[str, int]:

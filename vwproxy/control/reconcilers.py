@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from vwproxy.control import claims, labeller
 from vwproxy.control.labeller import ClaimLabeller
-from vwproxy.control.lifecycle import BACKEND_ANNOTATION, BOUND_BY_ANNOTATION, EMBEDDED_BACKEND, WorkspaceLifecycle
+from vwproxy.control.lifecycle import BACKEND_ANNOTATION, BOUND_BY_ANNOTATION, EMBEDDED_BACKEND, ReachabilityOf, WorkspaceLifecycle
 from vwproxy.control.objects import (
     API_BINDINGS, API_EXPORTS, ENDPOINT_SLICES, NAMESPACES, SCHEMAS, SECRETS, WORKSPACE_TYPES,
     ControlStore, Obj, Waiting, condition,
@@ -76,7 +76,7 @@ class Reconcilers:
     def __init__(
         self, store: ControlStore, external_url: str, write_crd: CRDWriter, read_crd: CRDReader, backends: frozenset[str] = frozenset(),
         delete_bound: BoundObjectsDeleter | None = None, claim_labeller: ClaimLabeller | None = None,
-        relabel: Relabeller | None = None,
+        relabel: Relabeller | None = None, reachability: ReachabilityOf = lambda backend: None,
     ) -> None:
         self.store = store
         self.external_url = external_url.rstrip("/")
@@ -84,7 +84,7 @@ class Reconcilers:
         self.read_crd = read_crd
         self.delete_bound = delete_bound
         self.known_backends = backends
-        self.lifecycle = WorkspaceLifecycle(store, external_url, backends)
+        self.lifecycle = WorkspaceLifecycle(store, external_url, backends, reachability)
         self.labeller = claim_labeller or ClaimLabeller(store.shard, store)
         self.relabel: Relabeller = relabel or self.labeller.relabel_all
 

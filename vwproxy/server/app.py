@@ -26,6 +26,7 @@ from vwproxy.server.guard import RBAC_STORAGE_PREFIX, Guard
 from vwproxy.server.vw.apiexport import APIExportVirtualWorkspace
 from vwproxy.server.vw.lifecycle import LifecycleVirtualWorkspace
 from vwproxy.cache.hub import ViewHub
+from vwproxy.core.view import DEFAULT_HISTORY
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
 from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import Shard
@@ -47,6 +48,7 @@ class ServeApp:
         services: Any = None,
         reseed: bool = False,
         auth: AuthStack | None = None,
+        view_history: int = DEFAULT_HISTORY,
     ) -> None:
         self.shard = shard
         self.clients = clients or {}
@@ -57,7 +59,7 @@ class ServeApp:
         # One read handler for the embedded shard and every virtual workspace.
         self.reads = ReadHandler(bookmark_interval)
         shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads)
-        self.hub = ViewHub(shard, self.control.store, client_for=self.control.client_for)
+        self.hub = ViewHub(shard, self.control.store, history_size=view_history, client_for=self.control.client_for)
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
@@ -147,10 +149,15 @@ class ServeApp:
         await self.front(scope, receive, send)
 
     def _readyz(self) -> Response:
-        """Ready once seeded; stale workspaces are explained, not fatal (the rest is served)."""
+        """Ready once seeded. Stale workspaces and workspaces whose backend is undeclared or
+        unreachable are listed with `[-]` but do not fail the check, unlike kube-apiserver's
+        failed checks: everything else is served (DESIGN §4, one bad backend never blocks the
+        rest), and a readiness probe taking the whole proxy out of rotation would block it."""
         if self._loop_task is None:
             return PlainTextResponse("[-]control-plane: seeding\nreadyz check failed\n", 503)
         lines = ["[+]shard ok", "[+]control-plane ok"]
+        for path, backend, why in self.control.backend_problems():
+            lines.append(f'[-]workspace {path}: backend "{backend}" {why}')
         for cluster, why in sorted(self.hub.stale.items()):
             lines.append(f"[-]workspace {cluster}: stale: {why}")
         lines.append("readyz check passed")

@@ -21,7 +21,7 @@ from vwproxy.control.plane import ControlPlane
 from vwproxy.kube import discovery, errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import KCP_GROUPS, WILDCARD_CLUSTER, is_logical_cluster_name
-from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, split_cluster, wants_watch
+from vwproxy.kube.paths import ApiPath, DiscoveryPath, ResourcePath, parse_api_path, split_cluster, wants_watch
 from vwproxy.server import http
 from vwproxy.upstream import stamp
 from vwproxy.upstream.client import BackendClient
@@ -73,11 +73,22 @@ class Front:
         return cluster
 
     def _served_by_shard(self, cluster: str, rest: str) -> bool:
-        if self.control.client_for(cluster) is None:
-            return True
         try:
-            target = parse_api_path(rest)
+            target: ApiPath | None = parse_api_path(rest)
         except errors.StatusError:
+            target = None
+        try:
+            if self.control.client_for(cluster) is None:
+                return True
+        except errors.StatusError:
+            # An undeclared backend: discovery comes from the shard (its built-in and kcp kinds),
+            # because kubectl shows a failed discovery only as "the server is currently unable to
+            # handle the request"; the resource request after it gets the Status naming the
+            # backend and backends.yaml. Everything else raises that Status here.
+            if isinstance(target, DiscoveryPath) or (target is not None and target.group in KCP_GROUPS):
+                return True
+            raise
+        if target is None:
             return True
         if isinstance(target, DiscoveryPath):
             return target.what in ("group", "groupversion") and target.group in KCP_GROUPS

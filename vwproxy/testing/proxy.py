@@ -13,6 +13,7 @@ import httpx
 from vwproxy.auth.stack import build_auth
 from vwproxy.auth.tls import ADMIN_KUBECONFIG, ensure_admin_token, ensure_serving_certificate
 from vwproxy.control.manifests import load_folder
+from vwproxy.core.view import DEFAULT_HISTORY
 from vwproxy.server.app import ServeApp
 from vwproxy.server.guard import rbac_source, service_account_lookup
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL
@@ -34,8 +35,9 @@ def example_topology() -> Path:
 class RunningProxy:
     """A running `vwproxy serve`: `url`, `workspace_url(path)`, `cluster_of(path)`."""
 
-    def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None, reseed: bool = False) -> None:
-        """`reseed` applies the config again over a data dir seeded before (`serve --reseed`)."""
+    def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None, reseed: bool = False, view_history: int = DEFAULT_HISTORY) -> None:
+        """`reseed` applies the config again over a data dir seeded before (`serve --reseed`);
+        `view_history` bounds the virtual workspaces' event history (a small one makes 410 easy to reach)."""
         self.data_dir = data_dir
         folder = config if config is not None else example_topology()
         manifests = load_folder(folder)
@@ -52,7 +54,7 @@ class RunningProxy:
             clients = {name: BackendClient(backend) for name, backend in self._backends.items()}
             auth = build_auth(data_dir, sa_lookup=service_account_lookup(self.shard), rbac_source=rbac_source(self.shard),
                               server_url=url, hosts=("127.0.0.1", "localhost"))
-            return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed, auth=auth)
+            return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed, auth=auth, view_history=view_history)
 
         self.server = ServerThread(app_factory=build, tls=(str(self.serving.cert), str(self.serving.key)))
         self.app: ServeApp = self.server.app

@@ -240,9 +240,10 @@ class BackendClient:
             self._raise(exc)
         return UpstreamStream(self, response)
 
-    async def probe(self, path: str) -> None:
+    async def probe(self, path: str) -> int:
         """A cheap read of `path` (one item) that must answer within PROBE_TIMEOUT_SECONDS; a
-        StatusError says the backend is hung or down (any HTTP answer means it is alive)."""
+        StatusError says the backend is hung or down (any HTTP answer means it is alive, and its
+        status is returned for the caller to judge)."""
         request = self._build("GET", path, [("limit", "1")], {"accept": "application/json"}, b"", _timeout(PROBE_TIMEOUT_SECONDS))
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
@@ -252,6 +253,7 @@ class BackendClient:
         except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL) as exc:
             self._raise(exc)
         await response.aclose()
+        return response.status_code
 
     async def aclose(self) -> None:
         self._closed = True
