@@ -202,6 +202,7 @@ class LifecycleVirtualWorkspace:
             log.info("%s %s: logical cluster %s records no creator to act as", lifecycle.role, lifecycle.owner, vw.cluster)
             raise errors.forbidden(f'{lifecycle.role} "{lifecycle.owner}" cannot access this workspace: it has no {lifecycle.permissions_field} and the workspace records no creator')
         assert self.rbac is not None
+        creator = without_lifecycle_groups(creator)  # a record made through a lifecycle VW confers nothing
         checked(workspace_chain(self.rbac), creator, vw.cluster, attributes)
         return creator
 
