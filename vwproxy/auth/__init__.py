@@ -15,6 +15,7 @@ Who is asking (authentication) and may they (authorization), as kube-apiserver a
   rbac.py               RBACAuthorizer.authorize(user, cluster, attributes) -> Decision
   policy.py             the bootstrap policy from policies/ (or a path)
   authorizers.py        kcp's authorizers and combinators; checked() raises the anonymised 403
+  escalation.py         RBAC escalation prevention on Role/ClusterRole/binding writes (escalate, bind)
   vwbinding.py          the APIExport VW's binding authorizer and whole chain
   tls.py                CA, serving certificate, admin token and kubeconfig
   stack.py              build_auth(data_dir, ...) -> AuthStack: all of it, for the server

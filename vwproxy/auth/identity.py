@@ -82,3 +82,48 @@ def out_of_scope_view(user: User) -> User:
     """What a user is outside its scopes: kcp falls back to `system:anonymous` with
     `system:authenticated` (docs, "Scopes")."""
     return User(ANONYMOUS_NAME, (AUTHENTICATED,))
+
+
+# kcp records who created a Workspace in this annotation (JSON of an authentication/v1 UserInfo);
+# the LogicalCluster copies it into `spec.createdBy`, and the creator is bound to cluster-admin.
+OWNER_ANNOTATION = "experimental.tenancy.kcp.io/owner"
+
+# Groups only the lifecycle VWs' content proxy may add (kcp's bootstrap prefixes); any a client
+# brings are dropped at authentication, as kcp's front proxy drops them.
+INITIALIZER_GROUP_PREFIX = "system:kcp:initializer:"
+TERMINATOR_GROUP_PREFIX = "system:kcp:terminator:"
+
+
+def owner_info(user: User) -> dict[str, object]:
+    """The user as kcp's owner annotation and `LogicalCluster.spec.createdBy` carry it."""
+    info: dict[str, object] = {"username": user.name}
+    if user.uid:
+        info["uid"] = user.uid
+    if user.groups:
+        info["groups"] = list(user.groups)
+    if user.extra:
+        info["extra"] = {k: list(v) for k, v in user.extra.items()}
+    return info
+
+
+def user_from_owner_info(info: Mapping[str, object]) -> User | None:
+    """The user a `createdBy` names (None when it names nobody)."""
+    name = info.get("username")
+    if not isinstance(name, str) or not name:
+        return None
+    groups = info.get("groups")
+    extra = info.get("extra")
+    return User(
+        name=name,
+        groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
+        extra={str(k): tuple(str(x) for x in v) for k, v in extra.items() if isinstance(v, list)} if isinstance(extra, Mapping) else {},
+        uid=str(info.get("uid") or ""),
+    )
+
+
+def without_lifecycle_groups(user: User) -> User:
+    """The user without self-asserted initializer/terminator groups."""
+    kept = tuple(g for g in user.groups if not g.startswith((INITIALIZER_GROUP_PREFIX, TERMINATOR_GROUP_PREFIX)))
+    if kept == user.groups:
+        return user
+    return User(user.name, kept, user.extra, user.uid, user.cluster)

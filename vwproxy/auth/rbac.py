@@ -310,6 +310,30 @@ class RBACAuthorizer:
                 return allow(f'RBAC: allowed by {binding.describe()} to "{user.name}" in cluster "{cluster}"')
         return no_opinion(f'RBAC: no rule allows "{user.name}" in cluster "{cluster}"')
 
+    def rules_for(self, user: User, cluster: str, namespace: str) -> tuple[Rule, ...]:
+        """Every rule the user holds in the cluster (and in `namespace`, when given): the rules of
+        each binding that applies to it, as Kubernetes' RulesFor gathers them for escalation checks."""
+        if not in_scope(user, cluster):
+            user = out_of_scope_view(user)
+        policy = self._policy(cluster)
+        probe = Attributes("get", resource="*", namespace=namespace)
+        rules: list[Rule] = []
+        for binding, local in self._bindings(policy, user, probe):
+            if any(subject_matches(s, user, binding.cluster, cluster) for s in binding.subjects):
+                rules.extend(self._rules(policy, binding, local))
+        return tuple(rules)
+
+    def role_rules(self, cluster: str, kind: str, name: str, namespace: str) -> tuple[Rule, ...] | None:
+        """The rules a roleRef grants (a Role of `namespace`, or a ClusterRole local or bootstrap,
+        aggregation resolved); None when the role does not exist."""
+        policy = self._policy(cluster)
+        if kind == "ClusterRole":
+            return policy.cluster_role_rules(name, True)
+        if kind == "Role" and namespace:
+            role = policy.local.roles.get((namespace, name))
+            return role.rules if role is not None else None
+        return None
+
     @staticmethod
     def _bindings(policy: _Compiled, user: User, attributes: Attributes) -> list[tuple[Binding, bool]]:
         """Bindings naming the user, a group of it, or it as a ServiceAccount; bootstrap first,

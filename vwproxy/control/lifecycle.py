@@ -19,9 +19,14 @@ import logging
 import secrets
 from collections.abc import Callable
 
+import orjson
+
+from vwproxy.auth.identity import MASTERS, OWNER_ANNOTATION
+from vwproxy.auth.policy import WORKSPACE_OWNER_BINDING, workspace_owner_binding
+
 from vwproxy.control import initialization
 from vwproxy.control.backend_health import Reachability
-from vwproxy.control.objects import API_BINDINGS, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting, condition
+from vwproxy.control.objects import API_BINDINGS, CLUSTER_ROLE_BINDINGS, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting, condition
 from vwproxy.control.workspacetypes import WorkspaceTypeError, find_type, initializers_of, terminators_of, with_extended
 from vwproxy.kube import errors, kcp
 from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME as LC_NAME
@@ -151,6 +156,17 @@ class WorkspaceLifecycle:
             "apiVersion": "tenancy.kcp.io/v1alpha1", "resource": "workspaces", "name": ws["metadata"]["name"], "cluster": parent,
             "uid": ws["metadata"].get("uid", ""),
         }}
+        owner = (ws["metadata"].get("annotations") or {}).get(OWNER_ANNOTATION)
+        if owner:
+            # kcp: the creator recorded by admission becomes spec.createdBy (what the lifecycle VWs
+            # act as without *Permissions) and, through the LogicalCluster, the workspace's admin.
+            annotations[OWNER_ANNOTATION] = str(owner)
+            try:
+                created_by = orjson.loads(owner)
+            except orjson.JSONDecodeError:
+                created_by = None
+            if isinstance(created_by, dict) and created_by.get("username"):
+                spec["createdBy"] = created_by
         if initializers:
             spec["initializers"] = initializers
         if terminators:
@@ -160,6 +176,22 @@ class WorkspaceLifecycle:
             "spec": spec,
             "status": {"phase": kcp.PHASE_SCHEDULING},
         })
+
+    def _bind_owner(self, cluster: str, spec: Obj) -> None:
+        """kcp's `workspace-admin` ClusterRoleBinding of the creator to cluster-admin, kept as it
+        should be (re-created if deleted, subjects and roleRef restored). Creators in
+        system:masters need none."""
+        created_by = spec.get("createdBy")
+        if not isinstance(created_by, dict) or not created_by.get("username"):
+            return
+        if MASTERS in (created_by.get("groups") or []):
+            return
+        wanted = workspace_owner_binding(str(created_by["username"]))
+        current = self.store.get(CLUSTER_ROLE_BINDINGS, cluster, WORKSPACE_OWNER_BINDING)
+        if current is None:
+            self.store.create(CLUSTER_ROLE_BINDINGS, cluster, wanted)
+        elif (current.get("subjects"), current.get("roleRef")) != (wanted["subjects"], wanted["roleRef"]):
+            self.store.update(CLUSTER_ROLE_BINDINGS, cluster, {**current, "subjects": wanted["subjects"], "roleRef": wanted["roleRef"]})
 
     def _mirror(self, parent: str, ws: Obj, lc: Obj, backend: str) -> None:
         """The Workspace's status follows its LogicalCluster's."""
@@ -258,6 +290,7 @@ class WorkspaceLifecycle:
                 conditions["WorkspaceContentDeleted"] = condition(
                     "WorkspaceContentDeleted", content_deleted, "" if content_deleted else "SomeResourcesRemain", "; ".join(remaining), previous)
         else:
+            self._bind_owner(cluster, spec)
             if phase in ("", kcp.PHASE_SCHEDULING):
                 # The transition to Initializing copies the spec's lists (kcp's admission does it).
                 phase = kcp.PHASE_INITIALIZING

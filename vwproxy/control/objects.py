@@ -40,6 +40,7 @@ SCHEMAS = Kind("apis.kcp.io", "v1alpha1", "apiresourceschemas")
 SECRETS = Kind("", "v1", "secrets")
 NAMESPACES = Kind("", "v1", "namespaces")
 CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+CLUSTER_ROLE_BINDINGS = Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
 
 
 class ControlStore:

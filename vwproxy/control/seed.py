@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import orjson
+
+from vwproxy.auth.identity import MASTERS, OWNER_ANNOTATION
 from vwproxy.control.manifests import Manifest, ManifestError
 from vwproxy.control.objects import WORKSPACE_TYPES
 from vwproxy.control.plane import ControlPlane
@@ -60,6 +63,10 @@ def apply_manifest(control: ControlPlane, manifest: Manifest) -> None:
     body = dict(manifest.obj)
     md = dict(body.get("metadata") or {})
     annotations = {k: v for k, v in (md.get("annotations") or {}).items() if k != PATH_ANNOTATION}
+    if (info.group, info.resource) == ("tenancy.kcp.io", "workspaces"):
+        # The seed creates workspaces as the server's admin: recorded as their creator (in
+        # system:masters, so no owner binding), which the lifecycle VWs act as without *Permissions.
+        annotations.setdefault(OWNER_ANNOTATION, orjson.dumps({"username": SEED_MANAGER, "groups": [MASTERS]}).decode())
     md["annotations"] = annotations
     if not annotations:
         del md["annotations"]

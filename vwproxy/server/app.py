@@ -21,6 +21,7 @@ from vwproxy.control.seed import seed
 from vwproxy.core.objects import ChangeEvent
 from vwproxy.kube import vwpaths
 from vwproxy.server import http
+from vwproxy.server.admission import Admission
 from vwproxy.server.front import Front
 from vwproxy.server.guard import RBAC_STORAGE_PREFIX, Guard
 from vwproxy.server.vw.apiexport import APIExportVirtualWorkspace
@@ -58,13 +59,15 @@ class ServeApp:
         self.reseed = reseed
         # One read handler for the embedded shard and every virtual workspace.
         self.reads = ReadHandler(bookmark_interval)
-        shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads)
+        shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads,
+                                    admit=Admission(auth.rbac) if auth is not None else None)
         self.hub = ViewHub(shard, self.control.store, history_size=view_history, client_for=self.control.client_for)
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
         self.front = http.StatusErrors(Front(shard_app, self.control, services or self._services))
-        self.lifecycle = LifecycleVirtualWorkspace(shard, self.control.store, self.embedded, self.reads, self.front)
+        self.lifecycle = LifecycleVirtualWorkspace(shard, self.control.store, self.embedded, self.reads, self.front,
+                                                   auth.rbac.authorize if auth is not None else None)
         # Every request is authenticated and authorized first, unless the server was started open.
         self.auth = auth
         self.entry: ASGIApp = self._routes

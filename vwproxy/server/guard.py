@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vwproxy.auth.errors import AuthenticationFailed
 from vwproxy.auth.authorizers import ALWAYS_ALLOWED_PATHS, ExportPolicy, checked, first_opinion, lifecycle, always_allow_groups, always_allow_paths, workspace_chain
-from vwproxy.auth.identity import MASTERS, User
+from vwproxy.auth.identity import MASTERS, User, without_lifecycle_groups
 from vwproxy.auth.requestattributes import attributes_for
 from vwproxy.auth.stack import AuthStack
 from vwproxy.auth.tokenrequest import token_request
@@ -110,7 +110,8 @@ class Guard:
         if any(name.lower().startswith("impersonate-") for name in headers.keys()):
             raise errors.forbidden("impersonation is not supported by this server")
         try:
-            user = self.auth.authenticator.authenticate(headers.get("authorization"))
+            # Groups only the lifecycle VWs may add are never the client's to assert.
+            user = without_lifecycle_groups(self.auth.authenticator.authenticate(headers.get("authorization")))
         except AuthenticationFailed as exc:
             log.info("authentication failed for %s %s: %s", scope["method"], path, exc.reason)
             raise exc.to_status() from None

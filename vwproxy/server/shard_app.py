@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from vwproxy.kube import apply as ssa
 from vwproxy.kube import bodies, conversion, discovery, errors, managedfields, negotiation, strategic
@@ -33,6 +34,10 @@ from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler, encoder
 from vwproxy.store.shard import Shard, WriteChecks
 
 log = logging.getLogger(__name__)
+
+# The admission step of writes: (ASGI scope, resource, cluster, namespace, the object as it will be
+# stored, the current object or None). It may change the object or raise a StatusError.
+Admit = Callable[[Scope, ResourceInfo, str, str, dict[str, Any], "dict[str, Any] | None"], None]
 
 _DISCOVERY_TRANSFORMS = frozenset({negotiation.DISCOVERY})
 
@@ -68,9 +73,15 @@ def _dry_run(params: dict[str, str]) -> bool:
 class ShardAPI:
     """Request handling for one `Shard`."""
 
-    def __init__(self, shard: Shard, reads: ReadHandler) -> None:
+    def __init__(self, shard: Shard, reads: ReadHandler, admit: Admit | None = None) -> None:
         self.shard = shard
         self.reads = reads
+        self.admit = admit
+
+    def _admit(self, request: Request, info: ResourceInfo, cluster: str, target: ResourcePath, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """The admission step, on the object as it will be stored (main resource only)."""
+        if self.admit is not None and not target.subresource:
+            self.admit(request.scope, info, cluster, target.namespace, obj, old)
 
     async def handle(self, request: Request) -> Response:
         path = request.url.path
@@ -185,6 +196,7 @@ class ShardAPI:
         obj = self._known(info, obj, checks)
         self._check_identity(obj, target)
         obj = managedfields.track(info, None, obj, _manager(request, params))
+        self._admit(request, info, cluster, target, obj, None)
         stored = self.shard.create(info, cluster, target.namespace, self._incoming(info, obj), _dry_run(params), checks)
         return http.json_response(encoder_for(info)(stored), 201, _warning_headers(checks))
 
@@ -194,8 +206,10 @@ class ShardAPI:
         obj = self._known(info, obj, checks)
         self._check_identity(obj, target)
         current = self.shard.table(info.storage_key).get(cluster, target.namespace, target.name)
-        if current is not None:
-            obj = managedfields.track(info, orjson.loads(encoder_for(info)(current)), obj, _manager(request, params), target.subresource)
+        old = orjson.loads(encoder_for(info)(current)) if current is not None else None
+        if old is not None:
+            obj = managedfields.track(info, old, obj, _manager(request, params), target.subresource)
+        self._admit(request, info, cluster, target, obj, old)
         stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, obj), target.subresource, _dry_run(params), checks)
         return http.json_response(encoder_for(info)(stored), 200, _warning_headers(checks))
 
@@ -216,6 +230,7 @@ class ShardAPI:
         patched = self._known(info, patched, checks)
         self._check_identity(patched, target)
         patched = managedfields.track(info, served, patched, _manager(request, params), target.subresource)
+        self._admit(request, info, cluster, target, patched, served)
         stored = self.shard.update(info, cluster, target.namespace, target.name, self._incoming(info, patched), target.subresource, _dry_run(params), checks)
         return http.json_response(encoder_for(info)(stored), 200, _warning_headers(checks))
 
@@ -237,6 +252,8 @@ class ShardAPI:
         if wanted_rv and current is not None and str(wanted_rv) != str(current.rv):
             raise errors.conflict(info.resource, target.name, info.group)
         merged = managedfields.server_side_apply(info, live, applied, manager, force, target.subresource)
+        merged.setdefault("metadata", {}).setdefault("name", target.name)
+        self._admit(request, info, cluster, target, merged, live)
         dry_run = _dry_run(params)
         if current is None:
             if target.subresource:
@@ -277,13 +294,14 @@ class ShardAPI:
 
 def build_shard_app(
     shard: Shard, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, close_on_shutdown: bool = True, reads: ReadHandler | None = None,
+    admit: Admit | None = None,
 ) -> Starlette:
     """The embedded shard as an ASGI app (standalone or mounted by the proxy and the fixture).
 
     With `close_on_shutdown` the app owns the shard and closes it when the server stops (before
     uvicorn re-raises a SIGTERM, which would skip any cleanup after `uvicorn.run`).
     """
-    api = ShardAPI(shard, reads or ReadHandler(bookmark_interval))
+    api = ShardAPI(shard, reads or ReadHandler(bookmark_interval), admit)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

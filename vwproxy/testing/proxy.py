@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import secrets
 import ssl
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,9 +39,12 @@ def example_topology() -> Path:
 class RunningProxy:
     """A running `vwproxy serve`: `url`, `workspace_url(path)`, `cluster_of(path)`."""
 
-    def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None, reseed: bool = False, view_history: int = DEFAULT_HISTORY) -> None:
+    def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None, reseed: bool = False,
+                 view_history: int = DEFAULT_HISTORY, users: Mapping[str, Sequence[str]] | None = None) -> None:
         """`reseed` applies the config again over a data dir seeded before (`serve --reseed`);
-        `view_history` bounds the virtual workspaces' event history (a small one makes 410 easy to reach)."""
+        `view_history` bounds the virtual workspaces' event history (a small one makes 410 easy to reach);
+        `users` (name -> groups) are static token users, as `--token-auth-file` declares them;
+        `user_token(name)` hands out their tokens."""
         self.data_dir = data_dir
         folder = config if config is not None else example_topology()
         manifests = load_folder(folder)
@@ -49,11 +56,22 @@ class RunningProxy:
         # Secure as `serve` is: HTTPS with a CA of its own, and the admin's token for the clients below.
         self.serving = ensure_serving_certificate(data_dir, ("127.0.0.1", "localhost"))
         self._token = ensure_admin_token(data_dir)[1]
+        self._user_tokens = {name: secrets.token_urlsafe(32) for name in users or {}}
+        token_files: list[Path] = []
+        if users:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            token_file = data_dir / "test-users.csv"
+            rows = io.StringIO()
+            writer = csv.writer(rows)
+            for name, groups in users.items():
+                writer.writerow([self._user_tokens[name], name, f"uid-{name}", ",".join(groups)])
+            token_file.write_text(rows.getvalue())
+            token_files.append(token_file)
 
         def build(url: str) -> ServeApp:
             clients = {name: BackendClient(backend) for name, backend in self._backends.items()}
             auth = build_auth(data_dir, sa_lookup=service_account_lookup(self.shard), rbac_source=rbac_source(self.shard),
-                              server_url=url, hosts=("127.0.0.1", "localhost"))
+                              server_url=url, hosts=("127.0.0.1", "localhost"), token_files=token_files)
             return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed, auth=auth, view_history=view_history)
 
         self.server = ServerThread(app_factory=build, tls=(str(self.serving.cert), str(self.serving.key)))
@@ -65,6 +83,10 @@ class RunningProxy:
 
     # -- clients: every test reaches the server through these, so they carry whatever
     # -- credentials and trust the server asks for.
+
+    def user_token(self, name: str) -> str:
+        """The static token of a user given to the constructor."""
+        return self._user_tokens[name]
 
     @property
     def token(self) -> str | None:

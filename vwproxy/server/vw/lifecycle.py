@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import httpx
 import orjson
@@ -26,7 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vwproxy.control.objects import LOGICAL_CLUSTERS, ControlStore
+from vwproxy.auth.authorizers import RBACCheck, checked, forbidden_error, workspace_chain
+from vwproxy.auth.decision import deny
+from vwproxy.auth.identity import ANONYMOUS, INITIALIZER_GROUP_PREFIX, TERMINATOR_GROUP_PREFIX, User, user_from_owner_info, without_lifecycle_groups
+from vwproxy.auth.rbac import Rule
+from vwproxy.auth.requestattributes import attributes_for
+from vwproxy.control.objects import LOGICAL_CLUSTERS, WORKSPACE_TYPES, ControlStore
 from vwproxy.kube import errors, kcp, vwpaths
 from vwproxy.kube import patch as patching
 from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
@@ -34,6 +39,7 @@ from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.server import http
 from vwproxy.server.discovery import serve_discovery
+from vwproxy.server.guard import USER_SCOPE_KEY, user_of
 from vwproxy.server.reads import ReadHandler, ReadScope
 from vwproxy.server.vw.common import check_wildcard, resolve_resource
 from vwproxy.store.shard import Shard
@@ -62,6 +68,7 @@ class Lifecycle:
         initializing = kind == vwpaths.INITIALIZING
         self.role = "initializer" if initializing else "terminator"
         self.field = "initializers" if initializing else "terminators"
+        self.permissions_field = "initializerPermissions" if initializing else "terminatorPermissions"
         key, value = kcp.lifecycle_label(kcp.INITIALIZER_LABEL_PREFIX if initializing else kcp.TERMINATOR_LABEL_PREFIX, owner)
         phases = "Initializing" if initializing else f"in ({','.join(_DELETING_PHASES)})"
         phase_requirement = f"{kcp.PHASE_LABEL}={phases}" if initializing else f"{kcp.PHASE_LABEL} {phases}"
@@ -91,7 +98,9 @@ class Lifecycle:
 class LifecycleVirtualWorkspace:
     """ASGI app for `/services/initializingworkspaces/…` and `/services/terminatingworkspaces/…`."""
 
-    def __init__(self, shard: Shard, store: ControlStore, embedded: httpx.AsyncClient, reads: ReadHandler, content: ASGIApp) -> None:
+    def __init__(self, shard: Shard, store: ControlStore, embedded: httpx.AsyncClient, reads: ReadHandler, content: ASGIApp,
+                 rbac: RBACCheck | None = None) -> None:
+        self.rbac = rbac  # None: a server started without authentication forwards as itself
         self.shard = shard
         self.store = store
         self.embedded = embedded  # the embedded shard's HTTP API, in-process
@@ -166,4 +175,46 @@ class LifecycleVirtualWorkspace:
         inner = dict(scope)
         inner["path"] = f"/clusters/{vw.cluster}{vw.rest}"
         inner["raw_path"] = inner["path"].encode()
+        if self.rbac is not None:
+            inner[USER_SCOPE_KEY] = self._content_user(scope, lifecycle, vw, lc)
         await self.content(inner, receive, send)
+
+    def _content_user(self, scope: Scope, lifecycle: Lifecycle, vw: vwpaths.VWPath, lc: dict[str, Any]) -> User:
+        """Authorize a content request (kcp-reference §1.3) and say who it goes on as.
+
+        With the WorkspaceType's `initializerPermissions`/`terminatorPermissions`, the request must
+        fit those rules and goes on as the caller plus the synthetic initializer/terminator group.
+        Without them it acts as the workspace's creator (`spec.createdBy`): allowed only where RBAC
+        lets the creator in. No recorded creator, or a type that no longer exists: refused.
+        """
+        caller = without_lifecycle_groups(user_of(scope) or ANONYMOUS)
+        params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        attributes = attributes_for(scope["method"], vw.rest, params)
+        rules = self._permissions(lifecycle, vw)
+        if rules is not None:
+            if not any(rule.allows(attributes) for rule in rules):
+                log.info("%s %s: %s %s denied by %s", lifecycle.role, lifecycle.owner, caller.name, attributes, lifecycle.permissions_field)
+                raise forbidden_error(caller, vw.cluster, attributes, deny(f"denied by {lifecycle.permissions_field}"))
+            group = (INITIALIZER_GROUP_PREFIX if lifecycle.kind == vwpaths.INITIALIZING else TERMINATOR_GROUP_PREFIX) + lifecycle.owner
+            return User(caller.name, (group, *caller.groups), caller.extra, caller.uid, caller.cluster)
+        creator = user_from_owner_info((lc.get("spec") or {}).get("createdBy") or {})
+        if creator is None:
+            log.info("%s %s: logical cluster %s records no creator to act as", lifecycle.role, lifecycle.owner, vw.cluster)
+            raise errors.forbidden(f'{lifecycle.role} "{lifecycle.owner}" cannot access this workspace: it has no {lifecycle.permissions_field} and the workspace records no creator')
+        assert self.rbac is not None
+        creator = without_lifecycle_groups(creator)  # a record made through a lifecycle VW confers nothing
+        checked(workspace_chain(self.rbac), creator, vw.cluster, attributes)
+        return creator
+
+    def _permissions(self, lifecycle: Lifecycle, vw: vwpaths.VWPath) -> list[Rule] | None:
+        """The rules of the WorkspaceType behind the entry; None when it sets none (or is a
+        system entry such as `system:apibindings`, which no WorkspaceType declares)."""
+        if vw.owner_cluster == "system":
+            return None
+        wst = self.store.get(WORKSPACE_TYPES, vw.owner_cluster, vw.owner_name)
+        if wst is None:
+            raise errors.service_unavailable(f'{lifecycle.role} "{lifecycle.owner}": its WorkspaceType is not found; refusing to act as the workspace owner')
+        rules = (wst.get("spec") or {}).get(lifecycle.permissions_field)
+        if not isinstance(rules, list) or not rules:
+            return None
+        return [Rule.from_dict(r) for r in rules if isinstance(r, dict)]
