@@ -17,14 +17,22 @@ import datetime
 import shlex
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from benchmarks.vw_measure import measure_list, measure_sync, measure_writes
 from benchmarks.vw_report import Run, compare, ms, table, write_outputs
-from benchmarks.vw_target import HarnessError, Resource, Target, load_credentials, read_endpoint_slice
+from benchmarks.vw_target import (
+    HarnessError,
+    Resource,
+    Target,
+    load_credentials,
+    read_endpoint_slice,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DURATION = 15.0  # per phase: list, sync, writes → about a minute in all
@@ -96,7 +104,12 @@ async def run_harness(args: argparse.Namespace, command: str) -> Run:
             return run
         per_cluster = args.writes_per_cluster or max(2, round((args.write_rate or DEFAULT_WRITE_RATE) * duration / len(clusters)))
         started = time.perf_counter()
-        writes = await measure_writes(session, target, clusters, args.write_namespace, per_cluster, args.write_rate, lists.resource_version)
+        try:
+            writes = await measure_writes(session, target, clusters, args.write_namespace, per_cluster, args.write_rate, lists.resource_version)
+        except HarnessError as exc:  # e.g. 403: this kubeconfig may read the VW but not write through it; keep (a) and (d)
+            run.add("(b, c) writes", "failed", str(exc))
+            run.ok = False
+            return run
         seconds = time.perf_counter() - started
     run.add("(b, c) writes", f"{writes.written:,} in {len(clusters)} clusters", f"{per_cluster} per cluster (1 create, then merge patches) in {seconds:.1f} s; clusters {', '.join(clusters)}")
     run.add_latency("(c) write round trip, create", "create_seconds", writes.create_seconds, high=0.99)
@@ -124,6 +137,14 @@ def _write_clusters(given: list[str], seen: list[str]) -> list[str]:
     return out
 
 
+def _run_on_fastest_loop(main: Coroutine[Any, Any, Run]) -> Run:
+    try:
+        import uvloop
+    except ImportError:  # the same measurements on the standard loop, a little slower at the client
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "compare":
@@ -132,12 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        import uvloop
-    except ImportError:  # the same measurements on the standard loop, a little slower at the client
-        uvloop = None
-    try:
-        run = (uvloop.run if uvloop else asyncio.run)(run_harness(args, command))
-    except (HarnessError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        run = _run_on_fastest_loop(run_harness(args, command))
+    except (TimeoutError, HarnessError, aiohttp.ClientError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print()

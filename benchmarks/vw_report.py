@@ -65,7 +65,7 @@ class Run:
     def from_json(cls, data: bytes) -> Run:
         d: Any = orjson.loads(data)
         return cls(label=d["label"], when=d["when"], command=d["command"], vw_url=d["vw_url"], resource=d["resource"], ok=d["ok"],
-                   rows=[tuple(r) for r in d["rows"]], metrics=d["metrics"], samples=d["samples"])  # type: ignore[misc]
+                   rows=[(str(m), str(v), str(n)) for m, v, n in d["rows"]], metrics=d["metrics"], samples=d["samples"])
 
 
 def table(rows: list[tuple[str, str, str]], header: tuple[str, str, str] = ("metric", "value", "note")) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from vwproxy.upstream.backends import Backend, backend_from_kubeconfig, tls_context
+from vwproxy.upstream.backends import Backend, BackendConfigError, backend_from_kubeconfig, tls_context
 
 SLICES = "/apis/apis.kcp.io/v1alpha1/apiexportendpointslices"
 REQUEST_TIMEOUT = 60.0  # one list of a large view on a busy machine; watches set their own
@@ -82,10 +82,12 @@ def open_session(credentials: Backend, connections: int = 16) -> aiohttp.ClientS
 
 
 def load_credentials(kubeconfig: Path, context: str = "") -> Backend:
+    if not kubeconfig.is_file():
+        raise HarnessError(f"--kubeconfig {kubeconfig}: no such file")
     try:
         return backend_from_kubeconfig(kubeconfig, context)
-    except Exception as exc:  # BackendConfigError names the field; anything else is unexpected but still the kubeconfig's fault
-        raise HarnessError(f"--kubeconfig {kubeconfig}: {exc}") from None
+    except BackendConfigError as exc:  # names the file and field
+        raise HarnessError(str(exc).replace("spec.kubeconfig: ", "").replace("spec.context", "--context")) from None
 
 
 def server_root(server: str) -> str:
