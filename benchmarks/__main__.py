@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from benchmarks.vw_measure import measure_list, measure_sync, measure_writes
-from benchmarks.vw_report import Run, compare, ms, table, write_outputs
+from benchmarks.vw_report import Run, compare, ms, plot_series, table, write_outputs
 from benchmarks.vw_target import (
     HarnessError,
     Resource,
@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="ratios between two runs' .json files")
     cmp_.add_argument("a", type=Path)
     cmp_.add_argument("b", type=Path)
+    cmp_.add_argument("--out", type=Path, default=None, help="also write overlaid plots compare-<a>-<b>-{cdf,hist}.png there")
     return p
 
 
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         a, b = (Run.from_json(p.read_bytes()) for p in (args.a, args.b))
         print(compare(a, b))
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            plots = plot_series([a, b], args.out, f"compare-{a.label}-{b.label}")
+            print("written: " + (", ".join(str(p) for p in plots) if isinstance(plots, list) else plots))
         return 0
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:

@@ -53,13 +53,17 @@ class Run:
         self.samples[key] = values
         name = f"p{round(high * 100)}"
         p50, phigh = percentile(values, 0.5), percentile(values, high)
-        self.metrics[f"{key[:-len('_seconds')]} p50 ms"] = p50 * 1000
-        self.metrics[f"{key[:-len('_seconds')]} {name} ms"] = phigh * 1000
+        series = key.removesuffix("_seconds").replace("_", " ")
+        self.metrics[f"{series} p50 ms"] = p50 * 1000
+        self.metrics[f"{series} {name} ms"] = phigh * 1000
         self.add(f"{metric} p50 / {name}", f"{ms(p50)} / {ms(phigh)} ms", note or f"{len(values)} samples, max {ms(max(values))} ms")
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"label": self.label, "when": self.when, "command": self.command, "vw_url": self.vw_url, "resource": self.resource,
-                             "ok": self.ok, "rows": self.rows, "metrics": self.metrics, "samples": self.samples}, option=orjson.OPT_INDENT_2)
+        # Samples to the microsecond, one series a line: a few thousand of them stay a readable, diffable file.
+        head = orjson.dumps({"label": self.label, "when": self.when, "command": self.command, "vw_url": self.vw_url, "resource": self.resource,
+                             "ok": self.ok, "rows": self.rows, "metrics": self.metrics}, option=orjson.OPT_INDENT_2)
+        series = b",\n".join(b"    " + orjson.dumps(key) + b": " + orjson.dumps([round(v, 6) for v in values]) for key, values in self.samples.items())
+        return head[:-2] + b',\n  "samples": {\n' + series + b"\n  }\n}\n"
 
     @classmethod
     def from_json(cls, data: bytes) -> Run:
@@ -152,4 +156,7 @@ def compare(a: Run, b: Run) -> str:
             rows.append((key, f"{va:,.2f}", f"{vb:,.2f}", ratio))
     lines = [f"| metric | {a.label} | {b.label} | {b.label} / {a.label} |", "|---|---|---|---|"]
     lines += [f"| {k} | {x} | {y} | {r} |" for k, x, y, r in rows]
+    if a.resource != b.resource or a.metrics.get("list items") != b.metrics.get("list items"):
+        lines.append(f"\nnote: not the same view ({a.resource}, {a.metrics.get('list items', 0):,.0f} items vs "
+                     f"{b.resource}, {b.metrics.get('list items', 0):,.0f} items): compare with care")
     return "\n".join(lines)

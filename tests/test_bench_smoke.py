@@ -172,11 +172,13 @@ def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: P
         if importlib.util.find_spec("matplotlib"):
             for name in ("first-cdf.png", "first-hist.png"):
                 assert (out_dir / name).read_bytes().startswith(b"\x89PNG"), name
-        compared = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(out_dir / "first.json"), str(out_dir / "second.json")],
+        compared = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(out_dir / "first.json"), str(out_dir / "second.json"), "--out", str(out_dir)],
                                   cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=child_env())
         assert compared.returncode == 0, compared.stderr
         assert re.search(r"^\| list p50 ms \| [\d.,]+ \| [\d.,]+ \| [\d.]+x \|", compared.stdout, re.M), compared.stdout
-        assert re.search(r"^\| watch_delay p99 ms \|", compared.stdout, re.M), compared.stdout
+        assert re.search(r"^\| watch delay p99 ms \|", compared.stdout, re.M), compared.stdout
+        if importlib.util.find_spec("matplotlib"):
+            assert (out_dir / "compare-first-second-cdf.png").read_bytes().startswith(b"\x89PNG")
         # The harness deleted what it wrote: only the example's widgets are left.
         with _admin_client(port, data_dir) as client:
             widgets = client.get("/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]
