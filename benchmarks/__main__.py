@@ -4,6 +4,7 @@
         --endpointslice widgets --resource example.dev/v1alpha1/widgets [--write-cluster auto] \\
         [--duration 15] [--label vwproxy] [--out benchmarks/results] [--quick]
     python -m benchmarks run --kubeconfig K --vw-url https://…/services/apiexport/… --resource …
+    python -m benchmarks run --kubeconfig vw.kubeconfig --resource …     # its server is the VW (+ /clusters/*)
     python -m benchmarks compare benchmarks/results/vwproxy.json benchmarks/results/kcp.json
 
 Exits 1 if a request fails or a written change does not reach the wildcard watch; timings are never judged.
@@ -32,6 +33,7 @@ from benchmarks.vw_target import (
     Target,
     load_credentials,
     read_endpoint_slice,
+    server_root,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,9 +49,10 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="measure one virtual workspace")
     run.add_argument("--kubeconfig", type=Path, required=True, help="server, CA and credentials (token, token file or client certificate)")
     run.add_argument("--context", default="", help="a context of the kubeconfig (default: its current context)")
-    where = run.add_mutually_exclusive_group(required=True)
+    where = run.add_mutually_exclusive_group()
     where.add_argument("--endpointslice", help="an APIExportEndpointSlice's name: its status.endpoints[0].url is measured")
-    where.add_argument("--vw-url", help="a virtual workspace URL, taken as is")
+    where.add_argument("--vw-url", help="a virtual workspace URL, taken as is (default without --endpointslice: the "
+                                        "kubeconfig's server up to /clusters/, for a kubeconfig of the VW itself)")
     run.add_argument("--endpointslice-workspace", default="", help="the workspace path holding --endpointslice, e.g. root:provider")
     run.add_argument("--resource", required=True, help="group/version/resource, e.g. example.dev/v1alpha1/widgets (core: v1/configmaps)")
     run.add_argument("--write-cluster", action="append", default=[],
@@ -78,8 +81,11 @@ async def run_harness(args: argparse.Namespace, command: str) -> Run:
             raise HarnessError("--endpointslice needs --endpointslice-workspace (the workspace path holding it)")
         vw, all_urls = await read_endpoint_slice(credentials, args.endpointslice_workspace, args.endpointslice)
         notes = f"endpoint slice {args.endpointslice_workspace}/{args.endpointslice}" + (f", first of {len(all_urls)} endpoints" if len(all_urls) > 1 else "")
-    else:
+    elif args.vw_url:
         vw = args.vw_url.rstrip("/")
+    else:  # a kubeconfig of the virtual workspace, as `vwproxy kubeconfig --export` writes: <VW URL>/clusters/*
+        vw = server_root(credentials.url)
+        notes = "the kubeconfig's server"
     target = Target(vw, resource, credentials)
     label = args.label or (urlsplit(vw).hostname or "vw")
     run = Run(label=label, when=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), command=command, vw_url=vw, resource=str(resource))
