@@ -208,3 +208,35 @@ def _slice_published(port: int, data_dir: Path) -> bool:
             return listed.status_code == 200 and len(listed.json()["items"]) == 5
     except (httpx.TransportError, ValueError):
         return False
+
+
+def test_harness_presents_the_kubeconfigs_client_certificate(tmp_path: Path) -> None:
+    """A kubeconfig with a CA and a client certificate (inline data), against a server that requires
+    one: the harness's session gets through; with the other context (no certificate) it does not."""
+    import asyncio
+    import base64
+
+    import aiohttp
+
+    from benchmarks.vw_target import load_credentials, open_session
+    from test_upstream import CA_CRT, CLIENT_CRT, CLIENT_KEY, TLSServer, kubeconfig
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    with TLSServer(tmp_path) as server:
+        user = f"client-certificate-data: {b64(CLIENT_CRT)}\n    client-key-data: {b64(CLIENT_KEY)}"
+        text = kubeconfig(user_a=user, cluster_a_extra=f"    certificate-authority-data: {b64(CA_CRT)}").replace("https://127.0.0.1:6443", server.url)
+        (tmp_path / "kube").mkdir()
+        (tmp_path / "kube" / "kubeconfig").write_text(text.replace("server: http://127.0.0.1:7000\n    insecure-skip-tls-verify: true",
+                                                          f"server: {server.url}\n    certificate-authority-data: {b64(CA_CRT)}"))
+        (tmp_path / "tokens").mkdir()
+        (tmp_path / "tokens" / "b").write_text("token-b\n")  # kind-b's tokenFile, relative to the kubeconfig
+
+        async def get_api(context: str) -> int:
+            async with open_session(load_credentials(tmp_path / "kube" / "kubeconfig", context)) as session, session.get(f"{server.url}/api") as r:
+                return r.status
+
+        assert asyncio.run(get_api("")) == 200  # the current context: kind-a, with the certificate
+        with pytest.raises(aiohttp.ClientError):
+            asyncio.run(get_api("kind-b"))  # a token, no certificate: the TLS handshake is refused
