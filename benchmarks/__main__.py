@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import re
 import shlex
 import sys
 import time
@@ -87,7 +88,7 @@ async def run_harness(args: argparse.Namespace, command: str) -> Run:
         vw = server_root(credentials.url)
         notes = "the kubeconfig's server"
     target = Target(vw, resource, credentials)
-    label = args.label or (urlsplit(vw).hostname or "vw")
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", args.label or urlsplit(vw).hostname or "vw")  # it names files
     run = Run(label=label, when=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), command=command, vw_url=vw, resource=str(resource))
     print(f"measuring {target.wildcard_url()} ({duration:g} s per phase)", flush=True)
     run.add("virtual workspace", vw, notes)
