@@ -59,7 +59,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-
 from procstats import ProcessStats, Results, print_table  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
 
 WIDGETS = "/apis/example.dev/v1alpha1"
@@ -139,7 +138,7 @@ class Process(ProcessStats):
             try:
                 async with session.get(f"{self.url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
                     ready = r.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ready = False
             if ready:
                 # Another program may have taken the port meanwhile and answered for us: the

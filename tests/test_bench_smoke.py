@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+
+from vwproxy.testing.process import child_env, stop_child
+from support import eventually, free_port
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "shard_bench.py"
 
@@ -113,3 +119,124 @@ def _command_lines() -> list[str]:
             except OSError:
                 pass  # gone meanwhile
     return lines
+
+
+# -- `python -m benchmarks run --quick` through a kubeconfig: real TLS and a bearer token ----------
+
+HARNESS_ROWS = [
+    "virtual workspace",
+    "(a) wildcard LIST p50 / p90",
+    "(d) watch-list to initial-events-end p50 / p90",
+    "(b, c) writes",
+    "(c) write round trip, create p50 / p99",
+    "(c) write round trip, patch p50 / p99",
+    "(b) write response → watch event p50 / p99",
+    "(b) delivered",
+]
+
+
+@pytest.mark.timeout(120)
+def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: Path) -> None:
+    """`vwproxy serve` (HTTPS, its own CA, the admin token), measured as a real kcp would be:
+    the endpoint slice read through the kubeconfig's server, then the four measurements, the
+    Markdown/JSON files (and plots when matplotlib is installed), and `compare` of two runs."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen([sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--log-level", "warning"],
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=tmp_path)
+    try:
+        kubeconfig = data_dir / "admin.kubeconfig"
+        eventually(lambda: _slice_published(port, data_dir), "the endpoint slice and the example's widgets in its view", timeout=30)
+        out_dir = tmp_path / "results"
+        harness = [sys.executable, "-m", "benchmarks", "run", "--kubeconfig", str(kubeconfig), "--endpointslice-workspace", "root:provider",
+                   "--endpointslice", "widgets", "--resource", "example.dev/v1alpha1/widgets", "--write-cluster", "auto", "--quick", "--out", str(out_dir)]
+        runs = []
+        for label in ("first", "second"):
+            proc = subprocess.run([*harness, "--label", label], cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=child_env())
+            out = proc.stdout
+            assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+            runs.append(out)
+        out = runs[0]
+        for row in HARNESS_ROWS:
+            assert re.search(rf"^\| {re.escape(row)} \|", out, re.M), f"no table row {row!r} in:\n{out}"
+        assert re.search(rf"^\| virtual workspace \| https://127\.0\.0\.1:{port}/services/apiexport/\w+/widgets \|", out, re.M), out
+        assert re.search(r"^\| \(a\) wildcard LIST p50 / p90 \| [\d.]+ / [\d.]+ ms \| \d+ runs, 5 items", out, re.M), out  # the example's widgets
+        assert re.search(r"^\| \(d\) watch-list to initial-events-end p50 / p90 \| [\d.]+ / [\d.]+ ms \| \d+ runs, 5 initial ADDED", out, re.M), out
+        assert re.search(r"^\| \(b, c\) writes \| [\d,]+ in 3 clusters \|", out, re.M), out  # the three consumers of root:provider's export
+        assert re.search(r"^\| \(b\) delivered \| (\d+)/\1 OK \| duplicates 0", out, re.M), out
+        assert "result: OK" in out
+        for name in ("first.md", "first.json"):
+            assert (out_dir / name).stat().st_size > 0, name
+        assert "| (b) delivered |" in (out_dir / "first.md").read_text()
+        if importlib.util.find_spec("matplotlib"):
+            for name in ("first-cdf.png", "first-hist.png"):
+                assert (out_dir / name).read_bytes().startswith(b"\x89PNG"), name
+        compared = subprocess.run([sys.executable, "-m", "benchmarks", "compare", str(out_dir / "first.json"), str(out_dir / "second.json"), "--out", str(out_dir)],
+                                  cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=child_env())
+        assert compared.returncode == 0, compared.stderr
+        assert re.search(r"^\| list p50 ms \| [\d.,]+ \| [\d.,]+ \| [\d.]+x \|", compared.stdout, re.M), compared.stdout
+        assert re.search(r"^\| watch delay p99 ms \|", compared.stdout, re.M), compared.stdout
+        if importlib.util.find_spec("matplotlib"):
+            assert (out_dir / "compare-first-second-cdf.png").read_bytes().startswith(b"\x89PNG")
+        # The harness deleted what it wrote: only the example's widgets are left.
+        with _admin_client(port, data_dir) as client:
+            widgets = client.get("/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]
+        assert not [w for w in widgets if "vwbench-run" in (w["metadata"].get("labels") or {})]
+    finally:
+        stop_child(serve)
+        log.close()
+
+
+def _admin_client(port: int, data_dir: Path) -> httpx.Client:
+    token = (data_dir / "tokens.csv").read_text().splitlines()[0].split(",")[0]
+    return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=str(data_dir / "ca.crt")),
+                        headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+
+def _slice_published(port: int, data_dir: Path) -> bool:
+    """The server answers, and root:provider's endpoint slice has its URL and the consumers' widgets are in the view."""
+    if not (data_dir / "admin.kubeconfig").exists() or not (data_dir / "tokens.csv").exists():
+        return False
+    try:
+        with _admin_client(port, data_dir) as client:
+            r = client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets")
+            endpoints = (r.json().get("status") or {}).get("endpoints") if r.status_code == 200 else None
+            if not endpoints:
+                return False
+            listed = client.get(f"{endpoints[0]['url']}/clusters/*/apis/example.dev/v1alpha1/widgets")
+            return listed.status_code == 200 and len(listed.json()["items"]) == 5
+    except (httpx.TransportError, ValueError):
+        return False
+
+
+def test_harness_presents_the_kubeconfigs_client_certificate(tmp_path: Path) -> None:
+    """A kubeconfig with a CA and a client certificate (inline data), against a server that requires
+    one: the harness's session gets through; with the other context (no certificate) it does not."""
+    import asyncio
+    import base64
+
+    import aiohttp
+
+    from benchmarks.vw_target import load_credentials, open_session
+    from test_upstream import CA_CRT, CLIENT_CRT, CLIENT_KEY, TLSServer, kubeconfig
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    with TLSServer(tmp_path) as server:
+        user = f"client-certificate-data: {b64(CLIENT_CRT)}\n    client-key-data: {b64(CLIENT_KEY)}"
+        text = kubeconfig(user_a=user, cluster_a_extra=f"    certificate-authority-data: {b64(CA_CRT)}").replace("https://127.0.0.1:6443", server.url)
+        (tmp_path / "kube").mkdir()
+        (tmp_path / "kube" / "kubeconfig").write_text(text.replace("server: http://127.0.0.1:7000\n    insecure-skip-tls-verify: true",
+                                                          f"server: {server.url}\n    certificate-authority-data: {b64(CA_CRT)}"))
+        (tmp_path / "tokens").mkdir()
+        (tmp_path / "tokens" / "b").write_text("token-b\n")  # kind-b's tokenFile, relative to the kubeconfig
+
+        async def get_api(context: str) -> int:
+            async with open_session(load_credentials(tmp_path / "kube" / "kubeconfig", context)) as session, session.get(f"{server.url}/api") as r:
+                return r.status
+
+        assert asyncio.run(get_api("")) == 200  # the current context: kind-a, with the certificate
+        with pytest.raises(aiohttp.ClientError):
+            asyncio.run(get_api("kind-b"))  # a token, no certificate: the TLS handshake is refused

@@ -332,6 +332,15 @@ def _ssl_reason(exc: BaseException) -> str:
 # --- kubeconfig --------------------------------------------------------------------------------
 
 
+def backend_from_kubeconfig(path: Path, context: str = "", name: str = "kubeconfig") -> Backend:
+    """The server and credentials of one kubeconfig context (default: its current context), as
+    kubectl would use them: for clients outside the proxy, such as the benchmark harness."""
+    spec: dict[str, Any] = {"kubeconfig": str(path.resolve())}
+    if context:
+        spec["context"] = context
+    return _from_kubeconfig(name, spec, str(path), path.parent)
+
+
 def _from_kubeconfig(name: str, spec: dict[str, Any], where: str, folder: Path) -> Backend:
     given = _string(spec, "kubeconfig", where)
     if not given:
