@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from vwproxy.kube.kcp import path_logical_cluster_name
 from vwproxy.testing.kubectl import Kubectl
 from vwproxy.testing.process import child_env
 
@@ -83,8 +84,10 @@ def test_up_with_a_bad_config_is_one_line_naming_the_file(tmp_path: Path) -> Non
 
 def test_a_second_up_on_the_same_data_dir_names_the_running_pid(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    started = up(data_dir)
+    started = up(data_dir, "--deterministic")
     try:
+        # Deterministic: the export's cluster in the VW URL is known before the run.
+        assert f"/services/apiexport/{path_logical_cluster_name('root:provider')}/widgets" in started["endpoints"]["root:provider/widgets"][0]
         again = vwproxy("up", "--data-dir", str(data_dir), "--json")
         assert again.returncode == 1 and f"pid {started['pid']}" in again.stderr and again.stderr.count("\n") == 1
     finally:
