@@ -29,7 +29,7 @@ def test_two_fresh_runs_give_the_same_names_derived_from_the_paths(tmp_path: Pat
     first, first_rv = names_and_rv(tmp_path / "one", deterministic=True)
     second, second_rv = names_and_rv(tmp_path / "two", deterministic=True)
     assert first == second == {path: path_logical_cluster_name(path) for path in PATHS}
-    assert all(re.fullmatch(r"[0-9a-z]{%d}" % LOGICAL_CLUSTER_NAME_LENGTH, name) for name in first.values())
+    assert all(re.fullmatch(f"[0-9a-z]{{{LOGICAL_CLUSTER_NAME_LENGTH}}}", name) for name in first.values())
     assert DETERMINISTIC_BASE < first_rv < DETERMINISTIC_BASE + EXAMPLE_RVS
     assert DETERMINISTIC_BASE < second_rv < DETERMINISTIC_BASE + EXAMPLE_RVS
 

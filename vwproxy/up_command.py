@@ -25,7 +25,12 @@ from typing import Any
 import httpx
 
 from vwproxy.auth.tls import ADMIN_KUBECONFIG, CA_CERT
-from vwproxy.kubeconfig_command import DEFAULT_DATA_DIR, ENDPOINT_SLICES, KubeconfigError, credentials
+from vwproxy.kubeconfig_command import (
+    DEFAULT_DATA_DIR,
+    ENDPOINT_SLICES,
+    KubeconfigError,
+    credentials,
+)
 
 # Written by `serve` once its socket is bound: the URL it serves and its pid.
 SERVE_STATE_FILE = "serve.json"
