@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 
 from vwproxy.testing import factories
 from vwproxy.testing.kubectl import Kubectl
+from vwproxy.testing.process import child_env
 from vwproxy.testing.proxy import RunningProxy
 from vwproxy.testing.shard import EmbeddedShard
 
@@ -92,3 +95,13 @@ def test_a_service_account_kubeconfig_gets_exactly_its_rules(
     assert kubectl.run("--kubeconfig", str(path), "get", "configmaps").returncode == 0
     denied = kubectl.run("--kubeconfig", str(path), "get", "secrets")
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+
+def test_the_readme_example_passes_as_a_user_runs_it(tmp_path: Path) -> None:
+    """examples/test_widget_controller.py, quoted in the README, run by pytest in a child process
+    with the plugin found through its entry point."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "test_widget_controller.py"
+    argv = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(example)]
+    result = subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=100, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

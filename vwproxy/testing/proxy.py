@@ -151,6 +151,16 @@ class RunningProxy:
             raise KeyError(path)
         return name
 
+    def endpoint_url(self, path: str, name: str) -> str:
+        """The first virtual-workspace URL of endpoint slice `name` in workspace `path` (an export's
+        VW: add `/clusters/*` for every bound workspace)."""
+        with self.client() as front:
+            response = front.get(f"{self.workspace_url(path)}/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/{name}")
+        endpoints = (response.json().get("status") or {}).get("endpoints") or [] if response.status_code == 200 else []
+        if not endpoints:
+            raise KeyError(f"endpoint slice {path}/{name} has no endpoint (HTTP {response.status_code})")
+        return str(endpoints[0]["url"])
+
     def settle(self, timeout: float = SETTLE_TIMEOUT_SECONDS) -> bool:
         """Wait until the control plane has nothing left to do."""
         return bool(self.server.run(self.app.control.wait_idle(timeout)))
