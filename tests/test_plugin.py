@@ -105,3 +105,12 @@ def test_the_readme_example_passes_as_a_user_runs_it(tmp_path: Path) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=100, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_the_readme_quotes_the_example_as_it_is() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    quoted = readme.split("```python\n", 1)[1].split("```\n", 1)[0]
+    example = (root / "examples" / "test_widget_controller.py").read_text()
+    assert example.split("\n", 1)[1] == quoted
+    assert quoted.count("\n") < 30
