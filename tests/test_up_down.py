@@ -57,6 +57,8 @@ def test_up_prints_what_kubectl_needs_and_down_stops_it(tmp_path: Path) -> None:
         names = kubectl.ok("--kubeconfig", started["kubeconfig"], "--server", f"{vw}/clusters/*", "get", "widgets", "-A", "-o", "name")
         assert len(names.split()) == EXAMPLE_PROVIDER_WIDGETS, names
         assert "root:provider" in kubectl.ok("--kubeconfig", started["kubeconfig"], "get", "workspaces")
+        for_vw = started["endpointKubeconfigs"]["root:provider/widgets"]
+        assert len(kubectl.ok("--kubeconfig", for_vw, "get", "widgets", "-A", "-o", "name").split()) == EXAMPLE_PROVIDER_WIDGETS
     finally:
         stopped = vwproxy("down", "--data-dir", str(data_dir))
     assert stopped.returncode == 0, stopped.stderr

@@ -3,7 +3,7 @@
 `up` starts `serve` as a detached child (its own session, its log in the data dir), waits until
 `/readyz` passes and says the control plane is settled (every workspace, binding and endpoint
 slice reconciled), and prints one JSON document: the front URL, each endpoint slice's
-virtual-workspace URL, the admin kubeconfig, the CA, the pid, the data dir and the log. The child
+virtual-workspace URL (and an admin kubeconfig for it), the admin kubeconfig, the CA, the pid, the data dir and the log. The child
 tells which URL it serves (with `--port 0`, the port it bound) in `serve.json` in the data dir,
 which it removes when it stops. `down` sends that pid SIGTERM and waits for it to go. Every
 failure is one line.
@@ -24,12 +24,15 @@ from typing import Any
 
 import httpx
 
+from vwproxy.auth.keys import write_private_file
 from vwproxy.auth.tls import ADMIN_KUBECONFIG, CA_CERT
 from vwproxy.kubeconfig_command import (
     DEFAULT_DATA_DIR,
     ENDPOINT_SLICES,
+    Credentials,
     KubeconfigError,
     credentials,
+    render,
 )
 
 # Written by `serve` once its socket is bound: the URL it serves and its pid.
@@ -119,7 +122,8 @@ def up(args: argparse.Namespace) -> dict[str, Any]:
         _wait_settled(child, client, log_path, deadline)
         endpoints = _endpoint_urls(client)
     return {
-        "url": url, "endpoints": endpoints, "kubeconfig": str(data_dir / ADMIN_KUBECONFIG), "ca": str(data_dir / CA_CERT),
+        "url": url, "endpoints": endpoints, "kubeconfig": str(data_dir / ADMIN_KUBECONFIG),
+        "endpointKubeconfigs": _endpoint_kubeconfigs(data_dir, endpoints, creds), "ca": str(data_dir / CA_CERT),
         "pid": child.pid, "dataDir": str(data_dir), "log": str(log_path),
     }
 
@@ -184,6 +188,19 @@ def _endpoint_urls(client: httpx.Client) -> dict[str, list[str]]:
         key = f"{paths.get(cluster) or cluster}/{item['metadata']['name']}"
         endpoints[key] = [str(e["url"]) for e in (item.get("status") or {}).get("endpoints") or [] if e.get("url")]
     return dict(sorted(endpoints.items()))
+
+
+def _endpoint_kubeconfigs(data_dir: Path, endpoints: dict[str, list[str]], creds: Credentials) -> dict[str, str]:
+    """An admin kubeconfig per endpoint slice, its server the first VW URL plus `/clusters/*`
+    (what `vwproxy kubeconfig --export` prints), written next to admin.kubeconfig."""
+    written: dict[str, str] = {}
+    for key, urls in endpoints.items():
+        if not urls:
+            continue
+        path = data_dir / f"vw-{key.replace(':', '_').replace('/', '-')}.kubeconfig"
+        write_private_file(path, render(key, f"{urls[0]}/clusters/*", creds).encode())
+        written[key] = str(path)
+    return written
 
 
 def _annotation(obj: dict[str, Any], key: str) -> str:
