@@ -114,3 +114,6 @@ def test_the_readme_quotes_the_example_as_it_is() -> None:
     example = (root / "examples" / "test_widget_controller.py").read_text()
     assert example.split("\n", 1)[1] == quoted
     assert quoted.count("\n") < 30
+    go_quoted = readme.split("```go\n", 1)[1].split("```\n", 1)[0]
+    assert go_quoted == (root / "go" / "vwproxytest" / "example_test.go").read_text()
+    assert go_quoted.count("\n") < 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -94,3 +95,14 @@ def test_a_second_up_on_the_same_data_dir_names_the_running_pid(tmp_path: Path) 
         assert again.returncode == 1 and f"pid {started['pid']}" in again.stderr and again.stderr.count("\n") == 1
     finally:
         assert vwproxy("down", "--data-dir", str(data_dir)).returncode == 0
+
+
+def test_the_go_package_runs_its_example_under_go_test() -> None:
+    """go/vwproxytest (its own module, standard library only) wraps `up`/`down` for `go test`."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("`go` is not on PATH: install Go 1.22 or newer to run the Go package's example")
+    module = Path(__file__).resolve().parent.parent / "go" / "vwproxytest"
+    env = child_env({"VWPROXY": f"{sys.executable} -m vwproxy.cli", "GOFLAGS": "-count=1"})
+    result = subprocess.run([go, "test", "./..."], cwd=module, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_SECONDS, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
