@@ -64,14 +64,14 @@ def write_serve_state(data_dir: Path, url: str) -> Path:
 def add_parsers(sub: Any) -> None:
     up = sub.add_parser("up", help="start `serve` in the background, wait until it is settled, print its URLs as JSON")
     up.add_argument("--config", type=Path, default=None, help="folder of kcp YAML manifests (default: the example topology)")
-    up.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR), help=f"(default: {DEFAULT_DATA_DIR})")
+    up.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR), help=f"serve's data dir; its log and kubeconfigs go there (default: {DEFAULT_DATA_DIR})")
     up.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
     up.add_argument("--port", type=int, default=0, help="listen port (default: 0, a free one)")
     up.add_argument("--deterministic", action="store_true", help="logical cluster names from workspace paths, a fixed RV base")
     up.add_argument("--json", action="store_true", help="print the JSON document (the only output format today)")
     up.add_argument("--timeout", type=float, default=UP_TIMEOUT_SECONDS, help="seconds to wait for readiness (default: %(default)s)")
     down = sub.add_parser("down", help="stop the `serve` that `up` started in --data-dir")
-    down.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR), help=f"(default: {DEFAULT_DATA_DIR})")
+    down.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR), help=f"the data dir given to `up` (default: {DEFAULT_DATA_DIR})")
     down.add_argument("--timeout", type=float, default=DOWN_TIMEOUT_SECONDS, help="seconds to wait for it to exit (default: %(default)s)")
 
 
