@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from importlib import resources
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from starlette.types import ASGIApp
 
 from vwproxy import __version__
-from vwproxy import kubeconfig_command
+from vwproxy import kubeconfig_command, up_command
 from vwproxy.control.manifests import ManifestError, load_folder
 from vwproxy.auth.stack import build_auth
 from vwproxy.server.app import ServeApp
@@ -94,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     auth = shard.add_mutually_exclusive_group()
     auth.add_argument("--token", default="", help="require 'Authorization: Bearer TOKEN' (visible in the process list: prefer --token-file)")
     auth.add_argument("--token-file", type=Path, default=None, help="require the bearer token read from this file")
+    serve.add_argument("--deterministic", action="store_true",
+                       help="logical cluster names derived from workspace paths and a fixed proxy RV base (for tests that assert on them)")
     kubeconfig_command.add_parser(sub)
+    up_command.add_parsers(sub)
     return parser
 
 
@@ -136,7 +140,23 @@ def _scheme(args: argparse.Namespace) -> str:
     return "https" if args.tls_cert_file else "http"
 
 
-def _run(app: ASGIApp, args: argparse.Namespace, reads: ReadHandler | None) -> None:
+def _bind(args: argparse.Namespace) -> socket.socket | None:
+    """With `--port 0`, bind a free port now, so the URLs, certificates and kubeconfig made
+    before listening name the port actually served."""
+    if args.port != 0:
+        return None
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, 0))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"vwproxy: --host {args.host}: cannot bind: {exc.strerror}") from None
+    args.port = sock.getsockname()[1]
+    return sock
+
+
+def _run(app: ASGIApp, args: argparse.Namespace, reads: ReadHandler | None, sock: socket.socket | None = None) -> None:
     config = serving.config(
         RequestLog(app),
         args.host,
@@ -148,7 +168,8 @@ def _run(app: ASGIApp, args: argparse.Namespace, reads: ReadHandler | None) -> N
         ssl_certfile=str(args.tls_cert_file) if args.tls_cert_file else None,
         ssl_keyfile=str(args.tls_private_key_file) if args.tls_private_key_file else None,
     )
-    serving.GracefulServer(config, on_shutdown=reads.end_watches if reads is not None else None).run()
+    server = serving.GracefulServer(config, on_shutdown=reads.end_watches if reads is not None else None)
+    server.run(sockets=[sock] if sock is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vwproxy kubeconfig: {exc}", file=sys.stderr)
             return 1
         return 0
+    if args.command in ("up", "down"):
+        return up_command.run(args)
     _check_tls(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     if args.command == "shard":
         token = _shard_token(args)
         shard = _open_shard(args)
+        shard_sock = _bind(args)
         log.info("embedded shard: %s, revision %d, serving on %s://%s:%d", shard.data_dir, shard.revision, _scheme(args), args.host, args.port)
         shard_app = build_shard_app(shard, args.bookmark_interval)
         app: ASGIApp = shard_app
@@ -172,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("requests need a bearer token (health endpoints excepted)")
             app = require_bearer_token(app, token)
         try:
-            _run(app, args, shard_app.state.reads)
+            _run(app, args, shard_app.state.reads, shard_sock)
         finally:
             shard.close()
         return 0
@@ -184,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vwproxy: {exc}", file=sys.stderr)
         return 2
     shard = _open_shard(args)
+    sock = _bind(args)
     auth = None
     if args.insecure_open:
         log.warning("INSECURE: --insecure-open: no authentication, every caller is treated as an admin; for throwaway demos only")
@@ -206,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     external = args.external_url.rstrip("/") or f"{_scheme(args)}://{args.host}:{args.port}"
     clients = {name: BackendClient(backend) for name, backend in backends.items()}
     log.info("vwproxy %s on %s: config %s, %d manifests, backends: %s", __version__, external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
-    serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed, auth=auth)
+    serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed, auth=auth, deterministic=args.deterministic)
+    state = up_command.write_serve_state(args.data_dir, external)
     try:
-        _run(serve_app, args, serve_app.reads)
+        _run(serve_app, args, serve_app.reads, sock)
     finally:
+        state.unlink(missing_ok=True)
         shard.close()
     return 0
 

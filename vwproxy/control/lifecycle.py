@@ -64,8 +64,10 @@ class WorkspaceLifecycle:
     """Reconciles Workspaces and LogicalClusters, creation to deletion."""
 
     def __init__(self, store: ControlStore, external_url: str, known_backends: frozenset[str],
-                 reachability: ReachabilityOf = lambda backend: None) -> None:
+                 reachability: ReachabilityOf = lambda backend: None, deterministic: bool = False) -> None:
+        """`deterministic` names logical clusters after their workspace paths instead of at random."""
         self.store = store
+        self.deterministic = deterministic
         self.external_url = external_url.rstrip("/")
         self.known_backends = known_backends
         self.reachability = reachability
@@ -138,13 +140,18 @@ class WorkspaceLifecycle:
             md["finalizers"] = [*(md.get("finalizers") or []), kcp.WORKSPACE_FINALIZER]
             changed = True
         if not spec.get("cluster") or spec.get("URL") != url:
-            spec["cluster"] = spec.get("cluster") or kcp.new_logical_cluster_name(secrets.token_bytes(32))
+            spec["cluster"] = spec.get("cluster") or self._new_cluster_name(path)
             spec["URL"] = url
             changed = True
         if type_ref is not None and spec.get("type") != type_ref:
             spec["type"] = type_ref
             changed = True
         return self.store.update(WORKSPACES, parent, ws) if changed else ws
+
+    def _new_cluster_name(self, path: str) -> str:
+        if self.deterministic:
+            return kcp.path_logical_cluster_name(path)
+        return kcp.new_logical_cluster_name(secrets.token_bytes(32))
 
     def _create_logical_cluster(
         self, parent: str, ws: Obj, cluster: str, path: str, backend: str, type_ref: Obj | None, initializers: list[str], terminators: list[str],

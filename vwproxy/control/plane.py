@@ -53,7 +53,7 @@ _KEYS_BY_STORAGE = {
 class ControlPlane:
     """Runs the reconcilers for everything in the embedded shard."""
 
-    def __init__(self, shard: Shard, external_url: str, clients: Mapping[str, BackendClient] | None = None) -> None:
+    def __init__(self, shard: Shard, external_url: str, clients: Mapping[str, BackendClient] | None = None, *, deterministic: bool = False) -> None:
         self.shard = shard
         self.store = ControlStore(shard)
         self.clients = dict(clients or {})
@@ -61,7 +61,7 @@ class ControlPlane:
         self.health = BackendHealth(self.clients, self._backend_changed)
         self.reconcilers = Reconcilers(
             self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients), self._delete_bound, self.claims, self._relabel,
-            self.health.state.get,
+            self.health.state.get, deterministic,
         )
         self._pending: dict[Key, Obj | None] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -240,6 +240,11 @@ class ControlPlane:
             probing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probing
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to reconcile right now (what `/readyz` reports as settled)."""
+        return self._idle.is_set() and not self._pending
 
     async def wait_idle(self, timeout: float) -> bool:
         try:

@@ -76,7 +76,7 @@ class Reconcilers:
     def __init__(
         self, store: ControlStore, external_url: str, write_crd: CRDWriter, read_crd: CRDReader, backends: frozenset[str] = frozenset(),
         delete_bound: BoundObjectsDeleter | None = None, claim_labeller: ClaimLabeller | None = None,
-        relabel: Relabeller | None = None, reachability: ReachabilityOf = lambda backend: None,
+        relabel: Relabeller | None = None, reachability: ReachabilityOf = lambda backend: None, deterministic: bool = False,
     ) -> None:
         self.store = store
         self.external_url = external_url.rstrip("/")
@@ -84,7 +84,7 @@ class Reconcilers:
         self.read_crd = read_crd
         self.delete_bound = delete_bound
         self.known_backends = backends
-        self.lifecycle = WorkspaceLifecycle(store, external_url, backends, reachability)
+        self.lifecycle = WorkspaceLifecycle(store, external_url, backends, reachability, deterministic)
         self.labeller = claim_labeller or ClaimLabeller(store.shard, store)
         self.relabel: Relabeller = relabel or self.labeller.relabel_all
 

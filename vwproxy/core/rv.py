@@ -29,6 +29,12 @@ def base_from_clock(now_ns: int) -> int:
     return now_ns // _NS_PER_RV
 
 
+# Deterministic mode's base (`serve --deterministic`): the same RVs on every run, at the price of the
+# clock base's promise — an RV from an earlier run may mean something else after a restart
+# instead of getting 410 Expired.
+DETERMINISTIC_BASE = 1_000_000
+
+
 class RVSequence:
     """Hands out proxy resourceVersions: decimal integers, strictly increasing, never reused."""
 

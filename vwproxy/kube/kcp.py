@@ -57,6 +57,12 @@ def new_logical_cluster_name(random_bytes: bytes) -> str:
     return text.rjust(43, "0")[:LOGICAL_CLUSTER_NAME_LENGTH]
 
 
+def path_logical_cluster_name(path: str) -> str:
+    """A logical cluster name derived from a workspace path, in kcp's shape (deterministic mode:
+    the same path gets the same name on every run and machine, so tests may assert on it)."""
+    return new_logical_cluster_name(b"vwproxy.dev/deterministic:" + path.encode())
+
+
 # -- hashes kcp puts in labels and statuses (kcp-reference.md sections 3 and 8.3) ---------------
 
 IDENTITY_SECRET_NAMESPACE = "kcp-system"

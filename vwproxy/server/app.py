@@ -19,6 +19,7 @@ from vwproxy.control.objects import ENDPOINT_SLICES, WORKSPACES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
 from vwproxy.core.objects import ChangeEvent
+from vwproxy.core.rv import DETERMINISTIC_BASE, RVSequence
 from vwproxy.kube import vwpaths
 from vwproxy.server import http
 from vwproxy.server.admission import Admission
@@ -50,18 +51,20 @@ class ServeApp:
         reseed: bool = False,
         auth: AuthStack | None = None,
         view_history: int = DEFAULT_HISTORY,
+        deterministic: bool = False,
     ) -> None:
         self.shard = shard
         self.clients = clients or {}
         self.external_url = external_url
-        self.control = ControlPlane(shard, external_url, self.clients)
+        self.control = ControlPlane(shard, external_url, self.clients, deterministic=deterministic)
         self.manifests = list(manifests)
         self.reseed = reseed
         # One read handler for the embedded shard and every virtual workspace.
         self.reads = ReadHandler(bookmark_interval)
         shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads,
                                     admit=Admission(auth.rbac) if auth is not None else None)
-        self.hub = ViewHub(shard, self.control.store, history_size=view_history, client_for=self.control.client_for)
+        seq = RVSequence(DETERMINISTIC_BASE) if deterministic else None
+        self.hub = ViewHub(shard, self.control.store, seq, history_size=view_history, client_for=self.control.client_for)
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
@@ -158,7 +161,9 @@ class ServeApp:
         rest), and a readiness probe taking the whole proxy out of rotation would block it."""
         if self._loop_task is None:
             return PlainTextResponse("[-]control-plane: seeding\nreadyz check failed\n", 503)
-        lines = ["[+]shard ok", "[+]control-plane ok"]
+        # Informative like the lines below: `vwproxy up` waits for "settled" before it answers.
+        settled = "[+]control-plane settled" if self.control.idle else "[-]control-plane: reconciling"
+        lines = ["[+]shard ok", "[+]control-plane ok", settled]
         for path, backend, why in self.control.backend_problems():
             lines.append(f'[-]workspace {path}: backend "{backend}" {why}')
         for cluster, why in sorted(self.hub.stale.items()):

@@ -40,11 +40,12 @@ class RunningProxy:
     """A running `vwproxy serve`: `url`, `workspace_url(path)`, `cluster_of(path)`."""
 
     def __init__(self, data_dir: Path, config: Path | None = None, *, bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL, backends: dict[str, Backend] | None = None, reseed: bool = False,
-                 view_history: int = DEFAULT_HISTORY, users: Mapping[str, Sequence[str]] | None = None) -> None:
+                 view_history: int = DEFAULT_HISTORY, users: Mapping[str, Sequence[str]] | None = None, deterministic: bool = False) -> None:
         """`reseed` applies the config again over a data dir seeded before (`serve --reseed`);
         `view_history` bounds the virtual workspaces' event history (a small one makes 410 easy to reach);
         `users` (name -> groups) are static token users, as `--token-auth-file` declares them;
-        `user_token(name)` hands out their tokens."""
+        `user_token(name)` hands out their tokens; `deterministic` is `serve --deterministic` (logical
+        cluster names from workspace paths, a fixed proxy RV base)."""
         self.data_dir = data_dir
         folder = config if config is not None else example_topology()
         manifests = load_folder(folder)
@@ -72,7 +73,8 @@ class RunningProxy:
             clients = {name: BackendClient(backend) for name, backend in self._backends.items()}
             auth = build_auth(data_dir, sa_lookup=service_account_lookup(self.shard), rbac_source=rbac_source(self.shard),
                               server_url=url, hosts=("127.0.0.1", "localhost"), token_files=token_files)
-            return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed, auth=auth, view_history=view_history)
+            return ServeApp(self.shard, url, manifests, clients, bookmark_interval, reseed=reseed, auth=auth, view_history=view_history,
+                            deterministic=deterministic)
 
         self.server = ServerThread(app_factory=build, tls=(str(self.serving.cert), str(self.serving.key)))
         self.app: ServeApp = self.server.app
@@ -148,6 +150,16 @@ class RunningProxy:
         if name is None:
             raise KeyError(path)
         return name
+
+    def endpoint_url(self, path: str, name: str) -> str:
+        """The first virtual-workspace URL of endpoint slice `name` in workspace `path` (an export's
+        VW: add `/clusters/*` for every bound workspace)."""
+        with self.client() as front:
+            response = front.get(f"{self.workspace_url(path)}/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/{name}")
+        endpoints = (response.json().get("status") or {}).get("endpoints") or [] if response.status_code == 200 else []
+        if not endpoints:
+            raise KeyError(f"endpoint slice {path}/{name} has no endpoint (HTTP {response.status_code})")
+        return str(endpoints[0]["url"])
 
     def settle(self, timeout: float = SETTLE_TIMEOUT_SECONDS) -> bool:
         """Wait until the control plane has nothing left to do."""

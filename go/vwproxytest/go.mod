@@ -1,0 +1,3 @@
+module vwproxy.dev/go/vwproxytest
+
+go 1.22
