@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-
-from test_kube_backend import EXT, TOKEN, ShardProcess, backend, direct, ext_ready, front, kube_topology, widget  # noqa: F401  (fixtures)
 from support import eventually
+from test_kube_backend import (  # noqa: F401  (fixtures)
+    EXT,
+    TOKEN,
+    ShardProcess,
+    backend,
+    direct,
+    ext_ready,
+    front,
+    kube_topology,
+    widget,
+)
 from test_vw_backends import vw_url
+
 from vwproxy.testing.proxy import RunningProxy
 
 WIDGETS = "/apis/example.dev/v1alpha1/namespaces/default/widgets"
@@ -77,7 +87,6 @@ def _watch_vw(proxy: RunningProxy, url: str, rv: str, wanted: set[str], seen: li
 @pytest.mark.parametrize("kind", ["expire-next-watch", "drop-watches"])
 def test_a_vw_watcher_loses_nothing_when_backend_watches_expire_or_drop(kind: str, proxy: RunningProxy, front: httpx.Client, direct: httpx.Client) -> None:
     ext_ready(front)
-    ext = proxy.cluster_of("root:ext")
     url = f"{vw_url(front)}/clusters/*/apis/example.dev/v1alpha1/widgets"
     assert direct.post(WIDGETS, json=widget("first")).status_code == 201
     eventually(lambda: "first" in {i["metadata"]["name"] for i in front.get(url).json()["items"]}, "first in the VW")
@@ -99,3 +108,15 @@ def test_a_vw_watcher_loses_nothing_when_backend_watches_expire_or_drop(kind: st
     assert added.count("during") == 1 and added.count("after") == 1, added
     # the expired watch was consumed: the reflector relisted, and no fault is left
     eventually(lambda: "vwproxy_faults_active" not in front.get("/metrics").text, "the one-shot fault consumed")
+
+
+def test_hung_holds_requests_until_the_request_timeout(proxy: RunningProxy, front: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    ext_ready(front)
+    monkeypatch.setattr("vwproxy.upstream.client.READ_TIMEOUT_SECONDS", 0.5)  # the server runs in this process
+    proxy.fault("remote", "hung")
+    started = time.monotonic()
+    resp = front.get(f"{EXT}{WIDGETS}")
+    assert resp.status_code == 504 and resp.json()["reason"] == "Timeout", resp.text
+    assert time.monotonic() - started >= 0.5
+    proxy.clear_faults("remote")
+    assert front.get(f"{EXT}{WIDGETS}").status_code == 200
