@@ -27,6 +27,7 @@ from test_kube_backend import (  # noqa: F401  (fixtures)
 from test_vw_backends import vw_url
 
 from vwproxy.testing.proxy import RunningProxy
+from vwproxy.upstream.faults import FaultError, Faults
 
 WIDGETS = "/apis/example.dev/v1alpha1/namespaces/default/widgets"
 
@@ -120,3 +121,19 @@ def test_hung_holds_requests_until_the_request_timeout(proxy: RunningProxy, fron
     assert time.monotonic() - started >= 0.5
     proxy.clear_faults("remote")
     assert front.get(f"{EXT}{WIDGETS}").status_code == 200
+
+
+def test_faults_registry_validates_and_expire_next_watch_is_one_shot() -> None:
+    registry = Faults("remote")
+    assert not registry.active
+    for kind, args in (("melt", {}), ("drop-watches", {}), ("slow", {}), ("slow", {"ms": -1}), ("slow", {"ms": True})):
+        with pytest.raises(FaultError):
+            registry.set(kind, args)
+    assert not registry.active
+    registry.set("expire-next-watch", {})
+    assert registry.active and not registry.take_expired_watch(is_watch=False), "a list is not a watch"
+    assert registry.take_expired_watch(is_watch=True) and not registry.take_expired_watch(is_watch=True)
+    assert not registry.active, "nothing left to consult"
+    registry.set("slow", {"ms": 5})
+    registry.clear()
+    assert not registry.active and registry.kinds == {}
