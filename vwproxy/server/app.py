@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import orjson
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,7 +21,7 @@ from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
 from vwproxy.core.objects import ChangeEvent
 from vwproxy.core.rv import DETERMINISTIC_BASE, RVSequence
-from vwproxy.kube import vwpaths
+from vwproxy.kube import errors, vwpaths
 from vwproxy.server import http
 from vwproxy.server.admission import Admission
 from vwproxy.server.front import Front
@@ -32,9 +33,17 @@ from vwproxy.core.view import DEFAULT_HISTORY
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
 from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import Shard
+from vwproxy.upstream import faults
 from vwproxy.upstream.client import BackendClient
 
 log = logging.getLogger(__name__)
+
+# The admin API that switches backend faults on and off (issue 15).
+FAULTS_PREFIX = "/vwproxy/faults/"
+
+
+def _fault_status(backend: str, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"backend": backend, "faults": [{"fault": kind, **args} for kind, args in sorted(kinds.items())]}
 
 
 class ServeApp:
@@ -152,7 +161,44 @@ class ServeApp:
             response = self._readyz() if scope["path"] == "/readyz" else self._metrics()
             await response(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["path"].startswith(FAULTS_PREFIX):
+            await (await self._faults(scope, receive))(scope, receive, send)
+            return
         await self.front(scope, receive, send)
+
+    async def _faults(self, scope: Scope, receive: Receive) -> Response:
+        """`POST /vwproxy/faults/<backend>` `{"fault": kind, ...args}` sets a fault, `DELETE` clears
+        them all (issue 15). The guard has authorized it as a non-resource path (admins only by default)."""
+        name = unquote(scope["path"][len(FAULTS_PREFIX):])
+        client = self.clients.get(name)
+        if client is None:
+            raise errors.not_found("backends", name)
+        if scope["method"] == "DELETE":
+            client.faults.clear()
+            return http.object_response(_fault_status(name, client.faults.kinds), 200)
+        if scope["method"] != "POST":
+            raise errors.method_not_supported(f"{scope['method']} is not supported on {FAULTS_PREFIX}<backend>: POST or DELETE")
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise errors.bad_request("the fault must be a JSON object") from None
+        if not isinstance(request, dict) or not isinstance(request.get("fault"), str):
+            raise errors.bad_request('the fault must be a JSON object with a "fault" string')
+        kind = request.pop("fault")
+        if kind == faults.DROP_WATCHES:
+            dropped = await client.drop_watches()
+            return http.object_response({**_fault_status(name, client.faults.kinds), "dropped": dropped}, 200)
+        try:
+            client.faults.set(kind, request)
+        except faults.FaultError as exc:
+            raise errors.bad_request(str(exc)) from None
+        return http.object_response(_fault_status(name, client.faults.kinds), 200)
 
     def _readyz(self) -> Response:
         """Ready once seeded. Stale workspaces and workspaces whose backend is undeclared or
@@ -175,6 +221,9 @@ class ServeApp:
         """Prometheus text exposition of the proxy's gauges and counters."""
         values = {**self.hub.metrics(), "vwproxy_slow_watchers_closed_total": self.reads.slow_watchers_closed, "vwproxy_shard_revision": self.shard.revision, "vwproxy_shard_watchers": self.shard.watcher_count()}
         body = "".join(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}\n{name} {value}\n" for name, value in values.items())
+        faulty = [(name, kind) for name, client in sorted(self.clients.items()) for kind in sorted(client.faults.kinds)]
+        if faulty:
+            body += "# TYPE vwproxy_faults_active gauge\n" + "".join(f'vwproxy_faults_active{{backend="{name}",fault="{kind}"}} 1\n' for name, kind in faulty)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -86,6 +86,23 @@ class RunningProxy:
     # -- clients: every test reaches the server through these, so they carry whatever
     # -- credentials and trust the server asks for.
 
+    def fault(self, backend: str, kind: str, **args: Any) -> dict[str, Any]:
+        """Switch a fault on for a kube backend while the proxy runs (`down`, `hung`, `slow` with
+        `ms=`, `expire-next-watch`, `drop-watches`), through the admin API; returns its answer."""
+        with self.client() as admin:
+            resp = admin.post(f"/vwproxy/faults/{backend}", json={"fault": kind, **args})
+        if resp.status_code != 200:
+            raise AssertionError(f"fault {kind} on backend {backend}: {resp.status_code} {resp.text}")
+        answer: dict[str, Any] = resp.json()
+        return answer
+
+    def clear_faults(self, backend: str) -> None:
+        """Clear every fault of a kube backend."""
+        with self.client() as admin:
+            resp = admin.delete(f"/vwproxy/faults/{backend}")
+        if resp.status_code != 200:
+            raise AssertionError(f"clearing the faults of backend {backend}: {resp.status_code} {resp.text}")
+
     def user_token(self, name: str) -> str:
         """The static token of a user given to the constructor."""
         return self._user_tokens[name]

@@ -35,6 +35,7 @@ from vwproxy import __version__
 from vwproxy.kube import errors
 from vwproxy.kube.errors import StatusError, bad_request, service_unavailable
 from vwproxy.upstream.backends import Backend, BackendConfigError, tls_context
+from vwproxy.upstream.faults import EXPIRED_WATCH_EVENT, Faults
 
 # A backend on the same LAN or loopback accepts a TCP+TLS connection in milliseconds; one that has
 # not after 5 s is down or blackholed, and failing fast lets that backend's workspaces be marked
@@ -204,6 +205,8 @@ class BackendClient:
             trust_env=False,
         )
         self._closed = False
+        # Faults a test switches on through the admin API (`vwproxy/upstream/faults.py`).
+        self.faults = Faults(backend.name)
 
     def __repr__(self) -> str:
         return f"BackendClient({self.name!r}, {self.backend.url!r})"
@@ -213,6 +216,8 @@ class BackendClient:
     ) -> UpstreamResponse:
         """Send one request to `<backend URL path><path>?<query>` and read the whole answer."""
         request = self._build(method, path, query, headers, body, _timeout(READ_TIMEOUT_SECONDS))
+        if self.faults.active:
+            await self.faults.before_request(READ_TIMEOUT_SECONDS)
         try:
             response = await self._client.send(request)
         except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL) as exc:
@@ -233,12 +238,23 @@ class BackendClient:
         request = self._build(method, path, query, headers, body, _timeout(read_timeout))
         try:
             async with asyncio.timeout(RESPONSE_HEAD_SECONDS):
+                if self.faults.active:
+                    await self.faults.before_request(RESPONSE_HEAD_SECONDS)
+                    if self.faults.take_expired_watch(request.url.params.get("watch") in ("true", "1")):
+                        expired = httpx.Response(200, headers={"content-type": "application/json"}, content=EXPIRED_WATCH_EVENT)
+                        return UpstreamStream(self, expired)
                 response = await self._client.send(request, stream=True)
         except TimeoutError:
             raise errors.timeout(f"backend {self.name} did not answer in time (no response head within {RESPONSE_HEAD_SECONDS:g} s)") from None
         except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL) as exc:
             self._raise(exc)
-        return UpstreamStream(self, response)
+        stream = UpstreamStream(self, response)
+        self.faults.track(stream)
+        return stream
+
+    async def drop_watches(self) -> int:
+        """The drop-watches fault: cut every open stream to this backend now."""
+        return await self.faults.drop_watches(lambda stream: stream.aclose())
 
     async def probe(self, path: str) -> int:
         """A cheap read of `path` (one item) that must answer within PROBE_TIMEOUT_SECONDS; a
@@ -247,6 +263,8 @@ class BackendClient:
         request = self._build("GET", path, [("limit", "1")], {"accept": "application/json"}, b"", _timeout(PROBE_TIMEOUT_SECONDS))
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                if self.faults.active:
+                    await self.faults.before_request(PROBE_TIMEOUT_SECONDS)
                 response = await self._client.send(request)
         except TimeoutError:
             raise errors.timeout(f"backend {self.name} did not answer a probe within {PROBE_TIMEOUT_SECONDS:g} s") from None
