@@ -25,14 +25,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	mcbuilder "sigs.k8s.io/multicluster-runtime/pkg/builder"
 	mcmanager "sigs.k8s.io/multicluster-runtime/pkg/manager"
 	mcreconcile "sigs.k8s.io/multicluster-runtime/pkg/reconcile"
-
-	"github.com/kcp-dev/multicluster-provider/apiexport"
 
 	"github.com/vwproxy/vwproxy/tests/go/internal/program"
 )
@@ -69,28 +65,11 @@ func main() {
 	}
 	logger.Info("following endpoint slice", "host", cfg.Host, "endpointslice", *endpointSlice)
 
-	scheme := program.NewScheme()
-	provider, err := apiexport.New(cfg, *endpointSlice, apiexport.Options{Scheme: scheme})
-	if err != nil {
-		program.Fail(logger, err, "creating the apiexport provider")
-	}
-	mgr, err := mcmanager.New(cfg, provider, program.ManagerOptions(scheme))
-	if err != nil {
-		program.Fail(logger, err, "creating the manager")
-	}
-
 	widget := &unstructured.Unstructured{}
 	widget.SetGroupVersionKind(widgetKind)
-	reconciler := &widgetReconciler{manager: mgr, name: *name, updateStatus: *statusWrite == "update"}
-	if err := mcbuilder.ControllerManagedBy(mgr).Named(*name).For(widget).Complete(reconciler); err != nil {
-		program.Fail(logger, err, "building the controller")
-	}
-
-	logger.Info("starting manager")
-	if err := mgr.Start(signals.SetupSignalHandler()); err != nil {
-		program.Fail(logger, err, "manager stopped")
-	}
-	logger.Info("stopped cleanly")
+	program.RunAPIExportController(logger, cfg, *endpointSlice, *name, widget, func(mgr mcmanager.Manager) reconcile.TypedReconciler[mcreconcile.Request] {
+		return &widgetReconciler{manager: mgr, name: *name, updateStatus: *statusWrite == "update"}
+	})
 }
 
 // widgetReconciler marks each widget as seen and ready, in the widget's own cluster.

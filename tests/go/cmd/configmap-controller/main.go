@@ -22,14 +22,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	mcbuilder "sigs.k8s.io/multicluster-runtime/pkg/builder"
 	mcmanager "sigs.k8s.io/multicluster-runtime/pkg/manager"
 	mcreconcile "sigs.k8s.io/multicluster-runtime/pkg/reconcile"
-
-	"github.com/kcp-dev/multicluster-provider/apiexport"
 
 	"github.com/vwproxy/vwproxy/tests/go/internal/program"
 )
@@ -64,26 +60,9 @@ func main() {
 	}
 	logger.Info("following endpoint slice", "host", cfg.Host, "endpointslice", *endpointSlice, "events", *eventsAPI)
 
-	scheme := program.NewScheme()
-	provider, err := apiexport.New(cfg, *endpointSlice, apiexport.Options{Scheme: scheme})
-	if err != nil {
-		program.Fail(logger, err, "creating the apiexport provider")
-	}
-	mgr, err := mcmanager.New(cfg, provider, program.ManagerOptions(scheme))
-	if err != nil {
-		program.Fail(logger, err, "creating the manager")
-	}
-
-	reconciler := &configMapReconciler{manager: mgr, name: *name, coreEvents: *eventsAPI == "core"}
-	if err := mcbuilder.ControllerManagedBy(mgr).Named(*name).For(&corev1.ConfigMap{}).Complete(reconciler); err != nil {
-		program.Fail(logger, err, "building the controller")
-	}
-
-	logger.Info("starting manager")
-	if err := mgr.Start(signals.SetupSignalHandler()); err != nil {
-		program.Fail(logger, err, "manager stopped")
-	}
-	logger.Info("stopped cleanly")
+	program.RunAPIExportController(logger, cfg, *endpointSlice, *name, &corev1.ConfigMap{}, func(mgr mcmanager.Manager) reconcile.TypedReconciler[mcreconcile.Request] {
+		return &configMapReconciler{manager: mgr, name: *name, coreEvents: *eventsAPI == "core"}
+	})
 }
 
 // configMapReconciler annotates each ConfigMap once and records an Event about it, in the
