@@ -39,7 +39,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from procstats import ProcessStats, Results, print_table  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from ndjson import watch_events  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from procstats import ProcessStats, Results, print_table  # noqa: E402
 
 WILDCARD = "/clusters/*/api/v1/configmaps"
 STARTUP_TIMEOUT = 20.0
@@ -240,21 +241,14 @@ async def watch_under_updates(base: str, start_rv: int, targets: list[tuple[int,
             if r.status != 200:
                 raise BenchError(f"watch: HTTP {r.status}: {(await r.read())[:300]!r}")
             opened.set()
-            buf = b""
-            async for chunk in r.content.iter_any():  # ends when the server ends the stream
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    event = orjson.loads(line)
-                    if event["type"] == "MODIFIED":
-                        delivered.append(int(event["object"]["metadata"]["resourceVersion"]))
-                        last_event = time.perf_counter()
-                    else:
-                        other.append(f"{event['type']}: {line[:200]!r}")
-                        if event["type"] == "ERROR":
-                            return
+            async for now, line, event in watch_events(r):  # ends when the server ends the stream
+                if event["type"] == "MODIFIED":
+                    delivered.append(int(event["object"]["metadata"]["resourceVersion"]))
+                    last_event = now
+                else:
+                    other.append(f"{event['type']}: {line[:200]!r}")
+                    if event["type"] == "ERROR":
+                        return
 
     async def writer(session: aiohttp.ClientSession, j: int) -> None:
         for u in range(j, updates, clients):

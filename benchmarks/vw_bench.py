@@ -59,7 +59,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-from procstats import ProcessStats, Results, print_table  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from ndjson import watch_events  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from procstats import ProcessStats, Results, print_table  # noqa: E402
 
 WIDGETS = "/apis/example.dev/v1alpha1"
 KCP = "/apis/apis.kcp.io/v1alpha2"
@@ -394,29 +395,21 @@ async def _read_watch(session: aiohttp.ClientSession, url: str, params: dict[str
         if r.status != 200:
             raise BenchError(f"watch {url}: HTTP {r.status}: {(await r.read())[:300]!r}")
         opened.set()
-        buf = b""
-        async for chunk in r.content.iter_any():
-            now = time.perf_counter()
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = orjson.loads(line)
-                kind = event.get("type")
-                if kind == "BOOKMARK":
-                    continue
-                if kind != "MODIFIED":
-                    fan.other.append(f"{which} {kind}: {line[:200]!r}")
-                    if kind == "ERROR":
-                        return
-                    continue
-                md = event["object"]["metadata"]
-                key = ((md.get("annotations") or {}).get("kcp.io/cluster", ""), md["name"], (md.get("labels") or {}).get(SEQ_LABEL, ""))
-                if key in into:
-                    fan.duplicates[which] += 1
-                else:
-                    into[key] = now
+        async for now, line, event in watch_events(r):
+            kind = event.get("type")
+            if kind == "BOOKMARK":
+                continue
+            if kind != "MODIFIED":
+                fan.other.append(f"{which} {kind}: {line[:200]!r}")
+                if kind == "ERROR":
+                    return
+                continue
+            md = event["object"]["metadata"]
+            key = ((md.get("annotations") or {}).get("kcp.io/cluster", ""), md["name"], (md.get("labels") or {}).get(SEQ_LABEL, ""))
+            if key in into:
+                fan.duplicates[which] += 1
+            else:
+                into[key] = now
 
 
 async def watch_fan_in(base: str, vw_list_url: str, vw_rv: str, direct_rvs: dict[str, str], watched: list[str],

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from benchmarks.ndjson import watch_events
 from benchmarks.vw_target import HarnessError, Target, expect
 
 RUN_LABEL = "vwbench-run"
@@ -86,25 +87,18 @@ async def _one_watch_list(session: aiohttp.ClientSession, url: str) -> tuple[flo
     async with session.get(url, params=params, timeout=timeout) as r:
         if r.status != 200:
             return f"HTTP {r.status}: {(await r.read())[:200]!r}"
-        buf = b""
-        async for chunk in r.content.iter_any():
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = orjson.loads(line)
-                if not first:
-                    first = time.perf_counter() - started
-                kind = event.get("type")
-                if kind == "ADDED":
-                    added += 1
-                elif kind == "BOOKMARK":
-                    annotations = ((event.get("object") or {}).get("metadata") or {}).get("annotations") or {}
-                    if annotations.get(INITIAL_EVENTS_END) == "true":
-                        return time.perf_counter() - started, first or time.perf_counter() - started, added
-                elif kind == "ERROR":
-                    return f"ERROR event: {line[:200]!r}"
+        async for now, line, event in watch_events(r):
+            if not first:
+                first = now - started
+            kind = event.get("type")
+            if kind == "ADDED":
+                added += 1
+            elif kind == "BOOKMARK":
+                annotations = ((event.get("object") or {}).get("metadata") or {}).get("annotations") or {}
+                if annotations.get(INITIAL_EVENTS_END) == "true":
+                    return now - started, first or now - started, added
+            elif kind == "ERROR":
+                return f"ERROR event: {line[:200]!r}"
     return "the stream ended without the initial-events-end bookmark (watch-list not supported?)"
 
 
@@ -162,30 +156,22 @@ async def _read_events(session: aiohttp.ClientSession, target: Target, rv: str, 
         if r.status != 200:
             raise HarnessError(f"wildcard WATCH: HTTP {r.status}: {(await r.read())[:300]!r}")
         opened.set()
-        buf = b""
-        async for chunk in r.content.iter_any():
-            now = time.perf_counter()
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = orjson.loads(line)
-                kind = event.get("type")
-                if kind == "BOOKMARK":
-                    continue
-                md = (event.get("object") or {}).get("metadata") or {}
-                labels = md.get("labels") or {}
-                if kind not in ("ADDED", "MODIFIED") or labels.get(RUN_LABEL) is None:
-                    if kind == "ERROR":
-                        out.other_events.append(f"ERROR: {line[:200]!r}")
-                        return
-                    continue  # someone else's object, or ours being deleted
-                key = ((md.get("annotations") or {}).get(CLUSTER_ANNOTATION, ""), md.get("name", ""), labels.get(SEQ_LABEL, ""))
-                if key in out.arrivals:
-                    out.duplicates += 1
-                else:
-                    out.arrivals[key] = now
+        async for now, line, event in watch_events(r):
+            kind = event.get("type")
+            if kind == "BOOKMARK":
+                continue
+            md = (event.get("object") or {}).get("metadata") or {}
+            labels = md.get("labels") or {}
+            if kind not in ("ADDED", "MODIFIED") or labels.get(RUN_LABEL) is None:
+                if kind == "ERROR":
+                    out.other_events.append(f"ERROR: {line[:200]!r}")
+                    return
+                continue  # someone else's object, or ours being deleted
+            key = ((md.get("annotations") or {}).get(CLUSTER_ANNOTATION, ""), md.get("name", ""), labels.get(SEQ_LABEL, ""))
+            if key in out.arrivals:
+                out.duplicates += 1
+            else:
+                out.arrivals[key] = now
 
 
 async def measure_writes(session: aiohttp.ClientSession, target: Target, clusters: list[str], namespace: str, writes_per_cluster: int,
