@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import shutil
 import socket
 import sys
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp
 
 from vwproxy import __version__
 from vwproxy import kubeconfig_command, up_command
 from vwproxy.control.manifests import ManifestError, load_folder
+from vwproxy.auth.keys import SIGNING_KEY_FILE, write_private_file
 from vwproxy.auth.stack import build_auth
+from vwproxy.auth.tls import CA_CERT, CA_KEY, SERVING_CERT, TOKEN_FILE, ensure_admin_token
+from vwproxy.control.shards import DEFAULT_SHARD_NAME
+from vwproxy.core.partition import Partition, PartitionError
 from vwproxy.server.app import ServeApp
 from vwproxy.server.guard import rbac_source, service_account_lookup
 from vwproxy.server.auth_middleware import require_bearer_token
@@ -25,13 +32,18 @@ from vwproxy.server.requestlog import RequestLog
 from vwproxy.server.shard_app import build_shard_app
 from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, Shard
 from vwproxy.store.sqlite import StorageError
-from vwproxy.upstream.backends import BackendConfigError, load_backends
+from vwproxy.upstream.backends import Backend, BackendConfigError, load_backends
 from vwproxy.upstream.client import BackendClient
 
 log = logging.getLogger("vwproxy")
 
 DEFAULT_SERVE_PORT = 6443
 DEFAULT_SHARD_PORT = 6444
+# What a proxy shard copies from the control plane's data dir (--join-secrets).
+JOIN_FILES = (CA_CERT, CA_KEY, SIGNING_KEY_FILE, TOKEN_FILE)
+# A proxy shard's throwaway copy of the control plane, inside its data dir.
+MIRROR_DIR = "mirror"
+_SHARD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # One format for vwproxy's lines and uvicorn's (uvicorn's own logging config is not loaded).
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -95,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     auth = shard.add_mutually_exclusive_group()
     auth.add_argument("--token", default="", help="require 'Authorization: Bearer TOKEN' (visible in the process list: prefer --token-file)")
     auth.add_argument("--token-file", type=Path, default=None, help="require the bearer token read from this file")
+    serve.add_argument("--shard-name", default=DEFAULT_SHARD_NAME,
+                       help="the name this process registers as its Shard in root (default: %(default)s)")
+    serve.add_argument("--partition", default="",
+                       help="the logical clusters whose virtual workspaces this process serves: all, none, hash:I/N or "
+                            "clusters:NAME,... (default: all; a proxy shard must say)")
+    serve.add_argument("--join", default="", metavar="URL",
+                       help="run as a proxy shard of the control plane at URL (its front), serving its --partition")
+    serve.add_argument("--join-secrets", type=Path, default=None, metavar="DIR",
+                       help="with --join: the control plane's data dir, or a copy of its ca.crt, ca.key, service-account.key and tokens.csv")
     serve.add_argument("--deterministic", action="store_true",
                        help="logical cluster names derived from workspace paths and a fixed proxy RV base (for tests that assert on them)")
     kubeconfig_command.add_parser(sub)
@@ -116,6 +137,68 @@ def _shard_token(args: argparse.Namespace) -> str:
     if args.token and not token:
         raise SystemExit("vwproxy: --token must not be blank")
     return token
+
+
+def _partition(args: argparse.Namespace) -> Partition:
+    if not _SHARD_NAME.match(args.shard_name):
+        raise ValueError(f"--shard-name {args.shard_name!r}: a shard name is a DNS label (lowercase letters, digits and '-', at most 63)")
+    if args.join and not args.partition:
+        raise ValueError("--join needs --partition: which logical clusters this proxy shard serves (hash:I/N, clusters:NAME,...)")
+    try:
+        return Partition.parse(args.partition or "all")
+    except PartitionError as exc:
+        raise ValueError(f"--partition {exc}") from None
+
+
+def _joining(args: argparse.Namespace) -> BackendClient | None:
+    """With --join: the control plane's credentials copied from --join-secrets into the data dir
+    (its CA signs this shard's serving certificate, its signing key verifies ServiceAccount
+    tokens, its admin token reaches it), and a client for its front."""
+    if not args.join:
+        if args.join_secrets is not None:
+            raise ValueError("--join-secrets goes with --join")
+        return None
+    if args.join_secrets is None:
+        raise ValueError("--join needs --join-secrets DIR: the control plane's data dir (ca.crt, ca.key, service-account.key, tokens.csv)")
+    if args.shard_name == DEFAULT_SHARD_NAME:
+        raise ValueError(f"--join needs a --shard-name of its own (the control plane is {DEFAULT_SHARD_NAME!r} unless told otherwise)")
+    url = args.join.rstrip("/")
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"--join {args.join!r}: the control plane's URL, e.g. https://control-plane:6443")
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    for name in JOIN_FILES:
+        source = args.join_secrets / name
+        try:
+            content = source.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"--join-secrets {args.join_secrets}: {name}: cannot read: {exc.strerror or exc.__class__.__name__}") from None
+        target = args.data_dir / name
+        if not target.exists() or target.read_bytes() != content:
+            write_private_file(target, content)
+            if name == CA_CERT:
+                (args.data_dir / SERVING_CERT).unlink(missing_ok=True)  # signed by another CA: made anew
+    _, token = ensure_admin_token(args.data_dir)
+    ca = "" if url.startswith("http://") else str(args.data_dir / CA_CERT)
+    try:
+        return BackendClient(Backend(name="control-plane", url=url, token=token, ca_file=ca))
+    except BackendConfigError as exc:
+        raise ValueError(f"--join: {exc}") from None
+
+
+def _open_mirror(args: argparse.Namespace) -> Shard:
+    """A proxy shard's copy of the control plane: made anew at every start (it is re-listed)."""
+    folder = args.data_dir / MIRROR_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        return Shard(folder, history_size=args.history)
+    except StorageError as exc:
+        raise SystemExit(f"vwproxy: {exc}") from None
+
+
+def _hosts(host: str, external: str) -> tuple[str, ...]:
+    """The names the serving certificate must hold: the listen address and the external URL's host."""
+    name = urlsplit(external).hostname or ""
+    return tuple(dict.fromkeys(h for h in (host, name) if h and h not in ("0.0.0.0", "::")))
 
 
 def _open_shard(args: argparse.Namespace) -> Shard:
@@ -200,14 +283,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             shard.close()
         return 0
-    config = args.config or example_topology()
     try:
-        manifests = load_folder(config)
-        backends = load_backends(config)
+        partition = _partition(args)
+        join = _joining(args)
+    except ValueError as exc:
+        print(f"vwproxy: {exc}", file=sys.stderr)
+        return 2
+    config = args.config or (None if join is not None else example_topology())
+    try:
+        manifests = load_folder(config) if config is not None and join is None else []
+        backends = load_backends(config) if config is not None else {}
     except (ManifestError, BackendConfigError) as exc:
         print(f"vwproxy: {exc}", file=sys.stderr)
         return 2
-    shard = _open_shard(args)
+    if join is not None:
+        shard = _open_mirror(args)
+    else:
+        shard = _open_shard(args)
     sock = _bind(args)
     auth = None
     if args.insecure_open:
@@ -218,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             auth = build_auth(
                 args.data_dir, sa_lookup=service_account_lookup(shard), rbac_source=rbac_source(shard), server_url=external,
-                hosts=(args.host,), policy_paths=args.policy, token_files=args.token_auth_file,
+                hosts=_hosts(args.host, external), policy_paths=args.policy, token_files=args.token_auth_file,
                 authentication_config=args.authentication_config, development=args.dev_allow_hs256,
             )
         except (ValueError, OSError) as exc:
@@ -231,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     external = args.external_url.rstrip("/") or f"{_scheme(args)}://{args.host}:{args.port}"
     clients = {name: BackendClient(backend) for name, backend in backends.items()}
     log.info("vwproxy %s on %s: config %s, %d manifests, backends: %s", __version__, external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
-    serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed, auth=auth, deterministic=args.deterministic)
+    serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed, auth=auth, deterministic=args.deterministic,
+                         shard_name=args.shard_name, partition=partition, join=join)
     state = up_command.write_serve_state(args.data_dir, external)
     try:
         _run(serve_app, args, serve_app.reads, sock)

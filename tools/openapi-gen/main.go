@@ -401,6 +401,9 @@ func kcpComponents(pool map[string]Schema) map[string]Schema {
 	add(core, "v1alpha1", "LogicalCluster",
 		"LogicalCluster describes the workspace it lives in. Every workspace has exactly one, named \"cluster\"; it carries the workspace's phase and its pending initializers and terminators, and is used to authorize requests to the workspace. Labels: tenancy.kcp.io/phase=<phase>, plus one initializer.internal.kcp.io/ or terminator.internal.kcp.io/ label per pending entry.",
 		logicalClusterSpec(), logicalClusterStatus())
+	add(core, "v1alpha1", "Shard",
+		"Shard is one server that holds workspaces and serves their virtual workspaces. Each shard registers itself in the root workspace; endpoint slices list the virtual workspace URL of every shard that hosts at least one binding to the export. vwproxy records the logical clusters a shard serves in its vwproxy.dev/partition annotation (all, none, hash:I/N or clusters:NAME,...).",
+		shardSpec(), shardStatus())
 	add(tenancy, "v1alpha1", "Workspace",
 		"Workspace is a child workspace: a Kubernetes-cluster-like endpoint with its own discovery, OpenAPI and resources, stored in a logical cluster. Standard Kubernetes clients and tools work against its URL.",
 		workspaceSpec(), workspaceStatus())
@@ -713,6 +716,20 @@ func logicalClusterSpec() Schema {
 		}),
 		"initializers": stringList("initializers are set by the system on creation, and copied to status.initializers when initialization starts.", ""),
 		"terminators":  stringList("terminators are set by the system on creation, and copied to status.terminators when the logical cluster is deleted.", ""),
+	})
+}
+
+func shardSpec() Schema {
+	return object("ShardSpec says where the shard is reached.", Schema{
+		"baseURL":             str("baseURL is the address of the shard's API, as other servers reach it."),
+		"externalURL":         str("externalURL is the address clients use for workspaces on this shard."),
+		"virtualWorkspaceURL": str("virtualWorkspaceURL is the base of the shard's virtual workspace URLs (<virtualWorkspaceURL>/services/...)."),
+	})
+}
+
+func shardStatus() Schema {
+	return object("ShardStatus is the observed state of the Shard.", Schema{
+		"conditions": conditions("Shard"),
 	})
 }
 

@@ -15,17 +15,26 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, SCHEMAS, ControlStore, Obj
+import orjson
+
+from vwproxy.control.objects import (
+    API_BINDINGS,
+    API_EXPORTS,
+    SCHEMAS,
+    ControlStore,
+    Obj,
+)
 from vwproxy.control.reconcilers import export_schema_names
 from vwproxy.core.claims import ClaimRef, claim_group, export_claims
 from vwproxy.core.objects import ChangeEvent
+from vwproxy.core.partition import EVERYTHING, Partition
 from vwproxy.core.rv import RVSequence
 from vwproxy.core.view import DEFAULT_HISTORY, View
 from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
-from vwproxy.upstream.reflector import Reflector
+from vwproxy.upstream.reflector import LIST_PAGE, MAX_BACKOFF_SECONDS, Reflector
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +77,15 @@ class ViewHub:
 
     def __init__(
         self, shard: Shard, store: ControlStore, seq: RVSequence | None = None, history_size: int = DEFAULT_HISTORY,
-        client_for: Callable[[str], BackendClient | None] = lambda cluster: None,
+        client_for: Callable[[str], BackendClient | None] = lambda cluster: None, partition: Partition = EVERYTHING,
     ) -> None:
         self.shard = shard
         self.client_for = client_for
+        # The logical clusters this process serves (DESIGN §7); the others are another shard's.
+        self.partition = partition
         self._reflectors: dict[tuple[ViewKey, str], tuple[asyncio.Task[None], Reflector]] = {}
+        # One wildcard list+watch per (view, shard-like backend), feeding all its engaged clusters.
+        self._feeds: dict[tuple[ViewKey, str], _Feed] = {}
         self.stale: dict[str, str] = {}  # logical cluster → why its backend is not current
         self._changed: dict[ViewKey, asyncio.Event] = {}
         self.store = store
@@ -139,6 +152,15 @@ class ViewHub:
         identity = self.identity_of(key.export_cluster, key.export_name)
         if not identity:
             return set()
+        if not self.partition.everything:
+            return {c for c in self._wanted(key, identity) if self.partition.owns(c, self.store.path_of(c))}
+        return self._wanted(key, identity)
+
+    def owns(self, cluster: str) -> bool:
+        """Whether the logical cluster is in this process's partition."""
+        return self.partition.everything or self.partition.owns(cluster, self.store.path_of(cluster))
+
+    def _wanted(self, key: ViewKey, identity: str) -> set[str]:
         entry = (key.export_cluster, key.export_name, key.group, key.resource, identity)
         ref = self.claim_of(key)
         if ref is None:
@@ -178,6 +200,9 @@ class ViewHub:
             except errors.StatusError as exc:
                 self.stale[cluster] = exc.message  # an undeclared backend: engaged, but nothing to show
                 continue
+            if client is not None and client.shard is not None:
+                self._feed(key, client.shard).engage(cluster)
+                continue
             if client is not None:
                 self._start_reflector(key, cluster, client)
                 continue
@@ -189,6 +214,12 @@ class ViewHub:
             if running is not None:
                 running[0].cancel()
                 self.stale.pop(cluster, None)
+            for feed_key, feed in list(self._feeds.items()):
+                if feed_key[0] == key and feed.disengage(cluster):
+                    self.stale.pop(cluster, None)
+                    if not feed.clusters:
+                        feed.cancel()
+                        del self._feeds[feed_key]
             events += view.drop_cluster(cluster)
         self.engaged[key] = wanted
         self._dispatch(key, events)
@@ -271,9 +302,18 @@ class ViewHub:
         task = asyncio.get_running_loop().create_task(reflector.run(), name=f"reflector {cluster} {path}")
         self._reflectors[(key, cluster)] = (task, reflector)
 
+    def _feed(self, key: ViewKey, backend: BackendClient) -> _Feed:
+        """The wildcard feed of the view on a shard-like backend, started on first use."""
+        feed = self._feeds.get((key, backend.name))
+        if feed is None:
+            feed = _Feed(self, key, backend)
+            self._feeds[(key, backend.name)] = feed
+        return feed
+
     async def wait_synced(self, key: ViewKey, timeout: float) -> None:
         """Wait (bounded) until every reflector of the view has listed once."""
         waits = [r.synced.wait() for (k, _), (_, r) in self._reflectors.items() if k == key and not r.synced.is_set()]
+        waits += [f.synced.wait() for (k, _), f in self._feeds.items() if k == key and not f.synced.is_set()]
         if waits:
             try:
                 await asyncio.wait_for(asyncio.gather(*waits), timeout)
@@ -303,7 +343,7 @@ class ViewHub:
             "vwproxy_views": len(self.views),
             "vwproxy_view_objects": sum(len(v) for v in self.views.values()),
             "vwproxy_watchers": sum(v.watcher_count for v in self.views.values()),
-            "vwproxy_reflectors": len(self._reflectors),
+            "vwproxy_reflectors": len(self._reflectors) + len(self._feeds),
             "vwproxy_stale_workspaces": len(self.stale),
             "vwproxy_resource_version": self.seq.current,
         }
@@ -313,12 +353,14 @@ class ViewHub:
         return [f"workspace {c} is stale: {why}" for c, why in sorted(self.stale.items()) if c in engaged]
 
     async def aclose(self) -> None:
-        for task, _ in self._reflectors.values():
+        tasks = [task for task, _ in self._reflectors.values()] + [t for f in self._feeds.values() for t in f.tasks()]
+        for task in tasks:
             task.cancel()
-        for task, _ in self._reflectors.values():
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._reflectors.clear()
+        self._feeds.clear()
 
     def _dispatch(self, key: ViewKey, events: list[ChangeEvent]) -> None:
         """Wake writers waiting to read their own write (the view has offered `events` to its watchers)."""
@@ -329,3 +371,149 @@ class ViewHub:
 
     def export_label(self, export_cluster: str, export_name: str) -> str:
         return kcp.export_label_value(export_cluster, export_name)
+
+
+class _Feed:
+    """One wildcard list+watch of a view's resource on a shard-like backend (`/clusters/*/…`, as
+    kcp runs one informer per shard), feeding every engaged logical cluster of that backend.
+
+    Objects are told apart by their `kcp.io/cluster` annotation; those of clusters the view has
+    not engaged (another export's identity, another shard's partition) are dropped on arrival. A
+    cluster engaged while the watch runs is listed on its own once; the watch events for it that
+    arrive meanwhile are held and applied on top of that list (one resourceVersion space: the
+    backend's), so nothing is missed and nothing goes back in time.
+    """
+
+    def __init__(self, hub: ViewHub, key: ViewKey, backend: BackendClient) -> None:
+        self.hub = hub
+        self.key = key
+        self.backend = backend
+        self.clusters: set[str] = set()
+        self._held: dict[str, list[tuple[str, Obj, str]]] = {}  # cluster → events while its own list runs
+        self._backfills: dict[str, asyncio.Task[None]] = {}
+        self._generation = 0  # bumped by every full relist: a backfill older than it is dropped
+        self.path = ""
+        self.reflector: Reflector | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def synced(self) -> asyncio.Event:
+        assert self.reflector is not None, "a feed is made to engage a cluster"
+        return self.reflector.synced
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [*([self.task] if self.task is not None else []), *self._backfills.values()]
+
+    def cancel(self) -> None:
+        for task in self.tasks():
+            task.cancel()
+
+    def engage(self, cluster: str) -> None:
+        self.clusters.add(cluster)
+        if self.reflector is None:
+            self.path = self._resource_path(cluster)
+            self.reflector = Reflector(self.backend, f"/clusters/*{self.path}", self._replace, self._change, self._health)
+            self.task = asyncio.get_running_loop().create_task(self.reflector.run(), name=f"feed {self.backend.name} {self.path}")
+        elif self.reflector.synced.is_set():
+            self._held[cluster] = []
+            self._backfills[cluster] = asyncio.get_running_loop().create_task(self._backfill(cluster), name=f"backfill {cluster} {self.path}")
+
+    def disengage(self, cluster: str) -> bool:
+        if cluster not in self.clusters:
+            return False
+        self.clusters.discard(cluster)
+        self._held.pop(cluster, None)
+        running = self._backfills.pop(cluster, None)
+        if running is not None:
+            running.cancel()
+        return True
+
+    def _resource_path(self, cluster: str) -> str:
+        key = self.key
+        return f"/apis/{key.group}/{self.hub._bound_version(key, cluster)}/{key.resource}" if key.group else f"/api/v1/{key.resource}"
+
+    @staticmethod
+    def _cluster_of(obj: Obj) -> str:
+        return str(((obj.get("metadata") or {}).get("annotations") or {}).get(kcp.CLUSTER_ANNOTATION) or "")
+
+    def _replace(self, items: list[tuple[Obj, str]]) -> None:
+        self._generation += 1
+        grouped: dict[str, list[tuple[Obj, str]]] = {}
+        for obj, rv in items:
+            cluster = self._cluster_of(obj)
+            if cluster in self.clusters:
+                grouped.setdefault(cluster, []).append((obj, rv))
+        view = self.hub.views[self.key]
+        for cluster in sorted(self.clusters):
+            self._held.pop(cluster, None)  # this list covers it: an older backfill's result is void
+            self.hub._dispatch(self.key, view.replace_cluster(cluster, grouped.get(cluster, [])))
+
+    def _change(self, kind: str, obj: Obj, rv: str) -> None:
+        cluster = self._cluster_of(obj)
+        if cluster not in self.clusters:
+            return
+        held = self._held.get(cluster)
+        if held is not None:
+            held.append((kind, obj, rv))
+            return
+        self._apply(cluster, kind, obj, rv)
+
+    def _apply(self, cluster: str, kind: str, obj: Obj, rv: str) -> None:
+        view = self.hub.views[self.key]
+        md = obj.get("metadata") or {}
+        if kind == wire.DELETED:
+            self.hub._dispatch(self.key, view.delete(cluster, str(md.get("namespace") or ""), str(md.get("name") or ""), rv))
+        else:
+            self.hub._dispatch(self.key, view.upsert(cluster, obj, rv))
+
+    def _health(self, ok: bool, why: str) -> None:
+        for cluster in self.clusters:
+            if ok:
+                self.hub.stale.pop(cluster, None)
+            else:
+                self.hub.stale[cluster] = why
+        if not ok:
+            log.warning("shard-like backend %s: %s stale: %s", self.backend.name, self.path, why)
+
+    async def _backfill(self, cluster: str) -> None:
+        """List one newly engaged cluster, then apply the events held for it meanwhile."""
+        generation = self._generation
+        backoff = 0.2
+        while True:
+            try:
+                items, list_rv = await self._list_one(cluster)
+                break
+            except (errors.StatusError, ValueError, orjson.JSONDecodeError) as exc:
+                self.hub.stale[cluster] = f"listing it on {self.backend.name} failed: {exc}"
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        self._backfills.pop(cluster, None)
+        held = self._held.pop(cluster, None)
+        if held is None or generation != self._generation or cluster not in self.clusters:
+            return  # a full relist (or a disengagement) came first and covered it
+        self.hub.stale.pop(cluster, None)
+        view = self.hub.views[self.key]
+        self.hub._dispatch(self.key, view.replace_cluster(cluster, items))
+        for kind, obj, rv in held:
+            if not rv.isdigit() or not list_rv.isdigit() or int(rv) > int(list_rv):
+                self._apply(cluster, kind, obj, rv)
+
+    async def _list_one(self, cluster: str) -> tuple[list[tuple[Obj, str]], str]:
+        client = self.backend.scoped(cluster)
+        items: list[tuple[Obj, str]] = []
+        token = ""
+        while True:
+            query = [("limit", str(LIST_PAGE))] + ([("continue", token)] if token else [])
+            resp = await client.request("GET", self.path, query, {"accept": "application/json"}, b"")
+            if resp.status == 404:
+                return [], ""
+            if resp.status != 200:
+                raise errors.from_status({"code": resp.status, "message": f"listing {self.path} in {cluster} answered HTTP {resp.status}"})
+            body = orjson.loads(resp.body)
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise ValueError("a list without items")
+            items += [(i, str((i.get("metadata") or {}).get("resourceVersion", ""))) for i in body["items"] if isinstance(i, dict)]
+            meta = body.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")

@@ -31,6 +31,7 @@ class Kind:
 WORKSPACES = Kind("tenancy.kcp.io", "v1alpha1", "workspaces")
 WORKSPACE_TYPES = Kind("tenancy.kcp.io", "v1alpha1", "workspacetypes")
 LOGICAL_CLUSTERS = Kind("core.kcp.io", "v1alpha1", "logicalclusters")
+SHARDS = Kind("core.kcp.io", "v1alpha1", "shards")
 API_EXPORTS = Kind("apis.kcp.io", "v1alpha2", "apiexports")
 API_EXPORTS_V1 = Kind("apis.kcp.io", "v1alpha1", "apiexports")
 API_BINDINGS = Kind("apis.kcp.io", "v1alpha2", "apibindings")

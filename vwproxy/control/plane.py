@@ -18,12 +18,12 @@ import orjson
 from vwproxy.control.backend_claims import BACKEND_RELABEL_SECONDS, relabel_backend
 from vwproxy.control.backend_health import BackendHealth, Reachability, what_is_wrong
 from vwproxy.control.labeller import OBJECTS_PER_YIELD, ClaimLabeller
-from vwproxy.control.objects import API_BINDINGS, CRDS, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
+from vwproxy.control.objects import API_BINDINGS, CRDS, ENDPOINT_SLICES, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
 from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
-from vwproxy.kube import errors, kcp
-from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
-from vwproxy.kube import watch as wire
 from vwproxy.core.objects import ChangeEvent
+from vwproxy.kube import errors, kcp
+from vwproxy.kube import watch as wire
+from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
 
@@ -47,16 +47,24 @@ _KEYS_BY_STORAGE = {
     "apis.kcp.io/apiresourceschemas": "schema",
     "/secrets": "secret",
     "apiextensions.k8s.io/customresourcedefinitions": "crd",
+    "core.kcp.io/shards": "shard",
 }
 
 
 class ControlPlane:
     """Runs the reconcilers for everything in the embedded shard."""
 
-    def __init__(self, shard: Shard, external_url: str, clients: Mapping[str, BackendClient] | None = None, *, deterministic: bool = False) -> None:
+    def __init__(
+        self, shard: Shard, external_url: str, clients: Mapping[str, BackendClient] | None = None, *, deterministic: bool = False,
+        embedded_client: BackendClient | None = None,
+    ) -> None:
+        """`embedded_client` makes this a proxy shard's passive copy (DESIGN §7): the kcp objects
+        are the control plane's, mirrored into `shard`, nothing is reconciled here, and the
+        workspaces on the embedded shard are reached through the control plane with that client."""
         self.shard = shard
         self.store = ControlStore(shard)
         self.clients = dict(clients or {})
+        self.embedded_client = embedded_client
         self.claims = ClaimLabeller(shard, self.store)
         self.health = BackendHealth(self.clients, self._backend_changed)
         self.reconcilers = Reconcilers(
@@ -68,7 +76,8 @@ class ControlPlane:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        shard.on_commit.append(self._on_commit)
+        if embedded_client is None:
+            shard.on_commit.append(self._on_commit)
 
     # -- what a commit affects -----------------------------------------------------------------
 
@@ -80,7 +89,7 @@ class ControlPlane:
 
     def enqueue_all(self) -> None:
         for storage_key, kind in _KEYS_BY_STORAGE.items():
-            if kind in ("secret", "crd", "schema"):
+            if kind in ("secret", "crd", "schema", "shard"):
                 continue
             for obj in self.shard.table(storage_key).ordered(None):
                 self._enqueue_for(kind, obj.cluster, obj.namespace, obj.name, None)
@@ -148,6 +157,10 @@ class ControlPlane:
         elif kind in ("schema", "crd"):
             for binding_cluster, binding in self.store.all(API_BINDINGS, None if kind == "schema" else cluster):
                 self.enqueue(("binding", binding_cluster, binding["metadata"]["name"]))
+        elif kind == "shard":
+            # A shard came, went or changed its URL or partition: every endpoint slice looks again.
+            for slice_obj in self.shard.table(self.store.info(ENDPOINT_SLICES).storage_key).ordered(None):
+                self.enqueue(("slice", slice_obj.cluster, slice_obj.name))
         if kind == "workspacetype":
             # A workspace waits in Scheduling until its type (and what that extends) resolves.
             for ws in self.shard.table(self.store.info(WORKSPACES).storage_key).ordered(None):
@@ -290,7 +303,7 @@ class ControlPlane:
     def client_for(self, cluster: str) -> BackendClient | None:
         backend = self.backend_of(cluster)
         if backend == EMBEDDED_BACKEND:
-            return None
+            return self.embedded_client.scoped(cluster) if self.embedded_client is not None else None
         client = self.clients.get(backend)
         if client is None:
             raise errors.service_unavailable(undeclared_backend_message(self.store.path_of(cluster), backend))

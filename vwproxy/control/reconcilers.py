@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
-from vwproxy.control import claims, labeller
+from vwproxy.control import claims, labeller, shards
 from vwproxy.control.labeller import ClaimLabeller
 from vwproxy.control.lifecycle import BACKEND_ANNOTATION, BOUND_BY_ANNOTATION, EMBEDDED_BACKEND, ReachabilityOf, WorkspaceLifecycle
 from vwproxy.control.objects import (
@@ -163,15 +163,6 @@ class Reconcilers:
         for slice_cluster, slice_obj in self.store.all(ENDPOINT_SLICES):
             self.reconcile_endpoint_slice(slice_cluster, slice_obj["metadata"]["name"])
 
-    def export_is_bound(self, export_cluster: str, export_name: str) -> bool:
-        """Whether any APIBinding on this shard binds the export (endpoint URLs are published then)."""
-        for _, binding in self.store.all(API_BINDINGS):
-            status = binding.get("status") or {}
-            ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
-            if ref.get("name") == export_name and status.get("apiExportClusterName") == export_cluster:
-                return True
-        return False
-
     def reconcile_endpoint_slice(self, cluster: str, name: str) -> None:
         slice_obj = self.store.get(ENDPOINT_SLICES, cluster, name)
         if slice_obj is None or slice_obj["metadata"].get("deletionTimestamp"):
@@ -187,8 +178,10 @@ class Reconcilers:
         else:
             status["conditions"] = [condition("APIExportValid", True, previous=previous), condition("PartitionValid", True, previous=previous)]
             assert export_cluster is not None
-            if self.export_is_bound(export_cluster, export_name):
-                status["endpoints"] = [{"url": vwpaths.apiexport_url(self.external_url, export_cluster, export_name)}]
+            bound = shards.bound_clusters(self.store, export_cluster, export_name)
+            hosts = shards.serving(shards.registered(self.store, self.external_url), bound, self.store.path_of)
+            if hosts:
+                status["endpoints"] = [{"url": vwpaths.apiexport_url(s.virtual_workspace_url, export_cluster, export_name)} for s in hosts]
             else:
                 status.pop("endpoints", None)
         self.store.set_status(ENDPOINT_SLICES, cluster, slice_obj, status)
@@ -390,4 +383,4 @@ def bindings_of_export(store: ControlStore, export_cluster: str, export_name: st
     return out
 
 
-__all__ = ["Reconcilers", "bindings_of_export", "crd_from_schema", "BACKEND_ANNOTATION", "EMBEDDED_BACKEND"]
+__all__ = ["BACKEND_ANNOTATION", "EMBEDDED_BACKEND", "Reconcilers", "bindings_of_export", "crd_from_schema"]

@@ -122,6 +122,7 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = tuple(
     + _r("apis.kcp.io", ("v1alpha1",), "apiresourceschemas", "APIResourceSchema", namespaced=False, categories=("kcp",), generation=True)
     + _r("apis.kcp.io", ("v1alpha1", "v1alpha2"), "apibindings", "APIBinding", namespaced=False, categories=("kcp",), status=True, generation=True)
     + _r("core.kcp.io", ("v1alpha1",), "logicalclusters", "LogicalCluster", namespaced=False, categories=("kcp",), status=True, generation=True)
+    + _r("core.kcp.io", ("v1alpha1",), "shards", "Shard", namespaced=False, categories=("kcp",), status=True, generation=True)
     + _r("tenancy.kcp.io", ("v1alpha1",), "workspaces", "Workspace", namespaced=False, short=("ws",), categories=("kcp",), status=True, generation=True)
     + _r("tenancy.kcp.io", ("v1alpha1",), "workspacetypes", "WorkspaceType", namespaced=False, categories=("kcp",), status=True, generation=True)
 )

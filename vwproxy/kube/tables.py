@@ -150,6 +150,12 @@ _BUILTIN_COLUMNS: dict[tuple[str, str], list[tuple[Obj, Cell]]] = {
         (_col("URL"), _path("spec", "URL")),
         (AGE_COLUMN, _age),
     ],
+    ("core.kcp.io", "shards"): [
+        (_col("URL"), _path("spec", "baseURL")),
+        (_col("Virtual Workspace URL"), _path("spec", "virtualWorkspaceURL")),
+        (_col("Partition"), lambda o, now: ((o.get("metadata") or {}).get("annotations") or {}).get("vwproxy.dev/partition", "")),
+        (AGE_COLUMN, _age),
+    ],
     ("core.kcp.io", "logicalclusters"): [(_col("Phase"), _path("status", "phase")), (_col("URL"), _path("status", "URL")), (AGE_COLUMN, _age)],
 }
 

@@ -15,13 +15,16 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vwproxy.auth.stack import AuthStack
+from vwproxy.control import shards
 from vwproxy.control.manifests import Manifest
-from vwproxy.control.objects import ENDPOINT_SLICES, WORKSPACES
+from vwproxy.control.mirror import Mirror
+from vwproxy.control.objects import ENDPOINT_SLICES, SHARDS, WORKSPACES
 from vwproxy.control.plane import ControlPlane
 from vwproxy.control.seed import seed
 from vwproxy.core.objects import ChangeEvent
+from vwproxy.core.partition import EVERYTHING, Partition
 from vwproxy.core.rv import DETERMINISTIC_BASE, RVSequence
-from vwproxy.kube import errors, vwpaths
+from vwproxy.kube import errors, kcp, vwpaths
 from vwproxy.server import http
 from vwproxy.server.admission import Admission
 from vwproxy.server.front import Front
@@ -40,6 +43,10 @@ log = logging.getLogger(__name__)
 
 # The admin API that switches backend faults on and off (issue 15).
 FAULTS_PREFIX = "/vwproxy/faults/"
+SERVICES_PREFIX = "/services/"
+# A proxy shard looks at its registration this often, and retries a failed one sooner.
+JOIN_CHECK_SECONDS = 10.0
+JOIN_RETRY_SECONDS = 0.5
 
 
 def _fault_status(backend: str, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -61,11 +68,23 @@ class ServeApp:
         auth: AuthStack | None = None,
         view_history: int = DEFAULT_HISTORY,
         deterministic: bool = False,
+        shard_name: str = shards.DEFAULT_SHARD_NAME,
+        partition: Partition = EVERYTHING,
+        join: BackendClient | None = None,
     ) -> None:
+        """`shard_name` and `partition` are what this process registers as its `Shard` (DESIGN §7):
+        its virtual workspaces serve the logical clusters of `partition`. With `join` (a client
+        for a control plane's front) this process is a proxy shard: `shard` is a throwaway copy
+        of the control plane's objects, kept by a `Mirror`, and nothing is seeded or reconciled here."""
         self.shard = shard
         self.clients = clients or {}
         self.external_url = external_url
-        self.control = ControlPlane(shard, external_url, self.clients, deterministic=deterministic)
+        self.shard_name = shard_name
+        self.partition = partition
+        self.join = join
+        self.mirror = Mirror(shard, join) if join is not None else None
+        self.registered = join is None
+        self.control = ControlPlane(shard, external_url, self.clients, deterministic=deterministic, embedded_client=join)
         self.manifests = list(manifests)
         self.reseed = reseed
         # One read handler for the embedded shard and every virtual workspace.
@@ -73,7 +92,7 @@ class ServeApp:
         shard_app = build_shard_app(shard, bookmark_interval, close_on_shutdown=False, reads=self.reads,
                                     admit=Admission(auth.rbac) if auth is not None else None)
         seq = RVSequence(DETERMINISTIC_BASE) if deterministic else None
-        self.hub = ViewHub(shard, self.control.store, seq, history_size=view_history, client_for=self.control.client_for)
+        self.hub = ViewHub(shard, self.control.store, seq, history_size=view_history, client_for=self.control.client_for, partition=partition)
         # The virtual workspace writes to the embedded shard through its own HTTP API, in-process.
         self.embedded = httpx.AsyncClient(transport=httpx.ASGITransport(app=shard_app), base_url="http://embedded")
         self.apiexport = APIExportVirtualWorkspace(self.control, self.hub, self.embedded, self.reads)
@@ -82,7 +101,7 @@ class ServeApp:
                                                    auth.rbac.authorize if auth is not None else None)
         # Every request is authenticated and authorized first, unless the server was started open.
         self.auth = auth
-        self.entry: ASGIApp = self._routes
+        self.entry: ASGIApp = http.StatusErrors(self._routes)
         if auth is not None:
             self.entry = http.StatusErrors(Guard(self._routes, auth, shard, self.control.store))
             shard.on_commit.append(self._rbac_changed)
@@ -94,10 +113,19 @@ class ServeApp:
         vw = vwpaths.parse(unquote(scope["path"]))
         if vw.kind == vwpaths.APIEXPORT:
             await self.apiexport(scope, receive, send)
+        elif self.join is not None:
+            raise errors.path_not_found(f"this is proxy shard {self.shard_name}: the {vw.kind} virtual workspace is served by the control plane at {self.join.backend.url}")
         else:
             await self.lifecycle(scope, receive, send)
 
     async def startup(self) -> None:
+        if self.mirror is not None:
+            # A proxy shard: listen at once, ready once the copy is synced and the shard registered.
+            await self.mirror.start()
+            self._loop_task = asyncio.create_task(self._join(), name="vwproxy-join")
+            log.info("proxy shard %s (partition %s) joining the control plane at %s", self.shard_name, self.partition, self.join.backend.url if self.join else "")
+            return
+        shards.register(self.control.store, self.shard_name, self.external_url, self.partition)
         # The config seeds a new data dir once; after that users' changes stick (DESIGN §5).
         if self.shard.seeded and not self.reseed:
             log.info("data dir %s was seeded before: not applying the config again (--reseed does)", self.shard.data_dir)
@@ -112,6 +140,49 @@ class ServeApp:
         self._loop_task = asyncio.create_task(self.control.run(), name="vwproxy-control-plane")
         for line in self.summary():
             log.info("%s", line)
+
+    async def _join(self) -> None:
+        """Register this proxy shard with the control plane once its copy is synced, and again
+        whenever its `Shard` goes missing or changes there (someone deleted it, a restart of the
+        control plane with a fresh data dir)."""
+        assert self.join is not None and self.mirror is not None
+        wanted = shards.shard_object(self.shard_name, self.external_url, self.partition)
+        path = "/clusters/root/apis/core.kcp.io/v1alpha1/shards"
+        backoff = JOIN_RETRY_SECONDS
+        while True:
+            await self.mirror.wait_synced(JOIN_CHECK_SECONDS)
+            held = self.control.store.get(SHARDS, kcp.ROOT_CLUSTER, self.shard_name)
+            if self.mirror.synced and held is not None and shards.matches(held, wanted):
+                if not self.registered:
+                    log.info("proxy shard %s registered with the control plane", self.shard_name)
+                self.registered = True
+                backoff = JOIN_RETRY_SECONDS
+                await asyncio.sleep(JOIN_CHECK_SECONDS)
+                continue
+            try:
+                await self._put_shard(path, wanted)
+            except errors.StatusError as exc:
+                log.warning("proxy shard %s: registering with the control plane failed: %s (will retry)", self.shard_name, exc.message)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, JOIN_CHECK_SECONDS)
+                continue
+            await asyncio.sleep(JOIN_RETRY_SECONDS)  # the mirror brings the result back
+
+    async def _put_shard(self, path: str, wanted: dict[str, Any]) -> None:
+        assert self.join is not None
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        current = await self.join.request("GET", f"{path}/{self.shard_name}", [], headers)
+        if current.status == 404:
+            answer = await self.join.request("POST", path, [], headers, orjson.dumps(wanted))
+        elif current.status == 200:
+            body = orjson.loads(current.body)
+            body["metadata"].setdefault("annotations", {}).update(wanted["metadata"]["annotations"])
+            body["spec"] = wanted["spec"]
+            answer = await self.join.request("PUT", f"{path}/{self.shard_name}", [], headers, orjson.dumps(body))
+        else:
+            answer = current
+        if answer.status not in (200, 201):
+            raise errors.from_status({"code": answer.status, "message": f"HTTP {answer.status}: {answer.body[:200].decode(errors='replace')}"})
 
     def summary(self) -> list[str]:
         """What a user needs at start: the front URL, each endpoint slice's VW URL, the data dir,
@@ -139,7 +210,11 @@ class ServeApp:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self.mirror is not None:
+            await self.mirror.aclose()
         await self.hub.aclose()
+        if self.join is not None:
+            await self.join.aclose()
         for client in self.clients.values():
             await client.aclose()
         await self.embedded.aclose()
@@ -164,6 +239,8 @@ class ServeApp:
         if scope["type"] == "http" and scope["path"].startswith(FAULTS_PREFIX):
             await (await self._faults(scope, receive))(scope, receive, send)
             return
+        if self.join is not None and not scope["path"].startswith(SERVICES_PREFIX) and scope["path"] not in ("/healthz", "/livez", "/version"):
+            raise errors.path_not_found(f"this is proxy shard {self.shard_name}, which serves only /services/apiexport/…; workspaces are served by the control plane at {self.join.backend.url}")
         await self.front(scope, receive, send)
 
     async def _faults(self, scope: Scope, receive: Receive) -> Response:
@@ -205,6 +282,8 @@ class ServeApp:
         unreachable are listed with `[-]` but do not fail the check, unlike kube-apiserver's
         failed checks: everything else is served (DESIGN §4, one bad backend never blocks the
         rest), and a readiness probe taking the whole proxy out of rotation would block it."""
+        if self.mirror is not None:
+            return self._shard_readyz()
         if self._loop_task is None:
             return PlainTextResponse("[-]control-plane: seeding\nreadyz check failed\n", 503)
         # Informative like the lines below: `vwproxy up` waits for "settled" before it answers.
@@ -216,6 +295,19 @@ class ServeApp:
             lines.append(f"[-]workspace {cluster}: stale: {why}")
         lines.append("readyz check passed")
         return PlainTextResponse("\n".join(lines) + "\n")
+
+    def _shard_readyz(self) -> Response:
+        """A proxy shard is ready once its copy of the control plane is synced and it is registered."""
+        assert self.mirror is not None
+        lines = ["[+]mirror synced" if self.mirror.synced else "[-]mirror: syncing with the control plane",
+                 "[+]registered" if self.registered else f"[-]registered: not yet registered as shard {self.shard_name}"]
+        for storage_key, why in sorted(self.mirror.stale.items()):
+            lines.append(f"[-]control plane {storage_key}: stale: {why}")
+        for cluster, why in sorted(self.hub.stale.items()):
+            lines.append(f"[-]workspace {cluster}: stale: {why}")
+        ready = self.mirror.synced and self.registered
+        lines.append("readyz check passed" if ready else "readyz check failed")
+        return PlainTextResponse("\n".join(lines) + "\n", 200 if ready else 503)
 
     def _metrics(self) -> Response:
         """Prometheus text exposition of the proxy's gauges and counters."""

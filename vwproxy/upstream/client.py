@@ -19,7 +19,7 @@ it and nothing else, so a caller can never borrow the proxy's privileges on a ba
 from __future__ import annotations
 
 import asyncio
-
+import copy
 import socket
 import ssl
 import string
@@ -208,8 +208,24 @@ class BackendClient:
         # Faults a test switches on through the admin API (`vwproxy/upstream/faults.py`).
         self.faults = Faults(backend.name)
 
+    # A client scoped to one logical cluster of a shard-like backend (`scoped`) knows the
+    # backend's own client, whose `/clusters/*` wildcard covers every cluster at once.
+    shard: BackendClient | None = None
+    cluster: str = ""
+
     def __repr__(self) -> str:
-        return f"BackendClient({self.name!r}, {self.backend.url!r})"
+        return f"BackendClient({self.name!r}, {self.backend.url!r}{', ' + repr(self.cluster) if self.cluster else ''})"
+
+    def scoped(self, cluster: str) -> BackendClient:
+        """A client for `<this backend>/clusters/<cluster>`: one logical cluster of a shard-like
+        backend (the embedded shard of a control plane, a kcp shard), sharing this client's
+        connections and faults."""
+        scoped = copy.copy(self)
+        scoped._base_path = self._base_path + b"/clusters" + _checked_path("/" + cluster)
+        scoped.base_path = scoped._base_path.decode()
+        scoped.shard = self
+        scoped.cluster = cluster
+        return scoped
 
     async def request(
         self, method: str, path: str, query: Query = (), headers: Mapping[str, str] | None = None, body: bytes = b""
