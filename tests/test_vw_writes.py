@@ -154,3 +154,13 @@ def test_the_python_client_deletes_with_a_precondition(proxy: RunningProxy, fron
     assert front.get(f"{at}/py-doomed").status_code == 404
 
 
+
+
+def test_a_create_answers_what_the_view_then_holds(front: httpx.Client, at: str) -> None:
+    """Read your own create: the answer's proxy RV is the one a GET right after it returns, on a
+    kube backend too (the name comes from the answer there: generateName leaves the path without one)."""
+    for body in ({"metadata": {"name": "fresh"}}, {"metadata": {"generateName": "gen-"}}):
+        made = front.post(at, json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "spec": {"size": 1}, **body})
+        assert made.status_code == 201, made.text
+        name = made.json()["metadata"]["name"]
+        assert front.get(f"{at}/{name}").json() == made.json(), "read your own create"

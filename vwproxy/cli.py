@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return up_command.run(args)
     _check_tls(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # one line per request is RequestLog's job
     if args.command == "shard":
         token = _shard_token(args)
         shard = _open_shard(args)

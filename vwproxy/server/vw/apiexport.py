@@ -31,6 +31,7 @@ from vwproxy.kube.apply import APPLY_PATCH
 from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.server import http
+from vwproxy.server.guard import user_of
 from vwproxy.server.reads import ReadHandler, ReadScope
 from vwproxy.server.discovery import serve_discovery
 from vwproxy.server.vw.common import check_wildcard, denied, resolve_resource, warning_headers
@@ -124,8 +125,9 @@ class APIExportVirtualWorkspace:
         key = ViewKey(vw.owner_cluster, vw.owner_name, info.group if info.storage_group is None else info.storage_group, info.resource)
         ref = claimed.get((info.group, info.resource))
         scope = ReadScope(claim_requirement(vw.owner_cluster, vw.owner_name, ref)) if ref is not None else None
-        # Authentication does not exist yet: every caller is anonymous (never a client-sent name).
-        user = "system:anonymous"
+        # The name the guard authenticated (never a client-sent one) for the denial message.
+        caller = user_of(request.scope)
+        user = caller.name if caller is not None else "system:anonymous"
         if vw.wildcard:
             check_wildcard(verb, info, target)
             return await self._read(request, key, info, None, target, params, scope)
@@ -205,7 +207,7 @@ class APIExportVirtualWorkspace:
         else:
             upstream = await backend.request(method, path, query, headers, body)
             status, payload = upstream.status, upstream.body
-            if 200 <= status < 300 and target.name:
+            if 200 <= status < 300 and (target.name or verb == "create"):
                 await self._visible(key, cluster, target, payload, verb, status)
         warnings = warning_headers(self.hub.stale_warnings(key))
         if not 200 <= status < 300:
@@ -250,9 +252,12 @@ class APIExportVirtualWorkspace:
         if not isinstance(obj, dict):
             return
         gone = verb == "delete" and status == 200
-        rv = "" if obj.get("kind") == "Status" else str((obj.get("metadata") or {}).get("resourceVersion") or "")
-        if rv or gone:
-            await self.hub.wait_for(key, cluster, target.namespace, target.name, rv, gone, WRITE_VISIBLE_SECONDS)
+        md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        rv = "" if obj.get("kind") == "Status" else str(md.get("resourceVersion") or "")
+        # A create names its object in the answer (generateName included), not in the path.
+        namespace, name = (target.namespace, target.name) if target.name else (str(md.get("namespace") or ""), str(md.get("name") or ""))
+        if name and (rv or gone):
+            await self.hub.wait_for(key, cluster, namespace, name, rv, gone, WRITE_VISIBLE_SECONDS)
 
     def _translate_body(self, view: Any, cluster: str, target: ResourcePath, body: bytes, content_type: str, verb: str) -> tuple[bytes, str]:
         """Strip `kcp.io/cluster` and turn a proxy resourceVersion into the backend's (stale → 409 here)."""
