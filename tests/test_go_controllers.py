@@ -600,3 +600,50 @@ def test_apiexport_controller_needs_apiexports_content_for_its_service_account(
     allowed = run_controller(controllers, go_programs, tmp_path / "granted", "apiexport-controller", "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets")
     allowed.eventually(lambda: not unreconciled(front, PROVIDER_CONSUMERS), "every bound consumer's widgets reconciled by the granted ServiceAccount")
     assert allowed.stop() == 0, allowed.output()[-6000:]
+
+
+# -- two proxy shards ---------------------------------------------------------------------------
+
+
+def test_apiexport_controller_reconciles_both_shards_and_survives_one_dying(
+    go_programs: GoPrograms, controllers: list[Controller], tmp_path: Path,
+) -> None:
+    """multicluster-provider runs one informer per endpoint of the slice: against a control plane
+    and two proxy shards it reconciles the consumers of both; with one shard killed it goes on with
+    the other's, and picks the dead shard's partition up again once it is back."""
+    from vwproxy.core.partition import Partition
+    from vwproxy.testing.topology import ShardedTopology
+
+    partitions = ("hash:0/2", "hash:1/2")
+    with ShardedTopology(tmp_path / "sharded", partitions) as topo:
+        kubeconfig = tmp_path / "provider.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "provider",
+            "clusters": [{"name": "provider", "cluster": {"server": f"{topo.control.url}/clusters/root:provider", "certificate-authority": str(topo.ca_file)}}],
+            "users": [{"name": "admin", "user": {"token": topo.token}}],
+            "contexts": [{"name": "provider", "context": {"cluster": "provider", "user": "admin"}}],
+        }))
+        assert len(topo.endpoint_urls("root:provider", "widgets")) == 2, "both shards host consumers"
+        controller = run_controller(controllers, go_programs, tmp_path, "apiexport-controller", "--kubeconfig", str(kubeconfig), "--endpointslice", "widgets")
+        with topo.client() as front:
+            controller.eventually(lambda: not unreconciled(front, PROVIDER_CONSUMERS), "the consumers on both shards to be reconciled")
+
+            def owner(path: str) -> int:
+                lc = front.get(f"/clusters/{path}/apis/core.kcp.io/v1alpha1/logicalclusters/cluster").json()
+                cluster = lc["metadata"]["annotations"]["kcp.io/cluster"]
+                return next(i for i, spec in enumerate(partitions) if Partition.parse(spec).owns(cluster))
+
+            on = {i: next(p for p in PROVIDER_CONSUMERS if owner(p) == i) for i in (0, 1)}
+            topo.members[0].kill()
+
+            def add(path: str, name: str) -> None:
+                made = front.post(f"/clusters/{path}/{WIDGETS}", json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": 3}})
+                assert made.status_code == 201, made.text
+
+            add(on[0], "while-down")
+            add(on[1], "while-down")
+            controller.eventually(lambda: reconciled(widget(front, on[1], "while-down")), "the surviving shard's consumer to be reconciled")
+            assert not reconciled(widget(front, on[0], "while-down")), "the dead shard's partition waits"
+            topo.members[0].start(topo.token)
+            controller.eventually(lambda: reconciled(widget(front, on[0], "while-down")), "the restarted shard's consumer to be reconciled")
+        assert controller.stop() == 0, controller.output()[-6000:]

@@ -22,7 +22,7 @@ from vwproxy.kube import watch as wire
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
-from vwproxy.upstream.reflector import Obj, Reflector
+from vwproxy.upstream.reflector import Change, Health, Obj, Reflector, Replace
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Mirror:
 
     # -- keeping the copy ------------------------------------------------------------------------
 
-    def _replacer(self, storage_key: str):  # noqa: ANN202 - a Reflector callback
+    def _replacer(self, storage_key: str) -> Replace:
         def replace(items: list[tuple[Obj, str]]) -> None:
             wanted: dict[tuple[str, str, str], Obj] = {}
             for obj, _ in items:
@@ -107,7 +107,7 @@ class Mirror:
 
         return replace
 
-    def _changer(self, storage_key: str):  # noqa: ANN202 - a Reflector callback
+    def _changer(self, storage_key: str) -> Change:
         def change(kind: str, obj: Obj, rv: str) -> None:
             key = _identity(obj)
             if key is None:
@@ -125,7 +125,7 @@ class Mirror:
 
         return change
 
-    def _health(self, storage_key: str):  # noqa: ANN202 - a Reflector callback
+    def _health(self, storage_key: str) -> Health:
         def health(ok: bool, why: str) -> None:
             if ok:
                 if self.stale.pop(storage_key, None) is not None:

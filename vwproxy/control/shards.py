@@ -47,7 +47,7 @@ def shard_object(name: str, url: str, partition: Partition) -> Obj:
 def matches(held: Obj, wanted: Obj) -> bool:
     """Whether a stored `Shard` says what `wanted` says (spec and partition)."""
     partition = (held["metadata"].get("annotations") or {}).get(PARTITION_ANNOTATION)
-    return held.get("spec") == wanted["spec"] and partition == wanted["metadata"]["annotations"][PARTITION_ANNOTATION]
+    return bool(held.get("spec") == wanted["spec"] and partition == wanted["metadata"]["annotations"][PARTITION_ANNOTATION])
 
 
 def register(store: ControlStore, name: str, url: str, partition: Partition) -> None:

@@ -252,7 +252,8 @@ class APIExportVirtualWorkspace:
         if not isinstance(obj, dict):
             return
         gone = verb == "delete" and status == 200
-        md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        found = obj.get("metadata")
+        md: Obj = found if isinstance(found, dict) else {}
         rv = "" if obj.get("kind") == "Status" else str(md.get("resourceVersion") or "")
         # A create names its object in the answer (generateName included), not in the path.
         namespace, name = (target.namespace, target.name) if target.name else (str(md.get("namespace") or ""), str(md.get("name") or ""))
