@@ -134,6 +134,9 @@ def test_choosing_a_workspace_backend_is_for_admins(proxy: RunningProxy, front: 
         refused = tenant.post(workspaces, json=sneaky)
         assert refused.status_code == 403 and "vwproxy.dev/backend" in refused.json()["message"]
         assert front.get(f"{workspaces}/sneaky").status_code == 404, "nothing was written"
+        elsewhere = {"metadata": {"name": "elsewhere", "annotations": {"vwproxy.dev/backend-cluster": "someone-elses"}}}
+        refused = tenant.post(workspaces, json=elsewhere)
+        assert refused.status_code == 403, "naming a cluster on a shard backend is choosing a backend too"
         assert tenant.post(workspaces, json={"metadata": {"name": "plain"}}).status_code == 201
     with proxy.client() as admin:
         assert admin.post(workspaces, json={"metadata": {"name": "chosen", "annotations": {"vwproxy.dev/backend": "embedded"}}}).status_code == 201

@@ -63,6 +63,9 @@ def test_the_endpoint_slice_lists_each_shard_and_each_serves_exactly_its_partiti
         assert all(partition.owns(cluster) for cluster, _ in mine), (spec, mine)
         assert mine == {(c, n) for c, n in expected if partition.owns(c)}, (spec, mine, expected)
         union |= mine
+        with topology.client(url) as vw:  # the bindings too: a provider engages clusters from them
+            bindings = {b["metadata"]["annotations"]["kcp.io/cluster"] for b in items(vw.get("/clusters/*/apis/apis.kcp.io/v1alpha2/apibindings"))}
+        assert bindings == {c for c, _ in mine}, (spec, bindings)
     assert union == expected
 
 

@@ -182,7 +182,7 @@ class ViewHub:
             self._by_storage_key.setdefault(key.storage_key, set()).add(key)
             if key.resource == "apibindings" and key.group == "apis.kcp.io":
                 for cluster, binding in self.store.all(API_BINDINGS):
-                    if binds(binding, key.export_cluster, key.export_name):
+                    if binds(binding, key.export_cluster, key.export_name) and self.owns(cluster):
                         view.upsert(cluster, binding, str((binding.get("metadata") or {}).get("resourceVersion", "")))
             else:
                 self._engage(key)
@@ -201,7 +201,7 @@ class ViewHub:
                 self.stale[cluster] = exc.message  # an undeclared backend: engaged, but nothing to show
                 continue
             if client is not None and client.shard is not None:
-                self._feed(key, client.shard).engage(cluster)
+                self._feed(key, client.shard).engage(cluster, client.cluster)
                 continue
             if client is not None:
                 self._start_reflector(key, cluster, client)
@@ -259,7 +259,7 @@ class ViewHub:
         held = view.get(obj.cluster, obj.namespace, obj.name) is not None
         if event.type != wire.DELETED:
             binding = obj.decode()
-            if binds(binding, key.export_cluster, key.export_name):
+            if binds(binding, key.export_cluster, key.export_name) and self.owns(obj.cluster):
                 self._dispatch(key, view.upsert(obj.cluster, binding, str(obj.rv)))
                 return
         if held:
@@ -389,6 +389,10 @@ class _Feed:
         self.key = key
         self.backend = backend
         self.clusters: set[str] = set()
+        # The backend's name of each engaged logical cluster (a shard-like declared backend may
+        # hold a workspace under another name), and back.
+        self._remote: dict[str, str] = {}
+        self._local: dict[str, str] = {}
         self._held: dict[str, list[tuple[str, Obj, str]]] = {}  # cluster → events while its own list runs
         self._backfills: dict[str, asyncio.Task[None]] = {}
         self._generation = 0  # bumped by every full relist: a backfill older than it is dropped
@@ -408,8 +412,11 @@ class _Feed:
         for task in self.tasks():
             task.cancel()
 
-    def engage(self, cluster: str) -> None:
+    def engage(self, cluster: str, remote: str = "") -> None:
+        remote = remote or cluster
         self.clusters.add(cluster)
+        self._remote[cluster] = remote
+        self._local[remote] = cluster
         if self.reflector is None:
             self.path = self._resource_path(cluster)
             self.reflector = Reflector(self.backend, f"/clusters/*{self.path}", self._replace, self._change, self._health)
@@ -422,6 +429,7 @@ class _Feed:
         if cluster not in self.clusters:
             return False
         self.clusters.discard(cluster)
+        self._local.pop(self._remote.pop(cluster, cluster), None)
         self._held.pop(cluster, None)
         running = self._backfills.pop(cluster, None)
         if running is not None:
@@ -432,9 +440,10 @@ class _Feed:
         key = self.key
         return f"/apis/{key.group}/{self.hub._bound_version(key, cluster)}/{key.resource}" if key.group else f"/api/v1/{key.resource}"
 
-    @staticmethod
-    def _cluster_of(obj: Obj) -> str:
-        return str(((obj.get("metadata") or {}).get("annotations") or {}).get(kcp.CLUSTER_ANNOTATION) or "")
+    def _cluster_of(self, obj: Obj) -> str:
+        """The engaged logical cluster an object of the backend belongs to ("" for none)."""
+        remote = str(((obj.get("metadata") or {}).get("annotations") or {}).get(kcp.CLUSTER_ANNOTATION) or "")
+        return self._local.get(remote, "")
 
     def _replace(self, items: list[tuple[Obj, str]]) -> None:
         self._generation += 1
@@ -499,7 +508,7 @@ class _Feed:
                 self._apply(cluster, kind, obj, rv)
 
     async def _list_one(self, cluster: str) -> tuple[list[tuple[Obj, str]], str]:
-        client = self.backend.scoped(cluster)
+        client = self.backend.scoped(self._remote.get(cluster, cluster))
         items: list[tuple[Obj, str]] = []
         token = ""
         while True:

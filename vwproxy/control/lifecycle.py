@@ -35,6 +35,8 @@ from vwproxy.kube.kcp import PATH_ANNOTATION
 log = logging.getLogger(__name__)
 
 BACKEND_ANNOTATION = "vwproxy.dev/backend"  # on a Workspace: which backend holds its content
+# On a Workspace on a shard-like backend: its logical cluster's name there (default: its own).
+BACKEND_CLUSTER_ANNOTATION = "vwproxy.dev/backend-cluster"
 EMBEDDED_BACKEND = "embedded"
 BOUND_BY_ANNOTATION = "vwproxy.dev/bound-by"  # on an installed CRD: the APIBinding that put it there
 
@@ -109,8 +111,9 @@ class WorkspaceLifecycle:
         if lc is None:
             lc = self._create_logical_cluster(parent, ws, cluster, path, backend, type_ref, initializers, terminators)
         annotations = lc["metadata"].get("annotations") or {}
-        if annotations.get(PATH_ANNOTATION) != path or annotations.get(BACKEND_ANNOTATION) != backend:
-            lc["metadata"]["annotations"] = {**annotations, PATH_ANNOTATION: path, BACKEND_ANNOTATION: backend}
+        wanted = {PATH_ANNOTATION: path, BACKEND_ANNOTATION: backend, **_backend_cluster(ws)}
+        if any(annotations.get(k) != v for k, v in wanted.items()):
+            lc["metadata"]["annotations"] = {**annotations, **wanted}
             self.store.update(LOGICAL_CLUSTERS, cluster, lc)
         waiting: Waiting | None = None
         try:
@@ -156,7 +159,7 @@ class WorkspaceLifecycle:
     def _create_logical_cluster(
         self, parent: str, ws: Obj, cluster: str, path: str, backend: str, type_ref: Obj | None, initializers: list[str], terminators: list[str],
     ) -> Obj:
-        annotations = {PATH_ANNOTATION: path, BACKEND_ANNOTATION: backend}
+        annotations = {PATH_ANNOTATION: path, BACKEND_ANNOTATION: backend, **_backend_cluster(ws)}
         if type_ref is not None:
             annotations[kcp.WORKSPACE_TYPE_ANNOTATION] = f"{type_ref['path']}:{type_ref['name']}"
         spec: Obj = {"owner": {
@@ -425,3 +428,9 @@ class WorkspaceLifecycle:
         if held:
             messages.append("Some content in the logical cluster has finalizers remaining: " + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(held.items())))
         return messages
+
+
+def _backend_cluster(ws: Obj) -> dict[str, str]:
+    """The workspace's logical cluster on a shard-like backend, when its Workspace names one."""
+    name = (ws["metadata"].get("annotations") or {}).get(BACKEND_CLUSTER_ANNOTATION)
+    return {BACKEND_CLUSTER_ANNOTATION: str(name)} if name else {}

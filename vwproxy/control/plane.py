@@ -19,6 +19,7 @@ from vwproxy.control.backend_claims import BACKEND_RELABEL_SECONDS, relabel_back
 from vwproxy.control.backend_health import BackendHealth, Reachability, what_is_wrong
 from vwproxy.control.labeller import OBJECTS_PER_YIELD, ClaimLabeller
 from vwproxy.control.objects import API_BINDINGS, CRDS, ENDPOINT_SLICES, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
+from vwproxy.control.lifecycle import BACKEND_CLUSTER_ANNOTATION
 from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
 from vwproxy.core.objects import ChangeEvent
 from vwproxy.kube import errors, kcp
@@ -307,7 +308,15 @@ class ControlPlane:
         client = self.clients.get(backend)
         if client is None:
             raise errors.service_unavailable(undeclared_backend_message(self.store.path_of(cluster), backend))
+        if client.backend.shard:
+            return client.scoped(self._backend_cluster(cluster))
         return client
+
+    def _backend_cluster(self, cluster: str) -> str:
+        """The logical cluster's name on its shard-like backend (its own unless annotated)."""
+        lc = self.store.stored(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
+        annotations = (lc.decode()["metadata"].get("annotations") or {}) if lc is not None else {}
+        return str(annotations.get(BACKEND_CLUSTER_ANNOTATION) or cluster)
 
     def _workspaces_on(self, backend: str) -> list[tuple[str, Obj]]:
         """(parent cluster, Workspace) of every workspace whose content lives on `backend`."""

@@ -15,6 +15,12 @@ declared in `backends.yaml` in the `--config` folder, one `Backend` document eac
     # … or instead of url and credentials:
     #   kubeconfig: ./kubeconfig
     #   context: kind-a                # the current-context by default
+      shard: false                     # true: the URL serves many logical clusters under
+                                       # /clusters/<name> (a `vwproxy shard`, a kcp shard)
+
+A `shard: true` backend is followed with one wildcard list+watch (`/clusters/*/…`) per resource,
+whatever the number of its workspaces; each workspace on it names its logical cluster there with
+the `vwproxy.dev/backend-cluster` annotation (default: the workspace's own logical cluster name).
 
 Relative paths are relative to the folder of the file that names them (backends.yaml's folder
 for `spec`, the kubeconfig's folder for paths inside a kubeconfig, as kubectl does). Inline
@@ -30,6 +36,7 @@ from __future__ import annotations
 import atexit
 import base64
 import binascii
+import dataclasses
 import os
 import re
 import shutil
@@ -51,7 +58,7 @@ EMBEDDED = "embedded"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SPEC_FIELDS = frozenset(
-    {"url", "token", "tokenFile", "caFile", "insecureSkipTLSVerify", "clientCertFile", "clientKeyFile", "kubeconfig", "context"}
+    {"url", "token", "tokenFile", "caFile", "insecureSkipTLSVerify", "clientCertFile", "clientKeyFile", "kubeconfig", "context", "shard"}
 )
 _URL_ONLY_FIELDS = ("token", "tokenFile", "caFile", "insecureSkipTLSVerify", "clientCertFile", "clientKeyFile")
 # kubeconfig user fields that name a way of authenticating vwproxy cannot use; ignoring them
@@ -84,6 +91,7 @@ class Backend:
     cert_file: str = ""
     key_file: str = ""
     insecure: bool = False
+    shard: bool = False  # serves many logical clusters under /clusters/<name>, and /clusters/* across them
 
 
 def load_backends(path: Path) -> dict[str, Backend]:
@@ -165,7 +173,7 @@ def _os_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _parse_document(doc: Any, where: str, folder: Path) -> Backend:
+def _parse_backend(doc: Any, where: str, folder: Path) -> Backend:
     if not isinstance(doc, dict):
         raise BackendConfigError(f"{where}: a Backend must be a YAML mapping")
     if doc.get("apiVersion") != API_VERSION:
@@ -199,6 +207,14 @@ def _parse_document(doc: Any, where: str, folder: Path) -> Backend:
     if "context" in spec:
         raise BackendConfigError(f"{where}: spec.context: only with spec.kubeconfig")
     return _from_url(name, spec, where, folder)
+
+
+def _parse_document(doc: Any, where: str, folder: Path) -> Backend:
+    backend = _parse_backend(doc, where, folder)
+    spec = doc["spec"]
+    if "shard" in spec:
+        backend = dataclasses.replace(backend, shard=_bool(spec, "shard", where))
+    return backend
 
 
 def _show(value: Any) -> str:
