@@ -211,5 +211,38 @@ def test_a_killed_shard_takes_only_its_partition_down_and_resyncs_on_restart(top
     assert topology.endpoint_urls("root:provider", "widgets") == urls
 
 
+def test_a_service_account_of_the_control_plane_is_authenticated_and_authorized_on_each_shard(topology: ShardedTopology) -> None:
+    """Tokens are the control plane's (its signing key), RBAC is the control plane's (mirrored):
+    granted apiexports/content, a controller's ServiceAccount reads through every endpoint; a
+    second one without the grant is refused there; revoking the grant takes effect on the shards."""
+    rbac = "/clusters/root:provider/apis/rbac.authorization.k8s.io/v1"
+    tokens = {}
+    with topology.client() as cp:
+        for name in ("controller", "bystander"):
+            assert cp.post("/clusters/root:provider/api/v1/namespaces/default/serviceaccounts", json={"metadata": {"name": name}}).status_code == 201
+            issued = cp.post(f"/clusters/root:provider/api/v1/namespaces/default/serviceaccounts/{name}/token",
+                             json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})
+            assert issued.status_code == 201, issued.text
+            tokens[name] = issued.json()["status"]["token"]
+        rules = [{"apiGroups": ["apis.kcp.io"], "resources": ["apiexports/content"], "resourceNames": ["widgets"], "verbs": ["*"]}]
+        assert cp.post(f"{rbac}/clusterroles", json={"metadata": {"name": "widgets-content"}, "rules": rules}).status_code == 201
+        grant = {"metadata": {"name": "controller-content"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "widgets-content"},
+                 "subjects": [{"kind": "ServiceAccount", "namespace": "default", "name": "controller"}]}
+        assert cp.post(f"{rbac}/clusterrolebindings", json=grant).status_code == 201
+    context = ssl.create_default_context(cafile=str(topology.ca_file))
+
+    def status(url: str, who: str) -> int:
+        with httpx.Client(verify=context, trust_env=False, timeout=10, headers={"Authorization": f"Bearer {tokens[who]}"}) as client:
+            return client.get(f"{url}/clusters/*/{WIDGETS}").status_code
+
+    for url in topology.endpoint_urls("root:provider", "widgets"):
+        eventually(lambda u=url: status(u, "controller") == 200, f"the controller's token and grant on {url}")
+        assert status(url, "bystander") == 403
+    with topology.client() as cp:
+        assert cp.delete(f"{rbac}/clusterrolebindings/controller-content").status_code == 200
+    for url in topology.endpoint_urls("root:provider", "widgets"):
+        eventually(lambda u=url: status(u, "controller") == 403, f"the revoked grant on {url}")
+
+
 def test_topology_logs_carry_no_tracebacks(topology: ShardedTopology) -> None:
     assert "Traceback" not in topology.logs(), topology.logs()
