@@ -25,7 +25,7 @@ class RequestLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _QUIET_PATHS or not log.isEnabledFor(logging.INFO):
+        if scope["type"] != "http" or scope["path"] in _QUIET_PATHS or not log.isEnabledFor(logging.INFO) or _is_probe(scope):
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
@@ -43,3 +43,11 @@ class RequestLog:
             query = scope.get("query_string", b"").decode("latin-1")
             path = scope["path"] + (f"?{query}" if query else "")
             log.info("%s %s %s %.1fms", scope["method"], path, status or "-", (time.monotonic() - started) * 1000)
+
+
+def _is_probe(scope: Scope) -> bool:
+    """Another vwproxy's reflector heartbeat (a one-item GET every few seconds per watch: a proxy
+    shard following this control plane, a proxy in front of this shard): not traffic worth a line."""
+    if scope.get("method") != "GET" or scope.get("query_string") != b"limit=1":
+        return False
+    return any(name == b"user-agent" and value.startswith(b"vwproxy/") for name, value in scope.get("headers") or ())
