@@ -277,3 +277,22 @@ def test_tls_flags_go_together(serve: Callable[..., Serve], tmp_path: Path) -> N
     running = serve("--tls-cert-file", cert)
     assert running.wait_exit() != 0
     assert "--tls-cert-file and --tls-private-key-file go together" in running.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--partition", "hash:3/2"], "--partition 'hash:3/2': hash:I/N needs"),
+    (["--partition", "half"], "--partition 'half': a partition is all, none"),
+    (["--shard-name", "Shard_1"], "--shard-name 'Shard_1': a shard name is a DNS label"),
+    (["--join", "https://127.0.0.1:1", "--shard-name", "s1"], "--join needs --partition"),
+    (["--join", "https://127.0.0.1:1", "--shard-name", "s1", "--partition", "hash:0/2"], "--join needs --join-secrets DIR"),
+    (["--join", "https://127.0.0.1:1", "--partition", "hash:0/2", "--join-secrets", "."], "--join needs a --shard-name of its own"),
+    (["--join", "https://127.0.0.1:1", "--shard-name", "s1", "--partition", "hash:0/2", "--join-secrets", "nowhere"], "--join-secrets nowhere: ca.crt: cannot read"),
+    (["--join", "control-plane:6443", "--shard-name", "s1", "--partition", "hash:0/2", "--join-secrets", "."], "--join 'control-plane:6443': the control plane's URL"),
+    (["--join-secrets", "."], "--join-secrets goes with --join"),
+])
+def test_shard_flags_are_checked_before_listening(serve: Callable[..., Serve], args: list[str], message: str) -> None:
+    proc = serve(*args)
+    assert proc.wait_exit() == 2
+    assert not proc.listening()
+    assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
