@@ -62,8 +62,8 @@ examples:
   vwproxy serve --reseed
       apply the config folder again over what the data dir holds
   vwproxy serve --data-dir cp --partition none --external-url https://cp.example:6443
-  vwproxy serve --join https://cp.example:6443 --join-secrets cp --shard-name shard-1 \
-      --partition hash:0/2 --data-dir s1 --port 6444 --external-url https://s1.example:6444
+  vwproxy serve --join https://cp.example:6443 --join-secrets cp --shard-name shard-1 --partition hash:0/2
+          --data-dir s1 --port 6444 --external-url https://s1.example:6444
       a control plane and a proxy shard serving half the workspaces (README: Scaling out)
   kubectl --server http://127.0.0.1:6443/clusters/root:provider get apiexportendpointslices
       the virtual workspace URLs, as a controller finds them"""
