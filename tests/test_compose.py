@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -331,3 +332,14 @@ def test_the_control_plane_config_serves_every_consumer(stand_ins: LocalTopology
         with httpx.Client(verify=ssl.create_default_context(cafile=cluster.ca_file), headers={"Authorization": f"Bearer {cluster.token}"}, trust_env=False, timeout=5) as direct:
             on_cluster = {w["metadata"]["name"] for w in direct.get(f"{cluster.url}/{WIDGETS}").json()["items"]}
         assert on_cluster == names, f"{path}'s widgets on {backend}"
+
+
+def test_the_readme_shows_the_compose_commands() -> None:
+    """README's "Scaling out" commands are docker-compose.yml's control-plane and shard-1 ones."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Scaling out"):readme.index("## Not yet")]
+    blocks = [block.split("```", 1)[0] for block in section.split("```sh\n")[1:]]
+    shown = [shlex.split(line.replace("\\\n", " ")) for block in blocks for line in block.replace("\\\n", " ").splitlines()
+             if line.startswith("vwproxy serve")]
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert shown == [["vwproxy", *services["control-plane"]["command"]], ["vwproxy", *services["shard-1"]["command"]]]

@@ -20,13 +20,19 @@ image), and says how to run each as a process on this machine:
   into the folder of the volume mounted at k3s's TLS folder (where a real k3s writes its own, and
   where the backends' `caFile` should point).
 
+    from vwproxy.testing.process import child_env, stop_child
+
     topology = local_topology(Path("docker-compose.yml"), tmp_path)
-    for name in topology.start_order():         # depends_on first
+    for name in topology.start_order():            # what a service depends on comes first
         service = topology.services[name]
         process = subprocess.Popen(service.argv, env=child_env())
-        ...                                     # wait for service.ready_url (trust service.ca_file)
-    topology.services["shard-1"].url            # https://127.0.0.1:<port>
-    topology.local_path("control-plane", "/data")  # the control plane's data dir here
+        ...  # poll service.ready_url: a k3s stand-in's CA is service.ca_file (None without TLS),
+             # a vwproxy service's is the control plane's ca.crt (below), once it has written it
+    topology.services["shard-1"].url               # https://127.0.0.1:<port>, also in its endpoint slices
+    data = topology.local_path("control-plane", "/data")
+    data / "admin.kubeconfig", data / "ca.crt"     # the admin's kubeconfig and the CA, here
+    topology.services["k3s-a"].token               # ask a stand-in directly with this bearer token
+    topology.translate("https://shard-2:6443/x")   # a URL of the Compose network, here
 
 Nothing is started here; files (rewritten config copies, the stand-ins' certificates and token
 files) are written into `workdir` by `local_topology`. Compose features beyond what
