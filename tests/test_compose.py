@@ -22,6 +22,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ import yaml
 from gobuild import GoPrograms
 from support import conditions, eventually
 from vwproxy.testing.compose import K3S_SERVER_CA, ComposeError, LocalTopology, local_topology
-from vwproxy.testing.process import child_env, stop_child
+from vwproxy.testing.process import stop_child
 from vwproxy.testing.proxy import RunningProxy
 from vwproxy.upstream.backends import load_backends
 
@@ -285,16 +286,8 @@ def stand_ins(topology: LocalTopology, tmp_path: Path) -> Iterator[LocalTopology
     processes = []
     try:
         for name in sorted(K3S_SERVICES):
-            service = topology.services[name]
-            log = (tmp_path / f"{name}.log").open("wb")
-            processes.append(subprocess.Popen(service.argv, stdout=log, stderr=subprocess.STDOUT, env=child_env()))
-            with httpx.Client(verify=ssl.create_default_context(cafile=service.ca_file), trust_env=False, timeout=2) as client:
-                def ready() -> bool:
-                    try:
-                        return client.get(service.ready_url).status_code == 200
-                    except httpx.TransportError:
-                        return False
-                eventually(ready, f"{name}'s stand-in serving {service.ready_url}", timeout=20)
+            processes.append(topology.services[name].start(tmp_path / f"{name}.log"))
+            topology.services[name].wait_ready()
         yield topology
     finally:
         for process in processes:
@@ -343,3 +336,27 @@ def test_the_readme_shows_the_compose_commands() -> None:
              if line.startswith("vwproxy serve")]
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     assert shown == [["vwproxy", *services["control-plane"]["command"]], ["vwproxy", *services["shard-1"]["command"]]]
+
+
+def test_wait_ready_names_what_it_waited_for(topology: LocalTopology, tmp_path: Path) -> None:
+    k3s = topology.services["k3s-a"]
+    with pytest.raises(AssertionError, match=r"k3s-a not ready at https://127\.0\.0\.1:\d+/readyz within 0\.3 s: ConnectError"):
+        k3s.wait_ready(timeout=0.3)  # not started
+    missing = tmp_path / "ca.crt"
+    with pytest.raises(AssertionError, match="ca.crt does not exist yet"):
+        topology.services["control-plane"].wait_ready(missing, timeout=0.3)
+
+
+def test_wait_ready_waits_for_the_ca_to_appear(stand_ins: LocalTopology, tmp_path: Path) -> None:
+    """A vwproxy service's CA is written by the control plane once it runs: wait_ready waits for it."""
+    k3s = stand_ins.services["k3s-b"]
+    assert k3s.ca_file is not None
+    later = tmp_path / "later" / "ca.crt"
+    later.parent.mkdir()
+    timer = threading.Timer(0.5, shutil.copyfile, (k3s.ca_file, later))
+    timer.start()
+    try:
+        k3s.wait_ready(later, timeout=10)
+    finally:
+        timer.cancel()
+    assert later.is_file()

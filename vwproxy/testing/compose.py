@@ -20,23 +20,20 @@ image), and says how to run each as a process on this machine:
   into the folder of the volume mounted at k3s's TLS folder (where a real k3s writes its own, and
   where the backends' `caFile` should point).
 
-    from vwproxy.testing.process import child_env, stop_child
-
     topology = local_topology(Path("docker-compose.yml"), tmp_path)
+    data = topology.local_path("control-plane", "/data")
     for name in topology.start_order():            # what a service depends on comes first
         service = topology.services[name]
-        process = subprocess.Popen(service.argv, env=child_env())
-        ...  # poll service.ready_url: a k3s stand-in's CA is service.ca_file (None without TLS),
-             # a vwproxy service's is the control plane's ca.crt (below), once it has written it
+        processes.append(service.start(tmp_path / f"{name}.log"))   # stop_child(process) later
+        service.wait_ready(None if service.kind == "k3s" else data / "ca.crt")
     topology.services["shard-1"].url               # https://127.0.0.1:<port>, also in its endpoint slices
-    data = topology.local_path("control-plane", "/data")
     data / "admin.kubeconfig", data / "ca.crt"     # the admin's kubeconfig and the CA, here
     topology.services["k3s-a"].token               # ask a stand-in directly with this bearer token
     topology.translate("https://shard-2:6443/x")   # a URL of the Compose network, here
 
-Nothing is started here; files (rewritten config copies, the stand-ins' certificates and token
-files) are written into `workdir` by `local_topology`. Compose features beyond what
-docker-compose.yml uses (env files, profiles, networks, published ports) are ignored; an
+`local_topology` starts nothing; it writes the files (rewritten config copies, the stand-ins'
+certificates and token files) into `workdir`; `LocalService.start` and `wait_ready` run one.
+Compose features beyond what docker-compose.yml uses (env files, profiles, networks, published ports) are ignored; an
 unsupported construct in a part that matters (a volume spec, a k3s service without a token file)
 raises `ComposeError` naming the service.
 """
@@ -49,15 +46,19 @@ import graphlib
 import re
 import shlex
 import shutil
+import ssl
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 import yaml
 
 from vwproxy.auth.tls import new_ca, new_serving_certificate
-from vwproxy.testing.process import free_port
+from vwproxy.testing.process import POLL_SECONDS, READY_TIMEOUT_SECONDS, child_env, free_port
 from vwproxy.upstream.backends import FILE_NAME as BACKENDS_FILE
 
 # Where a real k3s server keeps its certificates; its server CA is server-ca.crt there.
@@ -109,6 +110,35 @@ class LocalService:
     @property
     def ready_url(self) -> str:
         return f"{self.url}/readyz"
+
+    def start(self, log: Path) -> subprocess.Popen[bytes]:
+        """Run `argv` as a child (this checkout's vwproxy, no HTTP proxies), output to `log`.
+        Stopping it is the caller's: `vwproxy.testing.process.stop_child`."""
+        with log.open("ab") as output:
+            return subprocess.Popen(self.argv, stdout=output, stderr=subprocess.STDOUT, env=child_env())
+
+    def wait_ready(self, ca_file: Path | None = None, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Poll `ready_url` until it answers 200, trusting `ca_file` (default: the stand-in's own
+        CA; a vwproxy service needs the control plane's ca.crt, which may appear only once the
+        control plane runs: it is waited for too); AssertionError after `timeout`."""
+        trust = ca_file or self.ca_file
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if trust is not None and not trust.is_file():
+                last = f"{trust} does not exist yet"
+            else:
+                verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=trust) if trust is not None else True
+                try:
+                    with httpx.Client(verify=verify, trust_env=False, timeout=2) as client:
+                        response = client.get(self.ready_url)
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.TransportError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+            time.sleep(POLL_SECONDS)  # bounded by the deadline
+        raise AssertionError(f"{self.name} not ready at {self.ready_url} within {timeout} s: {last}")
 
     def local_path(self, container_path: str) -> Path | None:
         """Where `container_path` of this service is here, or None if no mount holds it."""
