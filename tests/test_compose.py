@@ -78,6 +78,8 @@ def test_docker_compose_file_loads_with_compose_go(go_programs: GoPrograms) -> N
                 assert Path(volume["source"]).exists(), f"{name}: bind source {volume['source']} does not exist"
     for name in VWPROXY_SERVICES:
         assert services[name]["build"]["context"] == str(REPO) and services[name]["build"]["dockerfile"] == "Dockerfile"
+        for cluster in K3S_SERVICES:  # backends.yaml's CA files exist only once the clusters have written them
+            assert services[name]["depends_on"][cluster]["condition"] == "service_healthy", f"{name} must wait for {cluster}"
     mounts = {name: {v["target"]: v for v in services[name]["volumes"]} for name in services}
     control_data = flag(services["control-plane"]["command"], "--data-dir")
     assert mounts["control-plane"][control_data]["source"] == "control-plane-data"
