@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+
+from gobuild import GoPrograms, build_go_programs
 
 from vwproxy.testing.proxy import RunningProxy
 from vwproxy.testing.shard import EmbeddedShard
@@ -48,3 +51,9 @@ def front(proxy: RunningProxy) -> Iterator[httpx.Client]:
     """A client for the proxy's front URL."""
     with proxy.client() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def go_programs(record_testsuite_property: Any) -> GoPrograms:
+    """The programs of tests/go, built once per session (see gobuild.py)."""
+    return build_go_programs(record_testsuite_property)
