@@ -362,3 +362,72 @@ def test_wait_ready_waits_for_the_ca_to_appear(stand_ins: LocalTopology, tmp_pat
     finally:
         timer.cancel()
     assert later.is_file()
+
+
+# -- the whole topology: docker-compose.yml's own commands as local processes ----------------------
+
+
+def test_the_compose_topology_serves_each_partition_at_its_endpoint(topology: LocalTopology, tmp_path: Path) -> None:
+    """Every service of docker-compose.yml runs its own command (k3s replaced by `vwproxy shard`):
+    the endpoint slice lists the proxy shards that host consumers, a wildcard list and a wildcard
+    watch on each endpoint see exactly that shard's partition, and the union is the truth read from
+    the control plane and the clusters."""
+    from test_proxy_shards import record_watch_events
+    from vwproxy.core.partition import Partition
+
+    data = topology.local_path("control-plane", "/data")
+    processes = []
+    try:
+        for name in topology.start_order():
+            service = topology.services[name]
+            processes.append(service.start(tmp_path / f"{name}.log"))
+            service.wait_ready(None if service.kind == "k3s" else data / "ca.crt")
+        ca = ssl.create_default_context(cafile=str(data / "ca.crt"))
+        token = (data / "tokens.csv").read_text().split(",", 1)[0]
+
+        def client(base: str) -> httpx.Client:
+            return httpx.Client(base_url=base, verify=ca, headers={"Authorization": f"Bearer {token}"}, trust_env=False, timeout=10)
+
+        control = topology.services["control-plane"].url
+        partitions = {topology.services[s].url: Partition.parse(flag(topology.services[s].argv, "--partition")) for s in ("shard-1", "shard-2")}
+        with client(control) as front:
+            clusters = {path: front.get(f"/clusters/{path}/apis/core.kcp.io/v1alpha1/logicalclusters/cluster").json()["metadata"]["annotations"]["kcp.io/cluster"]
+                        for path in CONSUMERS}
+            for path, (backend, names) in CONSUMERS.items():
+                eventually(lambda p=path: front.get(f"/clusters/{p}/{WIDGETS}").status_code == 200, f"{path} bound")
+                if backend != "embedded":  # the seed writes only to the embedded shard
+                    for name in sorted(names):
+                        made = front.post(f"/clusters/{path}/{WIDGETS}", json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": 1}})
+                        assert made.status_code == 201, made.text
+            truth = {(clusters[p], n) for p, (_, names) in CONSUMERS.items() for n in names}
+
+            def endpoints() -> list[str]:
+                found = front.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets").json()
+                return [e["url"] for e in (found.get("status") or {}).get("endpoints") or []]
+
+            hosting = sorted(url for url, p in partitions.items() if any(p.owns(c) for c in clusters.values()))
+            eventually(lambda: sorted(u.split("/services/")[0] for u in endpoints()) == hosting, "one endpoint per shard hosting a consumer")
+        with client(control) as front:
+            urls = {u.split("/services/")[0]: u for u in endpoints()}
+
+        def listed(url: str) -> set[tuple[str, str]]:
+            with client(url) as vw:
+                items = vw.get(f"/clusters/*/{WIDGETS.replace('namespaces/default/', '')}").json()["items"]
+            return {(i["metadata"]["annotations"]["kcp.io/cluster"], i["metadata"]["name"]) for i in items}
+
+        union: set[tuple[str, str]] = set()
+        for base, url in urls.items():
+            mine = {(c, n) for c, n in truth if partitions[base].owns(c)}
+            eventually(lambda u=url, m=mine: listed(u) == m, f"{url} to list exactly its partition")
+            union |= mine
+        assert union == truth
+
+        # A wildcard watch on each endpoint sees exactly its partition's new widgets, once each.
+        events = record_watch_events(list(urls.values()), ca, token, control, [(path, "watched") for path in CONSUMERS],
+                                     lambda got: all({("ADDED", clusters[p], "watched") for p in CONSUMERS if partitions[b].owns(clusters[p])} <= set(e)
+                                                     for b, e in zip(urls, got, strict=True)))
+        for (base, _), seen in zip(urls.items(), events, strict=True):
+            assert sorted(e for e in seen if e[2] == "watched") == sorted(("ADDED", clusters[p], "watched") for p in CONSUMERS if partitions[base].owns(clusters[p])), (base, seen)
+    finally:
+        for process in reversed(processes):
+            stop_child(process)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
@@ -78,10 +78,12 @@ def test_a_shard_lists_its_registration(topology: ShardedTopology) -> None:
     assert found["root"]["metadata"]["annotations"]["vwproxy.dev/partition"] == "none"
 
 
-async def record_watch(topology: ShardedTopology, url: str, events: list[tuple[str, str, str]], opened: asyncio.Event) -> None:
-    """A wildcard watch through one endpoint from its list's RV, recorded until cancelled."""
-    async with httpx.AsyncClient(base_url=url, verify=ssl.create_default_context(cafile=str(topology.ca_file)), trust_env=False,
-                                 timeout=30, headers={"Authorization": f"Bearer {topology.token}"}) as client:
+Event = tuple[str, str, str]
+
+
+async def record_watch(url: str, verify: ssl.SSLContext, token: str, events: list[Event], opened: asyncio.Event) -> None:
+    """A wildcard watch of widgets through one endpoint from its list's RV, recorded until cancelled."""
+    async with httpx.AsyncClient(base_url=url, verify=verify, trust_env=False, timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
         listed = (await client.get(f"/clusters/*/{WIDGETS}")).json()
         params = {"watch": "true", "resourceVersion": listed["metadata"]["resourceVersion"], "timeoutSeconds": "60"}
         async with client.stream("GET", f"/clusters/*/{WIDGETS}", params=params) as resp:
@@ -94,27 +96,24 @@ async def record_watch(topology: ShardedTopology, url: str, events: list[tuple[s
                     events.append((event["type"], md["annotations"]["kcp.io/cluster"], md["name"]))
 
 
-def test_a_wildcard_watch_on_each_endpoint_sees_exactly_its_partition(topology: ShardedTopology) -> None:
-    urls = topology.endpoint_urls("root:provider", "widgets")
-    with topology.client() as cp:
-        clusters = {path: cluster_of(cp, path) for path in CONSUMERS}
-    bound = {c for c, _ in truth(topology)}
-    recorded: list[list[tuple[str, str, str]]] = [[] for _ in urls]
+def record_watch_events(urls: list[str], verify: ssl.SSLContext, token: str, front_url: str, create: list[tuple[str, str]],
+                        done: Callable[[list[list[Event]]], bool]) -> list[list[Event]]:
+    """Watch every endpoint, create widget `name` in workspace `path` for each of `create` through
+    the control plane's front, and record until `done(events per endpoint)` (bounded)."""
+    recorded: list[list[Event]] = [[] for _ in urls]
 
     async def scenario() -> None:
         opened = [asyncio.Event() for _ in urls]
-        watches = [asyncio.create_task(record_watch(topology, url, events, o)) for url, events, o in zip(urls, recorded, opened, strict=True)]
+        watches = [asyncio.create_task(record_watch(url, verify, token, events, o)) for url, events, o in zip(urls, recorded, opened, strict=True)]
         try:
             await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 10)
-            async with httpx.AsyncClient(base_url=topology.control.url, verify=ssl.create_default_context(cafile=str(topology.ca_file)),
-                                         trust_env=False, timeout=10, headers={"Authorization": f"Bearer {topology.token}"}) as cp:
-                for path in CONSUMERS:
+            async with httpx.AsyncClient(base_url=front_url, verify=verify, trust_env=False, timeout=10, headers={"Authorization": f"Bearer {token}"}) as cp:
+                for path, name in create:
                     made = await cp.post(f"/clusters/{path}/apis/example.dev/v1alpha1/namespaces/default/widgets",
-                                         json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "watched"}, "spec": {"size": 1}})
+                                         json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": 1}})
                     assert made.status_code == 201, made.text
-            want = [{("ADDED", c, "watched") for c in clusters.values() if c in bound and Partition.parse(spec).owns(c)} for spec in PARTITIONS]
             async with asyncio.timeout(10):
-                while not all(w <= set(r) for w, r in zip(want, recorded, strict=True)):
+                while not done(recorded):
                     await asyncio.sleep(0.05)  # bounded by the timeout above
         finally:
             for task in watches:
@@ -122,6 +121,17 @@ def test_a_wildcard_watch_on_each_endpoint_sees_exactly_its_partition(topology: 
             await asyncio.gather(*watches, return_exceptions=True)
 
     asyncio.run(scenario())
+    return recorded
+
+
+def test_a_wildcard_watch_on_each_endpoint_sees_exactly_its_partition(topology: ShardedTopology) -> None:
+    urls = topology.endpoint_urls("root:provider", "widgets")
+    with topology.client() as cp:
+        clusters = {path: cluster_of(cp, path) for path in CONSUMERS}
+    bound = {c for c, _ in truth(topology)}
+    want = [{("ADDED", c, "watched") for c in clusters.values() if c in bound and Partition.parse(spec).owns(c)} for spec in PARTITIONS]
+    recorded = record_watch_events(urls, ssl.create_default_context(cafile=str(topology.ca_file)), topology.token, topology.control.url,
+                                   [(path, "watched") for path in CONSUMERS], lambda got: all(w <= set(r) for w, r in zip(want, got, strict=True)))
     order = list(clusters.values())
     for events, spec in zip(recorded, PARTITIONS, strict=True):
         partition = Partition.parse(spec)
