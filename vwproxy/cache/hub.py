@@ -34,7 +34,7 @@ from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
-from vwproxy.upstream.reflector import LIST_PAGE, MAX_BACKOFF_SECONDS, Reflector
+from vwproxy.upstream.reflector import MAX_BACKOFF_SECONDS, Reflector, list_all
 
 log = logging.getLogger(__name__)
 
@@ -508,21 +508,5 @@ class _Feed:
                 self._apply(cluster, kind, obj, rv)
 
     async def _list_one(self, cluster: str) -> tuple[list[tuple[Obj, str]], str]:
-        client = self.backend.scoped(self._remote.get(cluster, cluster))
-        items: list[tuple[Obj, str]] = []
-        token = ""
-        while True:
-            query = [("limit", str(LIST_PAGE))] + ([("continue", token)] if token else [])
-            resp = await client.request("GET", self.path, query, {"accept": "application/json"}, b"")
-            if resp.status == 404:
-                return [], ""
-            if resp.status != 200:
-                raise errors.from_status({"code": resp.status, "message": f"listing {self.path} in {cluster} answered HTTP {resp.status}"})
-            body = orjson.loads(resp.body)
-            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-                raise ValueError("a list without items")
-            items += [(i, str((i.get("metadata") or {}).get("resourceVersion", ""))) for i in body["items"] if isinstance(i, dict)]
-            meta = body.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            if not token:
-                return items, str(meta.get("resourceVersion") or "")
+        listed = await list_all(self.backend.scoped(self._remote.get(cluster, cluster)), self.path)
+        return listed if listed is not None else ([], "")

@@ -83,32 +83,12 @@ class Reflector:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _list(self) -> None:
-        items: list[tuple[Obj, str]] = []
-        token = ""
-        while True:
-            query = [("limit", str(LIST_PAGE))] + ([("continue", token)] if token else [])
-            resp = await self.client.request("GET", self.path, query, {"accept": "application/json"}, b"")
-            if resp.status == 404:
-                self.replace([])
-                self.rv = ""
-                return
-            if resp.status == 410 and token:
-                token = ""
-                items = []
-                continue
-            if resp.status != 200:
-                raise errors.from_status({"code": resp.status, "message": f"listing {self.path} answered HTTP {resp.status}"})
-            body = orjson.loads(resp.body)
-            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-                raise ValueError("a list without items")
-            for item in body["items"]:
-                if isinstance(item, dict):
-                    items.append((item, str((item.get("metadata") or {}).get("resourceVersion", ""))))
-            meta = body.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            if not token:
-                self.rv = str(meta.get("resourceVersion") or "")
-                break
+        listed = await list_all(self.client, self.path)
+        if listed is None:
+            self.replace([])
+            self.rv = ""
+            return
+        items, self.rv = listed
         self.replace(items)
 
     async def _watch(self) -> None:
@@ -166,3 +146,31 @@ class Reflector:
             self.change(str(kind), obj, rv)
             self.rv = rv or self.rv
 
+
+async def list_all(client: BackendClient, path: str) -> tuple[list[tuple[Obj, str]], str] | None:
+    """Every object at `path`, page by page: ((object, its RV) in order, the list's RV), or None
+    when the backend does not serve the resource (404). A continue token that expired (410) starts
+    the list over; any other answer is a StatusError."""
+    items: list[tuple[Obj, str]] = []
+    token = ""
+    while True:
+        query = [("limit", str(LIST_PAGE))] + ([("continue", token)] if token else [])
+        resp = await client.request("GET", path, query, {"accept": "application/json"}, b"")
+        if resp.status == 404:
+            return None
+        if resp.status == 410 and token:
+            token = ""
+            items = []
+            continue
+        if resp.status != 200:
+            raise errors.from_status({"code": resp.status, "message": f"listing {path} answered HTTP {resp.status}"})
+        body = orjson.loads(resp.body)
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise ValueError("a list without items")
+        for item in body["items"]:
+            if isinstance(item, dict):
+                items.append((item, str((item.get("metadata") or {}).get("resourceVersion", ""))))
+        meta = body.get("metadata") or {}
+        token = str(meta.get("continue") or "")
+        if not token:
+            return items, str(meta.get("resourceVersion") or "")
