@@ -70,6 +70,9 @@ def test_only_admins_may_set_faults(proxy: RunningProxy, front: httpx.Client) ->
     with proxy.client(token=proxy.user_token("alice")) as alice:
         assert alice.post("/vwproxy/faults/remote", json={"fault": "down"}).status_code == 403
         assert alice.delete("/vwproxy/faults/remote").status_code == 403
+        assert alice.post("/vwproxy/faults/workspaces/root:consumer-1", json={"fault": "down"}).status_code == 403
+        assert alice.delete("/vwproxy/faults/workspaces/root:consumer-1").status_code == 403
+    assert front.get("/vwproxy/faults/workspaces/root:consumer-1").json()["faults"] == []
     assert front.post("/vwproxy/faults/nowhere", json={"fault": "down"}).status_code == 404
     assert front.post("/vwproxy/faults/remote", json={"fault": "melt"}).status_code == 400
     assert front.post("/vwproxy/faults/remote", json={"fault": "slow"}).status_code == 400
