@@ -8,7 +8,7 @@ its content meets the virtual workspaces, whatever its backend:
   shown stale meanwhile), delivers it late (`slow` by `ms`, `delay` by `ms` for one resource), in
   commit order per (view, workspace): a later change never overtakes a held one;
 - on the VW's writes to the workspace (`before_write`): `down` answers 503, `hung` answers 504
-  after the request timeout, `slow` sends the write `ms` late;
+  after the request timeout (or goes on if cleared first), `slow` sends the write `ms` late;
 - on the VW's watches covering the workspace (its own, or a `*` watch of a view it is engaged
   in): `expire-next-watch` answers the next one an in-stream 410 Expired (the client relists),
   `drop-watches` ends the open ones now (the client re-watches from its last RV).
@@ -66,6 +66,8 @@ class WorkspaceFault:
     path: str
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
     delays: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Set when the faults are cleared: a write held by `hung` goes on at once.
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def described(self) -> list[dict[str, Any]]:
         out = [{"fault": kind, **args} for kind, args in sorted(self.kinds.items())]
@@ -121,6 +123,7 @@ class WorkspaceFaults:
         self.active = bool(self.by_cluster)
         if fault is None:
             return
+        fault.released.set()
         if self._stale.get(cluster) == self._stale_reason(fault):
             self._stale.pop(cluster, None)
         log.warning("faults cleared on workspace %s (%s): %s", fault.path, cluster, ", ".join(f["fault"] for f in fault.described()) or "none")
@@ -169,8 +172,11 @@ class WorkspaceFaults:
         if DOWN in fault.kinds:
             raise errors.service_unavailable(f"workspace {fault.path} is unreachable: connection refused (fault injected)")
         if HUNG in fault.kinds:
-            await asyncio.sleep(upstream_client.READ_TIMEOUT_SECONDS)
-            raise errors.timeout(f"workspace {fault.path} did not answer in time (fault injected)")
+            try:
+                await asyncio.wait_for(fault.released.wait(), upstream_client.READ_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise errors.timeout(f"workspace {fault.path} did not answer in time (fault injected)") from None
+            return  # cleared while it waited: the write goes on
         if SLOW in fault.kinds:
             await asyncio.sleep(fault.kinds[SLOW]["ms"] / 1000)
 

@@ -223,6 +223,8 @@ class ServeApp:
             client.faults.set(kind, request)
         except faults.FaultError as exc:
             raise errors.bad_request(str(exc)) from None
+        if kind in (faults.DOWN, faults.HUNG):
+            await client.drop_watches()  # a backend that went down or hung takes its open streams with it
         return http.object_response(_fault_status(name, client.faults.kinds), 200)
 
     async def _workspace_faults(self, scope: Scope, receive: Receive, workspace: str) -> Response:
