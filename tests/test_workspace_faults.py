@@ -200,6 +200,22 @@ def test_controller_survives_hung(proxy: RunningProxy, front: httpx.Client, cont
     eventually(lambda: observed(front, FAULTED, "during") and observed(front, FAULTED, "after"), "the faulted workspace converged")
 
 
+def test_a_hung_write_goes_on_when_the_fault_is_cleared(proxy: RunningProxy, front: httpx.Client) -> None:
+    vw, cluster = vw_url(front), proxy.cluster_of(FAULTED)
+    proxy.workspace_fault(FAULTED, "hung")  # the request timeout stays at its 10 s
+    answers: list[httpx.Response] = []
+    with proxy.client(timeout=30) as writer:
+        thread = threading.Thread(target=lambda: answers.append(
+            writer.patch(f"{vw}/clusters/{cluster}/{NS_WIDGETS}/green", json={"metadata": {"labels": {"a": "b"}}}, headers=MERGE)))
+        thread.start()
+        eventually(lambda: proxy.app.hub.faults.by_cluster[cluster].held_writes == 1, "the write to be held")
+        started = time.monotonic()
+        proxy.clear_workspace_faults(FAULTED)
+        thread.join(10)
+    assert answers and answers[0].status_code == 200 and answers[0].json()["metadata"]["labels"] == {"a": "b"}, answers
+    assert time.monotonic() - started < 5, "it went on at once, not at the request timeout"
+
+
 @pytest.mark.parametrize("kind", ["slow", "delay"])
 def test_controller_survives_late_events(kind: str, proxy: RunningProxy, front: httpx.Client, controller: WidgetController) -> None:
     vw, cluster = controller.vw, proxy.cluster_of(FAULTED)

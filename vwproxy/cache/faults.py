@@ -68,6 +68,7 @@ class WorkspaceFault:
     delays: dict[tuple[str, str], int] = field(default_factory=dict)
     # Set when the faults are cleared: a write held by `hung` goes on at once.
     released: asyncio.Event = field(default_factory=asyncio.Event)
+    held_writes: int = 0  # VW writes `hung` holds right now
 
     def described(self) -> list[dict[str, Any]]:
         out = [{"fault": kind, **args} for kind, args in sorted(self.kinds.items())]
@@ -172,10 +173,13 @@ class WorkspaceFaults:
         if DOWN in fault.kinds:
             raise errors.service_unavailable(f"workspace {fault.path} is unreachable: connection refused (fault injected)")
         if HUNG in fault.kinds:
+            fault.held_writes += 1
             try:
                 await asyncio.wait_for(fault.released.wait(), upstream_client.READ_TIMEOUT_SECONDS)
             except TimeoutError:
                 raise errors.timeout(f"workspace {fault.path} did not answer in time (fault injected)") from None
+            finally:
+                fault.held_writes -= 1
             return  # cleared while it waited: the write goes on
         if SLOW in fault.kinds:
             await asyncio.sleep(fault.kinds[SLOW]["ms"] / 1000)

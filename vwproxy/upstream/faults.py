@@ -2,8 +2,10 @@
 
 `BackendClient` consults its `Faults` before each request and stream; with no fault set that is
 one attribute check. Kinds: `down` (connection refused), `hung` (no answer until the request
-timeout, or until cleared; both cut the open watch streams as they are set), `slow` (every request delayed by `ms`), `expire-next-watch` (the next watch answers an
-in-stream 410 Gone) and `drop-watches` (cut the open watch streams now; a one-shot action).
+timeout, or until cleared; both cut the open watch streams as they are set), `slow` (every
+request delayed by `ms`), `expire-next-watch` (the next watch answers an in-stream 410 Gone) and
+`drop-watches` (cut the open watch streams now; a one-shot action). Faults per workspace, which
+also reach workspaces on the embedded shard, are in `vwproxy/cache/faults.py`.
 """
 
 from __future__ import annotations
