@@ -161,7 +161,7 @@ def test_a_controller_on_the_vw_converges_after_each_backend_fault(
     monkeypatch.setattr("vwproxy.upstream.client.RESPONSE_HEAD_SECONDS", 0.5)
     ext_ready(front)
     assert direct.post(WIDGETS, json=widget("before")).status_code == 201
-    with WidgetController(proxy, vw_url(front)) as controller:
+    with WidgetController(proxy, vw_url(front)):
         eventually(lambda: observed_on_backend(direct, "before"), "root:ext's widget reconciled before the fault")
         answer = proxy.fault("remote", kind, **({"ms": 300} if kind == "slow" else {}))
         if kind in ("down", "hung"):
