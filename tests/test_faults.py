@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from conftest import TEST_BOOKMARK_INTERVAL
 from support import eventually
 from test_kube_backend import (  # noqa: F401  (fixtures)
     EXT,
@@ -25,6 +26,7 @@ from test_kube_backend import (  # noqa: F401  (fixtures)
     widget,
 )
 from test_vw_backends import vw_url
+from test_workspace_faults import WidgetController
 
 from vwproxy.testing.proxy import RunningProxy
 from vwproxy.upstream.faults import FaultError, Faults
@@ -34,7 +36,8 @@ WIDGETS = "/apis/example.dev/v1alpha1/namespaces/default/widgets"
 
 @pytest.fixture
 def proxy(tmp_path: Path, backend: ShardProcess) -> Iterator[RunningProxy]:
-    with RunningProxy(tmp_path / "data", kube_topology(tmp_path / "config", backend), users={"alice": ["team"]}) as running:
+    # Frequent bookmarks let a watching controller notice promptly that its test has ended.
+    with RunningProxy(tmp_path / "data", kube_topology(tmp_path / "config", backend), users={"alice": ["team"]}, bookmark_interval=TEST_BOOKMARK_INTERVAL) as running:
         yield running
 
 
@@ -70,6 +73,9 @@ def test_only_admins_may_set_faults(proxy: RunningProxy, front: httpx.Client) ->
     with proxy.client(token=proxy.user_token("alice")) as alice:
         assert alice.post("/vwproxy/faults/remote", json={"fault": "down"}).status_code == 403
         assert alice.delete("/vwproxy/faults/remote").status_code == 403
+        assert alice.post("/vwproxy/faults/workspaces/root:consumer-1", json={"fault": "down"}).status_code == 403
+        assert alice.delete("/vwproxy/faults/workspaces/root:consumer-1").status_code == 403
+    assert front.get("/vwproxy/faults/workspaces/root:consumer-1").json()["faults"] == []
     assert front.post("/vwproxy/faults/nowhere", json={"fault": "down"}).status_code == 404
     assert front.post("/vwproxy/faults/remote", json={"fault": "melt"}).status_code == 400
     assert front.post("/vwproxy/faults/remote", json={"fault": "slow"}).status_code == 400
@@ -137,3 +143,37 @@ def test_faults_registry_validates_and_expire_next_watch_is_one_shot() -> None:
     registry.set("slow", {"ms": 5})
     registry.clear()
     assert not registry.active and registry.kinds == {}
+
+
+def observed_on_backend(direct: httpx.Client, name: str) -> bool:
+    obj = direct.get(f"{WIDGETS}/{name}").json()
+    return bool((obj.get("status") or {}).get("observedSize") == obj["spec"]["size"])
+
+
+@pytest.mark.parametrize("kind", ["down", "hung", "slow", "expire-next-watch", "drop-watches"])
+def test_a_controller_on_the_vw_converges_after_each_backend_fault(
+    kind: str, proxy: RunningProxy, front: httpx.Client, direct: httpx.Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The controller of tests/test_workspace_faults.py on the VW, root:ext on the kube backend:
+    while the backend misbehaves the other workspaces are reconciled; once it is cleared (the
+    reflector resumes or relists) the widgets created on the backend meanwhile and after are too."""
+    monkeypatch.setattr("vwproxy.upstream.client.READ_TIMEOUT_SECONDS", 0.5)  # the server runs in this process
+    monkeypatch.setattr("vwproxy.upstream.client.RESPONSE_HEAD_SECONDS", 0.5)
+    ext_ready(front)
+    assert direct.post(WIDGETS, json=widget("before")).status_code == 201
+    with WidgetController(proxy, vw_url(front)):
+        eventually(lambda: observed_on_backend(direct, "before"), "root:ext's widget reconciled before the fault")
+        answer = proxy.fault("remote", kind, **({"ms": 300} if kind == "slow" else {}))
+        if kind in ("down", "hung"):
+            assert answer["faults"] == [{"fault": kind}]
+            eventually(lambda: proxy.cluster_of("root:ext") in " ".join(front.get(f"{vw_url(front)}/clusters/*/apis/example.dev/v1alpha1/widgets").headers.get_list("warning")),
+                       "root:ext stale in the VW's Warning header")
+        if kind == "expire-next-watch":
+            eventually(lambda: proxy.fault("remote", "drop-watches")["dropped"] >= 1, "a backend watch to cut")  # the reflector watches again now
+        assert direct.post(WIDGETS, json=widget("during")).status_code == 201
+        assert front.post(f"/clusters/root:consumer-1{WIDGETS}", json=widget("elsewhere")).status_code == 201
+        eventually(lambda: (front.get(f"/clusters/root:consumer-1{WIDGETS}/elsewhere").json().get("status") or {}).get("observedSize") == 1,
+                   "another workspace reconciled meanwhile")
+        proxy.clear_faults("remote")
+        assert direct.post(WIDGETS, json=widget("after")).status_code == 201
+        eventually(lambda: observed_on_backend(direct, "during") and observed_on_backend(direct, "after"), "root:ext converged after the fault", timeout=20)

@@ -98,13 +98,14 @@ def test_a_service_account_kubeconfig_gets_exactly_its_rules(
 
 
 def test_the_readme_example_passes_as_a_user_runs_it(tmp_path: Path) -> None:
-    """examples/test_widget_controller.py, quoted in the README, run by pytest in a child process
+    """examples/test_widget_controller.py and test_controller_under_faults.py, quoted in the README, run by pytest in a child process
     with the plugin found through its entry point."""
-    example = Path(__file__).resolve().parent.parent / "examples" / "test_widget_controller.py"
-    argv = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(example)]
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    argv = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+            str(examples / "test_widget_controller.py"), str(examples / "test_controller_under_faults.py")]
     result = subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=100, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert "2 passed" in result.stdout
 
 
 def test_the_readme_quotes_the_example_as_it_is() -> None:
@@ -114,6 +115,9 @@ def test_the_readme_quotes_the_example_as_it_is() -> None:
     example = (root / "examples" / "test_widget_controller.py").read_text()
     assert example.split("\n", 1)[1] == quoted
     assert quoted.count("\n") < 30
+    faults_quoted = readme.split("```python\n")[2].split("```\n", 1)[0]
+    assert (root / "examples" / "test_controller_under_faults.py").read_text().split("\n", 1)[1] == faults_quoted
+    assert faults_quoted.count("\n") < 30
     go_quoted = readme.split("```go\n", 1)[1].split("```\n", 1)[0]
     assert go_quoted == (root / "go" / "vwproxytest" / "example_test.go").read_text()
     assert go_quoted.count("\n") < 30

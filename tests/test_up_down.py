@@ -106,3 +106,56 @@ def test_the_go_package_runs_its_example_under_go_test() -> None:
     env = child_env({"VWPROXY": f"{sys.executable} -m vwproxy.cli", "GOFLAGS": "-count=1"})
     result = subprocess.run([go, "test", "./..."], cwd=module, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_SECONDS, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_up_hands_out_service_account_kubeconfigs(tmp_path: Path) -> None:
+    """`--service-account WS/NAME=EXPORT`: a ServiceAccount granted the export's content, its own
+    TokenRequest token, a kubeconfig for its workspace and one for the export's VW; without
+    `=EXPORT`, the token grants nothing in the VW. A second `up` on the data dir applies the same."""
+    data_dir = tmp_path / "data"
+    started = up(data_dir, "--service-account", "root:provider/controller=widgets", "--service-account", "root:consumer-1/nobody")
+    kubectl = Kubectl(tmp_path / "kubectl")
+    try:
+        controller = started["serviceAccounts"]["root:provider/controller"]
+        vw_config = controller["endpointKubeconfigs"]["root:provider/widgets"]
+        assert "token: " in Path(vw_config).read_text() and started["kubeconfig"] != vw_config
+        names = kubectl.ok("--kubeconfig", vw_config, "get", "widgets", "-A", "-o", "name")
+        assert len(names.split()) == EXAMPLE_PROVIDER_WIDGETS, names
+        assert "serviceaccount/controller" in kubectl.ok("--kubeconfig", started["kubeconfig"], "--server", f"{started['url']}/clusters/root:provider", "get", "serviceaccounts", "-o", "name")
+        not_admin = kubectl.run("--kubeconfig", controller["kubeconfig"], "get", "workspaces")
+        assert not_admin.returncode != 0 and "forbidden" in not_admin.stderr.lower(), "the ServiceAccount's token, not the admin's"
+        # What a multicluster-provider reads first: the endpoint slice, in its own workspace.
+        url = kubectl.ok("--kubeconfig", controller["kubeconfig"], "get", "apiexportendpointslices", "widgets", "-o", "jsonpath={.status.endpoints[0].url}")
+        assert url == started["endpoints"]["root:provider/widgets"][0]
+        nobody = started["serviceAccounts"]["root:consumer-1/nobody"]
+        assert nobody["endpointKubeconfigs"] == {}
+        denied = kubectl.run("--kubeconfig", nobody["kubeconfig"], "--server", f"{url}/clusters/*", "get", "widgets", "-A")
+        assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+    finally:
+        assert vwproxy("down", "--data-dir", str(data_dir)).returncode == 0
+    again = up(data_dir, "--service-account", "root:provider/controller=widgets")
+    try:
+        names = kubectl.ok("--kubeconfig", again["serviceAccounts"]["root:provider/controller"]["endpointKubeconfigs"]["root:provider/widgets"], "get", "widgets", "-A", "-o", "name")
+        assert len(names.split()) == EXAMPLE_PROVIDER_WIDGETS
+    finally:
+        assert vwproxy("down", "--data-dir", str(data_dir)).returncode == 0
+
+
+@pytest.mark.parametrize(("spec", "code", "said"), [
+    ("controller", 2, "WORKSPACE/NAME"),  # argparse: before anything starts
+    ("root:provider/Bad_Name", 2, "WORKSPACE/NAME"),
+    ("root:nowhere/controller", 1, "workspace root:nowhere not found"),
+    ("root:provider/controller=gadgets", 1, "no endpoint slice root:provider/gadgets"),
+])
+def test_up_with_a_bad_service_account_is_one_line(tmp_path: Path, spec: str, code: int, said: str) -> None:
+    data_dir = tmp_path / "data"
+    result = vwproxy("up", "--data-dir", str(data_dir), "--json", "--service-account", spec)
+    assert result.returncode == code and result.stdout == "", result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr, result.stderr
+    if code == 1:
+        assert result.stderr.count("\n") == 1, result.stderr
+        state = data_dir / "serve.json"
+        deadline = time.monotonic() + 15
+        while state.exists() and time.monotonic() < deadline:  # the serve it started is stopped again
+            time.sleep(0.05)
+        assert not state.exists()

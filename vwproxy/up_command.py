@@ -3,7 +3,8 @@
 `up` starts `serve` as a detached child (its own session, its log in the data dir), waits until
 `/readyz` passes and says the control plane is settled (every workspace, binding and endpoint
 slice reconciled), and prints one JSON document: the front URL, each endpoint slice's
-virtual-workspace URL (and an admin kubeconfig for it), the admin kubeconfig, the CA, the pid, the data dir and the log. The child
+virtual-workspace URL (and an admin kubeconfig for it), the admin kubeconfig, the CA, the pid, the data dir and the log,
+and with `--service-account` a kubeconfig per ServiceAccount (its TokenRequest token) and per export it may read. The child
 tells which URL it serves (with `--port 0`, the port it bound) in `serve.json` in the data dir,
 which it removes when it stops. `down` sends that pid SIGTERM and waits for it to go. Every
 failure is one line.
@@ -14,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,10 @@ POLL_SECONDS = 0.05
 # is not settled.
 SETTLED_POLLS = 3
 LOGICAL_CLUSTERS = "/apis/core.kcp.io/v1alpha1/logicalclusters"
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+# A ServiceAccount token from `up --service-account` outlives any test run on the proxy.
+SERVICE_ACCOUNT_TOKEN_SECONDS = 24 * 3600
 
 
 class UpError(Exception):
@@ -70,9 +77,42 @@ def add_parsers(sub: Any) -> None:
     up.add_argument("--deterministic", action="store_true", help="logical cluster names from workspace paths, a fixed RV base")
     up.add_argument("--json", action="store_true", help="print the JSON document (the only output format today)")
     up.add_argument("--timeout", type=float, default=UP_TIMEOUT_SECONDS, help="seconds to wait for readiness (default: %(default)s)")
+    up.add_argument(
+        "--service-account", dest="service_accounts", type=service_account_spec, action="append", default=[], metavar="WORKSPACE/NAME[=EXPORT,...]",
+        help="create ServiceAccount default/NAME in WORKSPACE with a TokenRequest token and a kubeconfig for it; with =EXPORT, "
+             "grant it apiexports/content of those exports there (and reading endpoint slices) and a kubeconfig for each "
+             "export's virtual workspace (repeatable; e.g. root:provider/controller=widgets)",
+    )
     down = sub.add_parser("down", help="stop the `serve` that `up` started in --data-dir")
     down.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR), help=f"the data dir given to `up` (default: {DEFAULT_DATA_DIR})")
     down.add_argument("--timeout", type=float, default=DOWN_TIMEOUT_SECONDS, help="seconds to wait for it to exit (default: %(default)s)")
+
+
+@dataclass(frozen=True)
+class ServiceAccountSpec:
+    """`--service-account WORKSPACE/NAME[=EXPORT,...]`."""
+
+    workspace: str
+    name: str
+    exports: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.workspace}/{self.name}"
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_WORKSPACE_PATH = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(:[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def service_account_spec(value: str) -> ServiceAccountSpec:
+    """Parse `root:provider/controller=widgets,gadgets`; argparse reports a bad one as a usage error."""
+    target, _, exports = value.partition("=")
+    workspace, _, name = target.rpartition("/")
+    names = tuple(e.strip() for e in exports.split(",")) if exports else ()
+    if not _WORKSPACE_PATH.match(workspace) or not _DNS_LABEL.match(name) or not all(_DNS_LABEL.match(e) for e in names):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected WORKSPACE/NAME[=EXPORT,...], e.g. root:provider/controller=widgets")
+    return ServiceAccountSpec(workspace, name, names)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,11 +161,80 @@ def up(args: argparse.Namespace) -> dict[str, Any]:
     with httpx.Client(base_url=url, verify=trust, headers={"Authorization": f"Bearer {creds.token}"}, timeout=5.0) as client:
         _wait_settled(child, client, log_path, deadline)
         endpoints = _endpoint_urls(client)
-    return {
+        try:
+            accounts = {spec.key: _service_account(client, data_dir, spec, endpoints, creds) for spec in getattr(args, "service_accounts", [])}
+        except UpError as exc:
+            raise _gave_up(child, log_path, str(exc)) from None
+    document = {
         "url": url, "endpoints": endpoints, "kubeconfig": str(data_dir / ADMIN_KUBECONFIG),
         "endpointKubeconfigs": _endpoint_kubeconfigs(data_dir, endpoints, creds), "ca": str(data_dir / CA_CERT),
         "pid": child.pid, "dataDir": str(data_dir), "log": str(log_path),
     }
+    if accounts:
+        document["serviceAccounts"] = accounts
+    return document
+
+
+def _apply(client: httpx.Client, path: str, obj: dict[str, Any], what: str) -> None:
+    """Server-side apply as `vwproxy-up`, so a second `up` on the same data dir changes nothing."""
+    try:
+        resp = client.patch(path, params={"fieldManager": "vwproxy-up", "force": "true"}, content=json.dumps(obj),
+                            headers={"content-type": "application/apply-patch+yaml"})
+    except httpx.TransportError as exc:
+        raise UpError(f"{what}: {exc.__class__.__name__}") from None
+    if resp.status_code not in (200, 201):
+        raise UpError(f"{what}: HTTP {resp.status_code}: {_message(resp)}")
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("message") or resp.text)
+    except ValueError:
+        return resp.text.strip()[:200]
+
+
+def _service_account(client: httpx.Client, data_dir: Path, spec: ServiceAccountSpec, endpoints: dict[str, list[str]], admin: Credentials) -> dict[str, Any]:
+    """ServiceAccount default/NAME in the workspace, granted apiexports/content of its exports
+    there (a ClusterRole and binding named `vwproxy-up:NAME`), a TokenRequest token, and its
+    kubeconfigs: the workspace, and each export's virtual workspace (`/clusters/*`)."""
+    base = f"/clusters/{spec.workspace}"
+    if client.get(f"{base}/api/v1/namespaces/default").status_code != 200:
+        raise UpError(f"--service-account {spec.key}: workspace {spec.workspace} not found (or it has no default namespace yet)")
+    what = f"--service-account {spec.key}"
+    _apply(client, f"{base}/api/v1/namespaces/default/serviceaccounts/{spec.name}",
+           {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": spec.name, "namespace": "default"}}, f"{what}: the ServiceAccount")
+    if spec.exports:
+        role = f"vwproxy-up:{spec.name}"
+        rules = [
+            {"apiGroups": ["apis.kcp.io"], "resources": ["apiexports/content"], "resourceNames": list(spec.exports), "verbs": ["*"]},
+            {"apiGroups": ["apis.kcp.io"], "resources": ["apiexports"], "resourceNames": list(spec.exports), "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["apis.kcp.io"], "resources": ["apiexportendpointslices"], "verbs": ["get", "list", "watch"]},
+        ]
+        _apply(client, f"{base}{RBAC}/clusterroles/{role}",
+               {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole", "metadata": {"name": role}, "rules": rules}, f"{what}: the ClusterRole")
+        _apply(client, f"{base}{RBAC}/clusterrolebindings/{role}", {
+            "apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "namespace": "default", "name": spec.name}],
+        }, f"{what}: the ClusterRoleBinding")
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": SERVICE_ACCOUNT_TOKEN_SECONDS}}
+    issued = client.post(f"{base}/api/v1/namespaces/default/serviceaccounts/{spec.name}/token", json=request)
+    if issued.status_code != 201:
+        raise UpError(f"{what}: TokenRequest: HTTP {issued.status_code}: {_message(issued)}")
+    creds = Credentials(admin.server, admin.ca_pem, str(issued.json()["status"]["token"]), f"{spec.workspace}/{spec.name}")
+    stem = f"sa-{spec.workspace.replace(':', '_')}-{spec.name}"
+    workspace_config = data_dir / f"{stem}.kubeconfig"
+    write_private_file(workspace_config, render(spec.workspace, f"{admin.server}{base}", creds).encode())
+    account: dict[str, Any] = {"kubeconfig": str(workspace_config), "endpointKubeconfigs": {}}
+    for export in spec.exports:
+        key = f"{spec.workspace}/{export}"
+        urls = endpoints.get(key)
+        if not urls:
+            raise UpError(f"{what}: no endpoint slice {key} with a URL (is {export} exported there, and bound?)")
+        path = data_dir / f"{stem}-vw-{export}.kubeconfig"
+        write_private_file(path, render(key, f"{urls[0]}/clusters/*", creds).encode())
+        account["endpointKubeconfigs"][key] = str(path)
+    return account
 
 
 def _state(data_dir: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +27,15 @@ type Options struct {
 	Config        string // a folder of kcp manifests; "" is the example topology
 	DataDir       string // "" is a fresh temporary folder of the test
 	Deterministic bool   // logical cluster names derived from workspace paths, a fixed RV base
+	// ServiceAccounts to create, as `--service-account`: "WORKSPACE/NAME" or
+	// "WORKSPACE/NAME=EXPORT,..." (granted apiexports/content of those exports there).
+	ServiceAccounts []string
+}
+
+// ServiceAccount is what `vwproxy up --service-account` made: kubeconfigs with its own token.
+type ServiceAccount struct {
+	Kubeconfig          string            `json:"kubeconfig"`          // its workspace
+	EndpointKubeconfigs map[string]string `json:"endpointKubeconfigs"` // "<workspace path>/<export>" -> VW URL + /clusters/*
 }
 
 // Env is the running proxy, as `vwproxy up --json` describes it.
@@ -38,6 +48,8 @@ type Env struct {
 	PID                 int                 `json:"pid"`
 	DataDir             string              `json:"dataDir"`
 	Log                 string              `json:"log"`
+	// "<workspace path>/<name>" of each Options.ServiceAccounts entry.
+	ServiceAccounts map[string]ServiceAccount `json:"serviceAccounts"`
 }
 
 func command(args ...string) *exec.Cmd {
@@ -62,6 +74,9 @@ func Start(t testing.TB, opts Options) *Env {
 	}
 	if opts.Deterministic {
 		args = append(args, "--deterministic")
+	}
+	for _, account := range opts.ServiceAccounts {
+		args = append(args, "--service-account", account)
 	}
 	var stdout, stderr bytes.Buffer
 	up := command(args...)
@@ -130,4 +145,47 @@ func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Set("Authorization", "Bearer "+b.token)
 	return b.next.RoundTrip(req)
+}
+
+// Fault switches a fault on for one workspace (a path or logical cluster name) as the virtual
+// workspaces see it, through the admin API: kind "down", "hung", "slow" (args "ms"),
+// "expire-next-watch", "drop-watches", or "delay" (args "resource", e.g.
+// "logicalclusters.core.kcp.io", and "ms").
+func (e *Env) Fault(workspace, kind string, args map[string]any) error {
+	body := map[string]any{"fault": kind}
+	for k, v := range args {
+		body[k] = v
+	}
+	encoded, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	return e.faults(http.MethodPost, workspace, encoded)
+}
+
+// ClearFaults clears every fault of a workspace; what they held back reaches the views now.
+func (e *Env) ClearFaults(workspace string) error {
+	return e.faults(http.MethodDelete, workspace, nil)
+}
+
+func (e *Env) faults(method, workspace string, body []byte) error {
+	client, err := e.HTTPClient()
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(method, e.URL+"/vwproxy/faults/workspaces/"+workspace, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s faults of %s: HTTP %d: %s", method, workspace, resp.StatusCode, strings.TrimSpace(string(answer)))
+	}
+	return nil
 }

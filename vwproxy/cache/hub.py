@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 
-from vwproxy.control.objects import (
-    API_BINDINGS,
-    API_EXPORTS,
-    SCHEMAS,
-    ControlStore,
-    Obj,
-)
+from vwproxy.cache.faults import WorkspaceFaults
+from vwproxy.control.objects import API_BINDINGS, API_EXPORTS, SCHEMAS, ControlStore, Obj
 from vwproxy.control.reconcilers import export_schema_names
 from vwproxy.core.claims import ClaimRef, claim_group, export_claims
 from vwproxy.core.objects import ChangeEvent
@@ -87,6 +83,8 @@ class ViewHub:
         # One wildcard list+watch per (view, shard-like backend), feeding all its engaged clusters.
         self._feeds: dict[tuple[ViewKey, str], _Feed] = {}
         self.stale: dict[str, str] = {}  # logical cluster → why its backend is not current
+        # Faults a test sets per workspace; they gate what enters the views (`cache/faults.py`).
+        self.faults = WorkspaceFaults(self.stale)
         self._changed: dict[ViewKey, asyncio.Event] = {}
         self.store = store
         self.seq = seq or RVSequence()
@@ -176,7 +174,7 @@ class ViewHub:
         """The view for `key`, created (and filled from the shard) on first use."""
         view = self.views.get(key)
         if view is None:
-            view = View(self.seq, key.group, key.resource, self.history_size)
+            view = self.faults.view(functools.partial(self._dispatch, key), self.seq, key.group, key.resource, self.history_size)
             self.views[key] = view
             self.engaged[key] = set()
             self._by_storage_key.setdefault(key.storage_key, set()).add(key)

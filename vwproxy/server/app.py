@@ -47,10 +47,33 @@ SERVICES_PREFIX = "/services/"
 # A proxy shard looks at its registration this often, and retries a failed one sooner.
 JOIN_CHECK_SECONDS = 10.0
 JOIN_RETRY_SECONDS = 0.5
+# ... and workspace faults, under it: `/vwproxy/faults/workspaces/<path or logical cluster>`.
+WORKSPACE_FAULTS = "workspaces/"
 
 
 def _fault_status(backend: str, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"backend": backend, "faults": [{"fault": kind, **args} for kind, args in sorted(kinds.items())]}
+
+
+def _workspace_fault_status(path: str, cluster: str, described: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"workspace": path, "cluster": cluster, "faults": described}
+
+
+async def _fault_request(receive: Receive) -> dict[str, Any]:
+    """The JSON object a fault is set with: `{"fault": kind, ...args}`, else a 400."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise errors.bad_request('the fault must be a JSON object such as {"fault": "down"}') from None
+    if not isinstance(request, dict) or not isinstance(request.get("fault"), str):
+        raise errors.bad_request('the fault must be a JSON object with a "fault" string')
+    return request
 
 
 class ServeApp:
@@ -247,6 +270,8 @@ class ServeApp:
         """`POST /vwproxy/faults/<backend>` `{"fault": kind, ...args}` sets a fault, `DELETE` clears
         them all (issue 15). The guard has authorized it as a non-resource path (admins only by default)."""
         name = unquote(scope["path"][len(FAULTS_PREFIX):])
+        if name.startswith(WORKSPACE_FAULTS):
+            return await self._workspace_faults(scope, receive, name[len(WORKSPACE_FAULTS):])
         client = self.clients.get(name)
         if client is None:
             raise errors.not_found("backends", name)
@@ -275,7 +300,34 @@ class ServeApp:
             client.faults.set(kind, request)
         except faults.FaultError as exc:
             raise errors.bad_request(str(exc)) from None
+        if kind in (faults.DOWN, faults.HUNG):
+            await client.drop_watches()  # a backend that went down or hung takes its open streams with it
         return http.object_response(_fault_status(name, client.faults.kinds), 200)
+
+    async def _workspace_faults(self, scope: Scope, receive: Receive, workspace: str) -> Response:
+        """`POST /vwproxy/faults/workspaces/<path or logical cluster>` `{"fault": kind, ...args}`
+        sets a fault on one workspace as the virtual workspaces see it (`cache/faults.py`),
+        `DELETE` clears them all, `GET` shows them."""
+        cluster = self.control.store.resolve_path(workspace) if workspace else None
+        if cluster is None:
+            raise errors.workspace_not_found(workspace or "(none)")
+        path = self.control.store.path_of(cluster)
+        registry = self.hub.faults
+        if scope["method"] == "GET":
+            return http.object_response(_workspace_fault_status(path, cluster, registry.described(cluster)), 200)
+        if scope["method"] == "DELETE":
+            registry.clear(cluster)
+            return http.object_response(_workspace_fault_status(path, cluster, registry.described(cluster)), 200)
+        if scope["method"] != "POST":
+            raise errors.method_not_supported(f"{scope['method']} is not supported on {FAULTS_PREFIX}{WORKSPACE_FAULTS}<workspace>: GET, POST or DELETE")
+        request = await _fault_request(receive)
+        kind = request.pop("fault")
+        try:
+            dropped = registry.set(cluster, path, kind, request)
+        except faults.FaultError as exc:
+            raise errors.bad_request(str(exc)) from None
+        answer = _workspace_fault_status(path, cluster, registry.described(cluster))
+        return http.object_response(answer if dropped is None else {**answer, "dropped": dropped}, 200)
 
     def _readyz(self) -> Response:
         """Ready once seeded. Stale workspaces and workspaces whose backend is undeclared or
@@ -314,8 +366,9 @@ class ServeApp:
         values = {**self.hub.metrics(), "vwproxy_slow_watchers_closed_total": self.reads.slow_watchers_closed, "vwproxy_shard_revision": self.shard.revision, "vwproxy_shard_watchers": self.shard.watcher_count()}
         body = "".join(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}\n{name} {value}\n" for name, value in values.items())
         faulty = [(name, kind) for name, client in sorted(self.clients.items()) for kind in sorted(client.faults.kinds)]
-        if faulty:
-            body += "# TYPE vwproxy_faults_active gauge\n" + "".join(f'vwproxy_faults_active{{backend="{name}",fault="{kind}"}} 1\n' for name, kind in faulty)
+        samples = [f'vwproxy_faults_active{{backend="{name}",fault="{kind}"}} 1\n' for name, kind in faulty] + self.hub.faults.metric_lines()
+        if samples:
+            body += "# TYPE vwproxy_faults_active gauge\n" + "".join(samples)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

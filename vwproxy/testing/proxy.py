@@ -103,6 +103,24 @@ class RunningProxy:
         if resp.status_code != 200:
             raise AssertionError(f"clearing the faults of backend {backend}: {resp.status_code} {resp.text}")
 
+    def workspace_fault(self, workspace: str, kind: str, **args: Any) -> dict[str, Any]:
+        """Switch a fault on for one workspace (a path or logical cluster name) as the virtual
+        workspaces see it: `down`, `hung`, `slow` with `ms=`, `expire-next-watch`, `drop-watches`,
+        or `delay` with `resource="logicalclusters.core.kcp.io", ms=`; returns the admin API's answer."""
+        with self.client() as admin:
+            resp = admin.post(f"/vwproxy/faults/workspaces/{workspace}", json={"fault": kind, **args})
+        if resp.status_code != 200:
+            raise AssertionError(f"fault {kind} on workspace {workspace}: {resp.status_code} {resp.text}")
+        answer: dict[str, Any] = resp.json()
+        return answer
+
+    def clear_workspace_faults(self, workspace: str) -> None:
+        """Clear every fault of a workspace; what its faults held back reaches the views now."""
+        with self.client() as admin:
+            resp = admin.delete(f"/vwproxy/faults/workspaces/{workspace}")
+        if resp.status_code != 200:
+            raise AssertionError(f"clearing the faults of workspace {workspace}: {resp.status_code} {resp.text}")
+
     def user_token(self, name: str) -> str:
         """The static token of a user given to the constructor."""
         return self._user_tokens[name]

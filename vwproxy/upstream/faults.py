@@ -2,8 +2,10 @@
 
 `BackendClient` consults its `Faults` before each request and stream; with no fault set that is
 one attribute check. Kinds: `down` (connection refused), `hung` (no answer until the request
-timeout), `slow` (every request delayed by `ms`), `expire-next-watch` (the next watch answers an
-in-stream 410 Gone) and `drop-watches` (cut the open watch streams now; a one-shot action).
+timeout, or until cleared; both cut the open watch streams as they are set), `slow` (every
+request delayed by `ms`), `expire-next-watch` (the next watch answers an in-stream 410 Gone) and
+`drop-watches` (cut the open watch streams now; a one-shot action). Faults per workspace, which
+also reach workspaces on the embedded shard, are in `vwproxy/cache/faults.py`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Faults:
         self.active = False
         # Open watch streams, for drop-watches; weak so a forgotten stream is not kept alive.
         self._streams: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Set when the faults are cleared: a request held by `hung` goes on at once.
+        self._released = asyncio.Event()
 
     def set(self, kind: str, args: dict[str, Any]) -> None:
         """Switch a fault on (drop-watches is done by `drop_watches`, not kept)."""
@@ -68,6 +72,8 @@ class Faults:
             log.warning("faults cleared on backend %s: %s", self.backend, ", ".join(sorted(self.kinds)))
         self.kinds.clear()
         self.active = False
+        self._released.set()
+        self._released = asyncio.Event()
 
     def track(self, stream: Any) -> None:
         self._streams.add(stream)
@@ -85,8 +91,11 @@ class Faults:
         if DOWN in self.kinds:
             raise service_unavailable(f"backend {self.backend} is unreachable: connection refused (fault injected)")
         if HUNG in self.kinds:
-            await asyncio.sleep(read_timeout)
-            raise errors.timeout(f"backend {self.backend} did not answer in time (read timeout, fault injected)")
+            try:
+                await asyncio.wait_for(self._released.wait(), read_timeout)
+            except TimeoutError:
+                raise errors.timeout(f"backend {self.backend} did not answer in time (read timeout, fault injected)") from None
+            return  # cleared while it waited: the backend answers again
         if SLOW in self.kinds:
             await asyncio.sleep(self.kinds[SLOW]["ms"] / 1000)
 

@@ -28,10 +28,11 @@ from vwproxy.core.claims import ClaimRef, ClaimSelector, accepted, allowed_verbs
 from vwproxy.kube import conversion, errors, kcp, protobuf, vwpaths
 from vwproxy.kube import patch as patching
 from vwproxy.kube.apply import APPLY_PATCH
-from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of
+from vwproxy.kube.paths import DiscoveryPath, ResourcePath, parse_api_path, verb_of, wants_watch
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.server import http
 from vwproxy.server.guard import user_of
+from vwproxy.server import watchstream
 from vwproxy.server.reads import ReadHandler, ReadScope
 from vwproxy.server.discovery import serve_discovery
 from vwproxy.server.vw.common import check_wildcard, denied, resolve_resource, warning_headers
@@ -171,6 +172,10 @@ class APIExportVirtualWorkspace:
         self, request: Request, key: ViewKey, info: ResourceInfo, cluster: str | None, target: ResourcePath, params: dict[str, str], scope: ReadScope | None,
     ) -> Response:
         view = self.hub.view(key)
+        if wants_watch(target, params):
+            expired = self.hub.faults.take_expired_watch(view, cluster)
+            if expired is not None:
+                return watchstream.expired_watch(errors.expired(f"too old resource version (fault injected on workspace {expired})"))
         if params.get("resourceVersion", "") == "":
             # A consistent read: wait (bounded) for every backend of the view to have listed.
             await self.hub.wait_synced(key, SYNC_WAIT_SECONDS)
@@ -201,9 +206,12 @@ class APIExportVirtualWorkspace:
         backend = client if client is not None else None
         headers = {"content-type": content_type, "accept": "application/json", "user-agent": request.headers.get("user-agent", "vwproxy")}
         path = target_path(info, target)
+        await self.hub.faults.before_write(cluster)
         if backend is None:
             resp = await self.embedded.request(method, f"/clusters/{cluster}{path}", params=query, headers=headers, content=body)
             status, payload = resp.status_code, resp.content
+            if 200 <= status < 300 and (target.name or verb == "create") and self.hub.faults.gating(cluster):
+                await self._visible(key, cluster, target, payload, verb, status)  # its event may reach the view late
         else:
             upstream = await backend.request(method, path, query, headers, body)
             status, payload = upstream.status, upstream.body
