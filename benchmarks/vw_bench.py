@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -669,31 +670,121 @@ async def scale_embedded(args: argparse.Namespace, tmp: Path, results: Results, 
     workspaces = [ws_name(i) for i in range(s)]
     write_config(tmp / "e1-config", workspaces)
     generous = 60 + s * 0.5
+    # --scale-data keeps the first start's data dir (and config) for later runs, which then go
+    # straight to the restart: building 10,000 workspaces takes minutes, the restart seconds.
+    where = args.scale_data or tmp
+    config, data, log_path = where / "e1-config", where / "e1-data", where / "e1.log"
+    prepared = where / "e1-prepared"
     async with _session(16) as session:
-        server = serve_process(tmp / "e1-config", tmp / "e1-data", tmp / "e1.log", _profile_path(args, "e1-first"))
-        owned.append(server)
-        server.spawn()
-        ready = await server.wait_ready(session, generous)
-        await wait_bindings_ready(session, server.url, s, generous)
-        bound = time.perf_counter() - server.started_at
-        rss_bound, _ = server.rss_kib()
-        results.add("(e1) first start: all bindings Ready", f"{bound:.1f} s", f"{s} workspaces + bindings seeded from the config; ready (listening) after {ready:.1f} s; RSS {_mib(rss_bound)}")
-        secs = await create_widgets(server.url, workspaces, p, WRITERS)
-        synced_at, _ = await wait_synced_view(session, server.url, total, generous)
-        rss, _ = server.rss_kib()
-        results.add("(e1) widgets created", f"{total}", f"{total / secs:,.0f}/s through the front; view synced {(synced_at - server.started_at):.1f} s after start; RSS {_mib(rss)}")
-        server.stop()
+        if prepared.exists() and prepared.read_text() == f"{s} {p}\n":
+            results.add("(e1) first start", "skipped", f"the data of {s} workspaces x {p} widgets in {where} was prepared by an earlier run")
+        else:
+            if where.exists() and args.scale_data:
+                shutil.rmtree(config, ignore_errors=True)
+                shutil.rmtree(data, ignore_errors=True)
+            where.mkdir(parents=True, exist_ok=True)
+            write_config(config, workspaces)
+            server = serve_process(config, data, log_path, _profile_path(args, "e1-first"))
+            owned.append(server)
+            server.spawn()
+            ready = await server.wait_ready(session, generous)
+            await wait_bindings_ready(session, server.url, s, generous)
+            bound = time.perf_counter() - server.started_at
+            rss_bound, _ = server.rss_kib()
+            results.add("(e1) first start: all bindings Ready", f"{bound:.1f} s", f"{s} workspaces + bindings seeded from the config; ready (listening) after {ready:.1f} s; RSS {_mib(rss_bound)}")
+            secs = await create_widgets(server.url, workspaces, p, WRITERS)
+            synced_at, _ = await wait_synced_view(session, server.url, total, generous)
+            rss, _ = server.rss_kib()
+            results.add("(e1) widgets created", f"{total}", f"{total / secs:,.0f}/s through the front; view synced {(synced_at - server.started_at):.1f} s after start; RSS {_mib(rss)}")
+            server.stop()
+            prepared.write_text(f"{s} {p}\n")
         # The same data and config again: a cold start.
-        server = serve_process(tmp / "e1-config", tmp / "e1-data", tmp / "e1.log", _profile_path(args, "e1-restart"))
+        server = serve_process(config, data, log_path, _profile_path(args, "e1-restart"))
         owned.append(server)
         server.spawn()
         ready = await server.wait_ready(session, generous)
-        synced_at, _ = await wait_synced_view(session, server.url, total, generous)
+        synced_at, list_url = await wait_synced_view(session, server.url, total, generous)
         rss, hwm = server.rss_kib()
         results.add("(e1) restart: start to synced view", f"{synced_at - server.started_at:.1f} s",
                     f"{s} workspaces x {p} widgets; listening after {ready:.1f} s; server CPU {server.cpu_seconds():.1f} s")
         results.add("(e1) proxy RSS, synced", _mib(rss), f"peak (VmHWM) {_mib(hwm)}")
+        await new_binding(session, server, list_url, results, args.engagements)
         server.stop()
+
+
+async def new_binding(session: aiohttp.ClientSession, server: Process, list_url: str, results: Results, count: int) -> None:
+    """(e1) engagement at scale: a new workspace binds the export while the VW has a wildcard
+    watcher; per workspace, from the APIBinding's create response to the first create of a widget
+    there that succeeds (the binding installed the CRD), and from that widget's create response to
+    its ADDED event at the VW watcher (the view engaged the workspace and took its objects in)."""
+    async with session.get(list_url, params={"limit": "1"}) as r:
+        rv = orjson.loads(await _expect(r, 200, "VW list"))["metadata"]["resourceVersion"]
+    added: dict[str, float] = {}
+    arrived = asyncio.Event()
+    opened = asyncio.Event()
+
+    async def watch() -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with session.get(list_url, params={"watch": "true", "resourceVersion": rv}, timeout=timeout) as r:
+            if r.status != 200:
+                raise BenchError(f"VW watch: HTTP {r.status}: {(await r.read())[:300]!r}")
+            opened.set()
+            async for now, _, event in watch_events(r):
+                md = (event.get("object") or {}).get("metadata") or {}
+                if event.get("type") == "ADDED" and md.get("name") == "w-new":
+                    added[str((md.get("annotations") or {}).get("kcp.io/cluster", ""))] = now
+                    arrived.set()
+
+    watcher = asyncio.create_task(watch())
+    installed: list[float] = []
+    engaged: list[float] = []
+    try:
+        await asyncio.wait_for(opened.wait(), DELIVERY_TIMEOUT)
+        for k in range(count):
+            ws = f"new-{os.getpid()}-{k}"
+            async with session.post(f"{server.url}/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces", data=orjson.dumps(
+                    {"apiVersion": "tenancy.kcp.io/v1alpha1", "kind": "Workspace", "metadata": {"name": ws}}), headers=JSON) as r:
+                created = orjson.loads(await _expect(r, 201, f"create workspace {ws}"))
+
+            async def phase() -> str:
+                async with session.get(f"{server.url}/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/{ws}") as r:
+                    return str((orjson.loads(await _expect(r, 200, f"get workspace {ws}")).get("status") or {}).get("phase") or "") == "Ready" and str(created)
+
+            await eventually(phase, f"workspace {ws} Ready", DELIVERY_TIMEOUT, 0.01)
+            binding = {"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIBinding", "metadata": {"name": "widgets"},
+                       "spec": {"reference": {"export": {"path": "root:provider", "name": "widgets"}}}}
+            async with session.post(f"{server.url}/clusters/root:{ws}{KCP}/apibindings", data=orjson.dumps(binding), headers=JSON) as r:
+                await _expect(r, 201, f"create the APIBinding in root:{ws}")
+            bound_at = time.perf_counter()
+            body = orjson.dumps({**widget(0), "metadata": {"name": "w-new", "labels": {"app": "bench"}}})
+            deadline = bound_at + DELIVERY_TIMEOUT
+            while True:
+                async with session.post(f"{server.url}/clusters/root:{ws}{WIDGETS}/namespaces/default/widgets", data=body, headers=JSON) as r:
+                    status = r.status
+                    made = orjson.loads(await r.read())
+                if status == 201:
+                    break
+                if time.perf_counter() > deadline:
+                    raise BenchError(f"no widget could be created in root:{ws} {DELIVERY_TIMEOUT:.0f} s after its binding: HTTP {status}")
+                await asyncio.sleep(0.002)
+            made_at = time.perf_counter()
+            cluster = made["metadata"]["annotations"]["kcp.io/cluster"]
+            while cluster not in added:
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), DELIVERY_TIMEOUT)
+            installed.append(made_at - bound_at)
+            engaged.append(added[cluster] - made_at)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    results.add("(e1) new binding: binding to CRD installed, p50 / max", f"{_ms(_pct(installed, 50))} / {_ms(max(installed))} ms",
+                f"{count} new workspaces bound one after another: from the APIBinding's create response to the first widget create that succeeds (polled every 2 ms)")
+    results.add("(e1) new binding: widget to VW watcher, p50 / max", f"{_ms(_pct(engaged, 50))} / {_ms(max(engaged))} ms",
+                "from that widget's create response to its ADDED event at a VW wildcard watcher (the view engaged the workspace)")
+    results.add("(e1) new binding engaged: binding to widget at VW, p50 / max",
+                f"{_ms(_pct([a + b for a, b in zip(installed, engaged)], 50))} / {_ms(max(a + b for a, b in zip(installed, engaged)))} ms",
+                "the two above together")
 
 
 async def scale_backends(args: argparse.Namespace, tmp: Path, results: Results, owned: list[Process]) -> None:
@@ -773,10 +864,12 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     print("running:", flush=True)
     started = time.perf_counter()
     try:
-        await main_phases(args, tmp, results, owned)
+        if not args.skip_main:
+            await main_phases(args, tmp, results, owned)
         if not args.skip_scale:
             await scale_embedded(args, tmp, results, owned)
-            await scale_backends(args, tmp, results, owned)
+            if args.backends:
+                await scale_backends(args, tmp, results, owned)
     finally:
         stop_all(owned)
         if args.keep:
@@ -799,9 +892,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--direct-connections", type=int, default=16, help="connections of the client listing the workspaces itself (default 16)")
     parser.add_argument("--list-runs", type=int, default=None, help="interleaved list runs to take the medians of (default 7; --quick: 3)")
     parser.add_argument("--scale-workspaces", type=int, default=None, help="(e1) workspaces on the embedded shard (default 1000; --quick: 20)")
-    parser.add_argument("--backends", type=int, default=None, help="(e2) separate backend processes, one workspace each (default 100; --quick: 3)")
+    parser.add_argument("--backends", type=int, default=None, help="(e2) separate backend processes, one workspace each (default 100; --quick: 3; 0 skips (e2))")
     parser.add_argument("--scale-objects", type=int, default=None, help="widgets per workspace in (e1) and (e2) (default 10; --quick: 5)")
     parser.add_argument("--skip-scale", action="store_true", help="skip (e1) and (e2)")
+    parser.add_argument("--skip-main", action="store_true", help="skip (a)-(d)")
+    parser.add_argument("--scale-data", type=Path, default=None, metavar="DIR",
+                        help="keep (e1)'s config and data in DIR; a later run with the same sizes restarts on them instead of building them again")
+    parser.add_argument("--engagements", type=int, default=None, help="(e1) new workspaces bound after the restart, one after another (default 5; --quick: 2)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="run every proxy under cProfile, writing DIR/<phase>.prof (timings are then not comparable)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, data, logs)")
@@ -818,7 +915,10 @@ def main(argv: list[str] | None = None) -> int:
     args.scale_workspaces = pick(args.scale_workspaces, 1000, 20)
     args.backends = pick(args.backends, 100, 3)
     args.scale_objects = pick(args.scale_objects, 10, 5)
-    for name in ("workspaces", "objects", "changes", "list_runs", "scale_workspaces", "backends", "scale_objects", "direct_watchers", "direct_connections"):
+    args.engagements = pick(args.engagements, 5, 2)
+    if args.scale_data is not None:
+        args.scale_data = args.scale_data.resolve()
+    for name in ("workspaces", "objects", "changes", "list_runs", "scale_workspaces", "scale_objects", "engagements", "direct_watchers", "direct_connections"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.change_rate < 0:
