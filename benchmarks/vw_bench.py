@@ -100,6 +100,15 @@ def _free_port() -> int:
             return port
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _child_env() -> dict[str, str]:
     # The proxy talks to loopback backends: no HTTP proxy from the environment may get in between.
     return {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
@@ -329,7 +338,7 @@ async def wait_synced_view(session: aiohttp.ClientSession, base: str, expected: 
         async with session.get(url) as r:
             body = await _expect(r, 200, "VW wildcard list")
         count = len(orjson.loads(body)["items"])
-        return count == expected or f"{count}/{expected} widgets"
+        return count >= expected or f"{count}/{expected} widgets"  # (e1) with --scale-data: plus the w-new of earlier runs
 
     await eventually(synced, f"a VW list of {expected} widgets", timeout, 0.05)
     return time.perf_counter(), url
@@ -676,7 +685,9 @@ async def scale_embedded(args: argparse.Namespace, tmp: Path, results: Results, 
     config, data, log_path = where / "e1-config", where / "e1-data", where / "e1.log"
     prepared = where / "e1-prepared"
     async with _session(16) as session:
-        if prepared.exists() and prepared.read_text() == f"{s} {p}\n":
+        marker = prepared.read_text().split() if prepared.exists() else []
+        if marker[:2] == [str(s), str(p)]:
+            port = int(marker[2])
             results.add("(e1) first start", "skipped", f"the data of {s} workspaces x {p} widgets in {where} was prepared by an earlier run")
         else:
             if where.exists() and args.scale_data:
@@ -697,12 +708,17 @@ async def scale_embedded(args: argparse.Namespace, tmp: Path, results: Results, 
             rss, _ = server.rss_kib()
             results.add("(e1) widgets created", f"{total}", f"{total / secs:,.0f}/s through the front; view synced {(synced_at - server.started_at):.1f} s after start; RSS {_mib(rss)}")
             server.stop()
-            prepared.write_text(f"{s} {p}\n")
+            port = server.port
+            prepared.write_text(f"{s} {p} {port}\n")
         # The same data and config again: a cold start.
-        server = serve_process(config, data, log_path, _profile_path(args, "e1-restart"))
+        # A restart keeps its address (the workspaces' URLs and the endpoint slice name it): on
+        # the first start's port, unless another program holds it now.
+        server = serve_process(config, data, log_path, _profile_path(args, "e1-restart"), port if _port_free(port) else None)
         owned.append(server)
         server.spawn()
         ready = await server.wait_ready(session, generous)
+        if server.port != port:
+            results.add("(e1) restart on another port", f"{server.port}", f"port {port} of the first start was taken: the URLs in every workspace change")
         synced_at, list_url = await wait_synced_view(session, server.url, total, generous)
         rss, hwm = server.rss_kib()
         results.add("(e1) restart: start to synced view", f"{synced_at - server.started_at:.1f} s",
