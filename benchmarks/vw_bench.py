@@ -102,6 +102,7 @@ def _free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -718,6 +719,7 @@ async def scale_embedded(args: argparse.Namespace, tmp: Path, results: Results, 
         server.spawn()
         ready = await server.wait_ready(session, generous)
         if server.port != port:
+            prepared.write_text(f"{s} {p} {server.port}\n")  # the URLs now name this one
             results.add("(e1) restart on another port", f"{server.port}", f"port {port} of the first start was taken: the URLs in every workspace change")
         synced_at, list_url = await wait_synced_view(session, server.url, total, generous)
         rss, hwm = server.rss_kib()

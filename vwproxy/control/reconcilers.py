@@ -165,7 +165,14 @@ class Reconcilers:
 
     def export_is_bound(self, export_cluster: str, export_name: str) -> bool:
         """Whether any APIBinding on this shard binds the export (endpoint URLs are published then)."""
-        for _, binding in self.store.all(API_BINDINGS):
+        # Decoded one at a time, stopping at the first: with thousands of bindings, reading them
+        # all per endpoint slice made a restart quadratic. A binding of another export (its label,
+        # set by reconcile_binding, names that one) is not decoded at all.
+        label = kcp.export_label_value(export_cluster, export_name)
+        for stored in self.store.each_stored(API_BINDINGS):
+            if stored.labels.get(kcp.EXPORT_LABEL, label) != label:
+                continue
+            binding = stored.decode()
             status = binding.get("status") or {}
             ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
             if ref.get("name") == export_name and status.get("apiExportClusterName") == export_cluster:

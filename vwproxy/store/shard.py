@@ -10,6 +10,7 @@ so a write's preconditions cannot be invalidated half-way.
 from __future__ import annotations
 
 import builtins
+import gc as cyclic_gc
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -151,6 +152,17 @@ class Shard:
     # -- loading --------------------------------------------------------------------------
 
     def _load(self) -> None:
+        # Every object loaded stays: the cyclic garbage collector, which would walk the growing
+        # heap again and again while it fills, has nothing to find until the load is done.
+        paused = cyclic_gc.isenabled()
+        cyclic_gc.disable()
+        try:
+            self._load_rows()
+        finally:
+            if paused:
+                cyclic_gc.enable()
+
+    def _load_rows(self) -> None:
         for row in self._db.rows():
             obj = orjson.loads(row.body)
             md = obj.get("metadata") or {}
