@@ -157,12 +157,23 @@ def _intern(text: str) -> str:
 _NO_LABELS: dict[str, str] = {}
 
 
+_label_sets: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_LABEL_SETS_LIMIT = 50_000
+
+
 def _shared_labels(labels: dict[str, str]) -> dict[str, str]:
-    """`labels` with its keys and values interned (objects share few distinct ones); empty ones
-    share one dict. Label maps are read, never changed in place."""
+    """One dict for every object with the same labels (most objects of a kind share a few sets),
+    with keys and values interned; empty labels share one dict. Label maps of stored objects are
+    read, never changed in place."""
     if not labels:
         return _NO_LABELS
-    return {_intern(k): _intern(v) if len(v) <= 63 else v for k, v in labels.items()}
+    key = tuple(labels.items())
+    shared = _label_sets.get(key)
+    if shared is None:
+        if len(_label_sets) >= _LABEL_SETS_LIMIT:  # mostly unique sets: start over
+            _label_sets.clear()
+        shared = _label_sets[key] = {_intern(k): _intern(v) if len(v) <= 63 else v for k, v in labels.items()}
+    return shared
 
 
 Encoder = Callable[[StoredObject], bytes]

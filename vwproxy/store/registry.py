@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,10 +58,10 @@ class ResourceRegistry:
     def __init__(self) -> None:
         self._crds: dict[str, dict[str, list[ResourceInfo]]] = {}  # cluster → CRD name → infos
         # Infos are immutable: clusters whose CRDs have the same spec (every consumer of one
-        # APIExport gets the same CRD) share one list, by the spec's JSON, counted so it goes
+        # APIExport gets the same CRD) share one list, by the digest of the spec's JSON, counted so it goes
         # with its last user. Thousands of workspaces then hold one parsed schema, not thousands.
         self._shared: dict[bytes, tuple[list[ResourceInfo], int]] = {}
-        self._spec_of: dict[tuple[str, str], bytes] = {}  # (cluster, CRD name) → its spec's JSON
+        self._spec_of: dict[tuple[str, str], bytes] = {}  # (cluster, CRD name) → its spec's digest
         # Compiled schemas by the identity of the CRD version they came from (kept alive with it).
         self._schemas: dict[int, tuple[dict[str, Any], CRSchema]] = {}
 
@@ -88,7 +89,7 @@ class ResourceRegistry:
         self._crds.pop(cluster, None)
 
     def _acquire(self, cluster: str, name: str, crd: dict[str, Any]) -> list[ResourceInfo]:
-        key = orjson.dumps(crd.get("spec") or {}, option=orjson.OPT_SORT_KEYS)
+        key = hashlib.sha256(orjson.dumps(crd.get("spec") or {}, option=orjson.OPT_SORT_KEYS)).digest()
         infos, users = self._shared.get(key, (None, 0))
         if infos is None:
             infos = crd_resources(crd)

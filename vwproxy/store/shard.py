@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import gc as cyclic_gc
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,7 +344,7 @@ class Shard:
 
     def _index_uid(self, storage_key: str, obj: StoredObject) -> None:
         if obj.uid:
-            self._uids.setdefault(obj.cluster, {})[obj.uid] = (storage_key, obj.namespace, obj.name)
+            self._uids.setdefault(obj.cluster, {})[obj.uid] = (sys.intern(storage_key), obj.namespace, obj.name)
 
     def uid_exists(self, cluster: str, uid: str) -> bool:
         return uid in self._uids.get(cluster, {})
