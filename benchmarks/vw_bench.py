@@ -678,7 +678,6 @@ async def scale_embedded(args: argparse.Namespace, tmp: Path, results: Results, 
     s, p = args.scale_workspaces, args.scale_objects
     total = s * p
     workspaces = [ws_name(i) for i in range(s)]
-    write_config(tmp / "e1-config", workspaces)
     generous = 60 + s * 0.5
     # --scale-data keeps the first start's data dir (and config) for later runs, which then go
     # straight to the restart: building 10,000 workspaces takes minutes, the restart seconds.
