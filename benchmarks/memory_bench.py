@@ -35,7 +35,6 @@ from typing import Any
 
 import orjson
 
-from vwproxy.core.objects import append_encoded
 from vwproxy.core.rv import RVSequence
 from vwproxy.core.view import View
 from vwproxy.kube.listoptions import parse_list_options
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             view = View(RVSequence(10_000_000), "example.dev", "widgets", max(10_000, total))
             for cluster in clusters:
                 objects = list(table.clusters[cluster].ordered())
-                if decoded:
+                if decoded or not hasattr(view, "replace_cluster_stored"):  # (before issue 14 there was only this path)
                     view.replace_cluster(cluster, [(o.decode(), str(o.rv)) for o in objects])
                 else:
                     view.replace_cluster_stored(cluster, objects)
@@ -141,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         def joined() -> bytes:
             result = view.list(None, "", parse_list_options({}))
             parts = [b'{"kind":"WidgetList","apiVersion":"example.dev/v1alpha1","metadata":{},"items":[']
-            append_encoded(parts, result.items)
+            try:
+                from vwproxy.core.objects import append_encoded
+            except ImportError:  # before issue 14: one bytes object per item
+                for o in result.items:
+                    parts += (o.raw, b",")
+            else:
+                append_encoded(parts, result.items)
             parts[-1] = b"]}"
             return b"".join(parts)
 
