@@ -205,7 +205,7 @@ class ChangeEvent:
         self.type = type  # ADDED, MODIFIED, DELETED
         self.obj = obj  # the new state; for DELETED, the last state stamped with the deletion RV
         self.prev = prev
-        self.storage_key = storage_key
+        self.storage_key = _intern(storage_key)  # one string for the thousands of events of a resource
         self._frames: dict[tuple[str, bool, str], bytes] | None = None
 
     def __repr__(self) -> str:
