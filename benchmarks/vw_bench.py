@@ -332,17 +332,27 @@ async def create_widgets(base: str, workspaces: list[str], per_workspace: int, c
 
 
 async def wait_synced_view(session: aiohttp.ClientSession, base: str, expected: int, timeout: float) -> tuple[float, str]:
-    """Poll until the VW wildcard list returns `expected` widgets; (perf_counter then, the list URL)."""
+    """Poll until the VW wildcard list holds `expected` widgets; (perf_counter then, the list URL).
+
+    Each poll is a one-item page (`limit=1`: the item and `remainingItemCount`), so that the
+    client decoding 100,000 widgets per poll does not set the resolution; once it says all are
+    there, one full list checks that they are.
+    """
     url = await vw_url(session, base, timeout)
 
     async def synced() -> bool | str:
-        async with session.get(url) as r:
-            body = await _expect(r, 200, "VW wildcard list")
-        count = len(orjson.loads(body)["items"])
+        async with session.get(url, params={"limit": "1"}) as r:
+            page = orjson.loads(await _expect(r, 200, "VW wildcard list"))
+        count = len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
         return count >= expected or f"{count}/{expected} widgets"  # (e1) with --scale-data: plus the w-new of earlier runs
 
-    await eventually(synced, f"a VW list of {expected} widgets", timeout, 0.05)
-    return time.perf_counter(), url
+    await eventually(synced, f"a VW list of {expected} widgets", timeout, 0.02)
+    synced_at = time.perf_counter()
+    async with session.get(url) as r:
+        count = len(orjson.loads(await _expect(r, 200, "VW wildcard list"))["items"])
+    if count < expected:
+        raise BenchError(f"the VW's pages said {expected} widgets, its full list has {count}")
+    return synced_at, url
 
 
 # -- (a) and (b): lists ---------------------------------------------------------------------
