@@ -6,8 +6,8 @@ controllers write to their shard's storage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from vwproxy.kube import errors, managedfields

@@ -146,8 +146,8 @@ class ControlPlane:
         elif kind == "secret" and namespace == kcp.IDENTITY_SECRET_NAMESPACE:
             self.enqueue(("export", cluster, name))
         elif kind in ("schema", "crd"):
-            for binding in self.store.each_stored(API_BINDINGS, None if kind == "schema" else cluster):
-                self.enqueue(("binding", binding.cluster, binding.name))  # names only: nothing to decode
+            for stored in self.store.each_stored(API_BINDINGS, None if kind == "schema" else cluster):
+                self.enqueue(("binding", stored.cluster, stored.name))  # names only: nothing to decode
         if kind == "workspacetype":
             # A workspace waits in Scheduling until its type (and what that extends) resolves.
             for ws in self.shard.table(self.store.info(WORKSPACES).storage_key).ordered(None):
