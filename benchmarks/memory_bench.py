@@ -15,9 +15,10 @@ each (`Shard.create`, the write path the HTTP handlers call, so the stored objec
     encodes each object again;
   - the JSON size of a widget as the view serves it (mean), and each figure as a ratio to it;
   - list body: the view's wildcard list joined as `server/reads.py` joins it, against
-    `orjson.dumps` of the same items (decoded), both in this process, medians of R runs.
+    `orjson.dumps` of the same items (decoded), both in this process, medians of R runs;
+  - write path: U updates through `Shard.update` with the view following each commit, p50/p99.
 
-    python benchmarks/memory_bench.py [--clusters N] [--objects M] [--runs R]
+    python benchmarks/memory_bench.py [--clusters N] [--objects M] [--runs R] [--updates U]
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clusters", type=int, default=100, help="logical clusters (default 100)")
     parser.add_argument("--objects", type=int, default=100, help="widgets per logical cluster (default 100)")
     parser.add_argument("--runs", type=int, default=15, help="list runs to take the medians of (default 15)")
+    parser.add_argument("--updates", type=int, default=3000, help="updates timed through the shard and the view (default 3000)")
     args = parser.parse_args(argv)
     command = shlex.join(["python3", "benchmarks/memory_bench.py", *(sys.argv[1:] if argv is None else argv)])
     n, m = args.clusters, args.objects
@@ -153,6 +155,29 @@ def main(argv: list[str] | None = None) -> int:
         assert orjson.loads(joined())["items"] == decoded_items
         join_ms = median_ms(args.runs, joined)
         dumps_ms = median_ms(args.runs, lambda: orjson.dumps(decoded_items))
+
+        # Updates through the shard while the view follows its commits (as the hub does): a
+        # label change per write, one logical cluster's widgets in turn.
+        def follow(events: list[Any]) -> None:
+            for event in events:
+                if event.storage_key == info.storage_key and event.type != "DELETED":
+                    obj = event.obj
+                    if hasattr(view, "upsert_stored"):
+                        view.upsert_stored(obj)
+                    else:  # before issue 14
+                        view.upsert(obj.cluster, obj.decode(), str(obj.rv))
+
+        shard.on_commit.append(follow)
+        latencies = []
+        for u in range(args.updates):
+            name = f"w-{u % m:05d}"
+            current = shard.get(info, clusters[0], "default", name).decode()
+            current["metadata"]["labels"]["bench-seq"] = str(u + 1)
+            started = time.perf_counter()
+            shard.update(info, clusters[0], "default", name, current)
+            latencies.append(time.perf_counter() - started)
+        latencies.sort()
+
         shard.close()
 
     rows.append(("widget JSON size (mean, as the view serves it)", f"{json_size:.0f} B", f"{n} clusters x {m} widgets = {total}"))
@@ -162,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("view list body joined (median)", f"{join_ms:.2f} ms", f"list + join of {total} items, {args.runs} runs"))
     rows.append(("orjson.dumps of the same items (median)", f"{dumps_ms:.2f} ms", f"{args.runs} runs"))
     rows.append(("list body / orjson.dumps", f"{join_ms / dumps_ms:.2f}x", "server side only, no HTTP"))
+    if latencies:
+        p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        rows.append(("update through shard and view, p50 / p99", f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f} us",
+                     f"{args.updates} merge-style updates (a label) in one cluster, the view following each commit"))
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"| {name:<{width}} | {value:>10} | {note}")
