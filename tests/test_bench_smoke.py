@@ -99,6 +99,8 @@ def test_quick_vw_benchmark_runs_and_reports() -> None:
     assert re.search(r"^\| \(c\) delivered +\| VW (\d+)/\1, direct (\d+)/\2 OK", out, re.M), out
     assert re.search(rf"^\| \(d\) proxy RSS per widget, view +\| -?{number} KiB", out, re.M), out
     assert re.search(rf"^\| \(e1\) restart: start to synced view +\| {number} s", out, re.M), out
+    assert re.search(rf"^\| \(e1\) new binding engaged: binding to widget at VW, p50 / max +\| {number} / {number} ms", out, re.M), out
+    assert re.search(rf"^\| \(a\) VW list: first body byte \(median\) +\| {number} ms", out, re.M), out
     assert re.search(r"^\| \(e2\) backend processes started +\| 3 ", out, re.M), out
     assert re.search(rf"^\| \(e2\) proxy RSS, synced +\| {number} MiB", out, re.M), out
     assert re.search(r"^command: .*vw_bench\.py --quick$", out, re.M), out
@@ -108,6 +110,25 @@ def test_quick_vw_benchmark_runs_and_reports() -> None:
     assert folder, out
     leftover = [cmd for cmd in _command_lines() if folder.group(1) in cmd]
     assert not leftover, f"benchmark processes left running: {leftover}"
+
+
+MEMORY_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_bench.py"
+
+
+def test_memory_benchmark_runs_and_reports() -> None:
+    """`memory_bench.py` on a tiny shard: bytes per widget in the shard and the views, the list join."""
+    proc = subprocess.run(
+        [sys.executable, str(MEMORY_BENCH), "--clusters", "3", "--objects", "20", "--runs", "3"],
+        cwd=MEMORY_BENCH.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    number = r"[\d.,]+"
+    for row in ("shard: traced bytes per widget", "view (embedded shard, shared bytes): bytes per widget",
+                "view (decoded path, a kube backend's): bytes per widget"):
+        assert re.search(rf"^\| {re.escape(row)} +\| +-?{number} B \| -?{number}x the JSON", out, re.M), out
+    assert re.search(rf"^\| list body / orjson.dumps +\| +{number}x", out, re.M), out
+    assert re.search(r"^command: python3 benchmarks/memory_bench\.py --clusters 3", out, re.M), out
 
 
 def _command_lines() -> list[str]:

@@ -900,6 +900,48 @@ def test_held_bytes_are_shared_by_lists_gets_and_watch_frames() -> None:
     [event] = view.upsert("c1", widget("d", "a"), "1")
     held = view.get("c1", "d", "a")
     assert held is not None
-    assert view.list(None, "", opts()).items[0].raw is held.raw is event.obj.raw
+    listed = view.list(None, "", opts()).items[0]
+    assert listed.head is held.head is event.obj.head and listed.tail is held.tail is event.obj.tail
     frame = event.frame("ADDED", False, "json", lambda o: o.raw)
     assert held.raw in frame
+
+
+def test_a_deleted_objects_last_state_shares_the_held_bytes() -> None:
+    view = make_view()
+    view.upsert("c1", widget("d", "a"), "1")
+    held = view.get("c1", "d", "a")
+    assert held is not None
+    [gone] = view.delete("c1", "d", "a", "2")
+    assert gone.obj.head is held.head and gone.obj.tail is held.tail
+    assert orjson.loads(gone.obj.raw)["metadata"]["resourceVersion"] == str(gone.rv)
+    assert orjson.loads(gone.obj.raw) == {**orjson.loads(held.raw), "metadata": {**orjson.loads(held.raw)["metadata"], "resourceVersion": str(gone.rv)}}
+
+
+def test_a_shard_object_is_held_with_the_shards_bytes_and_the_views_rv() -> None:
+    shard_bytes = orjson.dumps(stamped_widget := {**widget("d", "a"), "metadata": {**widget("d", "a")["metadata"], "resourceVersion": "7", "annotations": {"kcp.io/cluster": "c1"}}})
+    source = StoredObject("c1", "d", "a", 7, shard_bytes, {"sel": "x"}, {}, False, "u")
+    view = make_view()
+    [added] = view.upsert_stored(source)
+    held = view.get("c1", "d", "a")
+    assert held is not None and held.head is source.head and held.tail is source.tail
+    assert orjson.loads(held.raw) == {**stamped_widget, "metadata": {**stamped_widget["metadata"], "resourceVersion": str(added.rv)}}
+    assert view.backend_rv("c1", "d", "a") == "7"
+    # The same object again (a relist): nothing new, the backend RV is recorded.
+    assert view.replace_cluster_stored("c1", [StoredObject("c1", "d", "a", 9, shard_bytes.replace(b'"7"', b'"9"'), {}, {}, False, "u")]) == []
+    assert view.backend_rv("c1", "d", "a") == "9"
+    # The same bytes through the decoded path are unchanged too.
+    assert view.upsert("c1", orjson.loads(shard_bytes), "10") == []
+    [gone] = view.replace_cluster_stored("c1", [])
+    assert gone.type == "DELETED" and gone.obj.head is source.head
+
+
+def test_bytes_whose_rv_cannot_be_located_are_kept_whole() -> None:
+    # The RV's text occurs twice: the bytes are not cut, and another RV means a new encoding.
+    raw = orjson.dumps({"metadata": {"name": "a", "resourceVersion": "5"}, "spec": {"ref": {"resourceVersion": "5"}}})
+    obj = StoredObject("c1", "", "a", 5, raw, {}, {}, False)
+    assert obj.tail is None and obj.raw == raw
+    later = obj.at_rv(6)
+    assert orjson.loads(later.raw) == {"metadata": {"name": "a", "resourceVersion": "6"}, "spec": {"ref": {"resourceVersion": "5"}}}
+    view = make_view()
+    [added] = view.upsert_stored(obj)
+    assert orjson.loads(view.get("c1", "", "a").raw)["metadata"]["resourceVersion"] == str(added.rv)  # type: ignore[union-attr]

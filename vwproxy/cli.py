@@ -4,6 +4,7 @@ alone) and `kubeconfig` (a kubeconfig for a running `serve`)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import re
 import shutil
@@ -209,9 +210,13 @@ def _open_shard(args: argparse.Namespace) -> Shard:
     if args.history < 1:
         raise SystemExit("vwproxy: --history must be at least 1")
     try:
-        return Shard(args.data_dir, history_size=args.history, durable=args.durable)
+        shard = Shard(args.data_dir, history_size=args.history, durable=args.durable)
     except StorageError as exc:
         raise SystemExit(f"vwproxy: {exc}") from None
+    # What was loaded lives as long as the process: keep it out of the cyclic collector's
+    # generations, which otherwise walks all of it again at every full collection.
+    gc.freeze()
+    return shard
 
 
 def _check_tls(args: argparse.Namespace) -> None:

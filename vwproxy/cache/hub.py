@@ -205,8 +205,7 @@ class ViewHub:
                 self._start_reflector(key, cluster, client)
                 continue
             bucket = table.clusters.get(cluster)
-            objects = [(o.decode(), str(o.rv)) for o in bucket.ordered()] if bucket else []
-            events += view.replace_cluster(cluster, objects)
+            events += view.replace_cluster_stored(cluster, list(bucket.ordered()) if bucket else [])
         for cluster in sorted(current - wanted):
             running = self._reflectors.pop((key, cluster), None)
             if running is not None:
@@ -248,7 +247,7 @@ class ViewHub:
         if event.type == wire.DELETED:
             produced = view.delete(obj.cluster, obj.namespace, obj.name, str(obj.rv))
         else:
-            produced = view.upsert(obj.cluster, obj.decode(), str(obj.rv))
+            produced = view.upsert_stored(obj)
         self._dispatch(key, produced)
 
     def _follow_binding(self, key: ViewKey, event: ChangeEvent) -> None:

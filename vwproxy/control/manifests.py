@@ -54,7 +54,9 @@ def load_folder(folder: Path) -> list[Manifest]:
             if bodies.yaml_nesting(text) > bodies.MAX_YAML_NESTING:
                 raise ManifestError(f"{path}: nested deeper than {bodies.MAX_YAML_NESTING} levels")
             # Plain JSON values, bounded: a manifest's aliases expand no further than a request body's.
-            documents = [bodies.plain_json(doc) for doc in yaml.load_all(text, Loader=_LOADER)]
+            documents = bodies.json_documents(text)
+            if documents is None:
+                documents = [bodies.plain_json(doc) for doc in yaml.load_all(text, Loader=_LOADER)]
         except errors.StatusError as exc:
             raise ManifestError(f"{path}: {exc.message}") from None
         except yaml.YAMLError as exc:

@@ -6,6 +6,7 @@ controllers write to their shard's storage.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,10 @@ class ControlStore:
         """(logical cluster, object) of every object of `kind` (in `cluster`, or everywhere)."""
         table = self.shard.table(self.info(kind).storage_key)
         return [(o.cluster, o.decode()) for o in table.ordered(cluster)]
+
+    def each_stored(self, kind: Kind, cluster: str | None = None) -> Iterator[StoredObject]:
+        """Every object of `kind` as stored (not decoded), in `cluster` or everywhere."""
+        return self.shard.table(self.info(kind).storage_key).ordered(cluster)
 
     def create(self, kind: Kind, cluster: str, obj: Obj, namespace: str = "") -> Obj:
         info = self.info(kind, cluster)

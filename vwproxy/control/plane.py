@@ -156,8 +156,8 @@ class ControlPlane:
         elif kind == "secret" and namespace == kcp.IDENTITY_SECRET_NAMESPACE:
             self.enqueue(("export", cluster, name))
         elif kind in ("schema", "crd"):
-            for binding_cluster, binding in self.store.all(API_BINDINGS, None if kind == "schema" else cluster):
-                self.enqueue(("binding", binding_cluster, binding["metadata"]["name"]))
+            for stored in self.store.each_stored(API_BINDINGS, None if kind == "schema" else cluster):
+                self.enqueue(("binding", stored.cluster, stored.name))  # names only: nothing to decode
         elif kind == "shard":
             # A shard came, went or changed its URL or partition: every endpoint slice looks again.
             for slice_obj in self.shard.table(self.store.info(ENDPOINT_SLICES).storage_key).ordered(None):

@@ -178,8 +178,7 @@ class Reconcilers:
         else:
             status["conditions"] = [condition("APIExportValid", True, previous=previous), condition("PartitionValid", True, previous=previous)]
             assert export_cluster is not None
-            bound = shards.bound_clusters(self.store, export_cluster, export_name)
-            hosts = shards.serving(shards.registered(self.store, self.external_url), bound, self.store.path_of)
+            hosts = shards.hosting(self.store, shards.registered(self.store, self.external_url), export_cluster, export_name)
             if hosts:
                 status["endpoints"] = [{"url": vwpaths.apiexport_url(s.virtual_workspace_url, export_cluster, export_name)} for s in hosts]
             else:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vwproxy.control.objects import API_BINDINGS, SHARDS, ControlStore, Obj
-from vwproxy.core.partition import EVERYTHING, Partition, PartitionError
+from vwproxy.core.partition import CLUSTERS, EVERYTHING, Partition, PartitionError
+from vwproxy.kube import kcp
 from vwproxy.kube.kcp import ROOT_CLUSTER
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,30 @@ def registered(store: ControlStore, fallback_url: str) -> list[ShardEntry]:
     return sorted(entries, key=lambda e: e.name)
 
 
-def bound_clusters(store: ControlStore, export_cluster: str, export_name: str) -> set[str]:
-    """The logical clusters with an APIBinding bound to the export."""
-    found = set()
-    for cluster, binding in store.all(API_BINDINGS):
+def hosting(store: ControlStore, shards: list[ShardEntry], export_cluster: str, export_name: str) -> list[ShardEntry]:
+    """The shards whose partition holds at least one logical cluster with an APIBinding bound to
+    the export. Bindings are decoded one at a time, those of other exports (their export label
+    says so) not at all, and the walk stops once every shard is known to host one: with thousands
+    of bindings a reconcile of every slice stays linear."""
+    label = kcp.export_label_value(export_cluster, export_name)
+    found: set[str] = set()
+    for stored in store.each_stored(API_BINDINGS):
+        if len(found) == len(shards):
+            break
+        if stored.labels.get(kcp.EXPORT_LABEL, label) != label:
+            continue
+        binding = stored.decode()
         ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
-        if ref.get("name") == export_name and (binding.get("status") or {}).get("apiExportClusterName") == export_cluster:
-            found.add(cluster)
-    return found
+        if ref.get("name") != export_name or (binding.get("status") or {}).get("apiExportClusterName") != export_cluster:
+            continue
+        path = ""
+        for shard in shards:
+            if shard.name not in found:
+                if shard.partition.kind == CLUSTERS and not path:  # only an explicit list may name paths
+                    path = store.path_of(stored.cluster)
+                if shard.partition.owns(stored.cluster, path):
+                    found.add(shard.name)
+    return [s for s in shards if s.name in found]
 
 
 def serving(shards: Iterable[ShardEntry], clusters: set[str], path_of: PathOf) -> list[ShardEntry]:

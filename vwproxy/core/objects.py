@@ -7,8 +7,7 @@ caches its watch frames, so one encoding serves every watcher.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -19,10 +18,34 @@ ObjectKey = tuple[str, str]  # (namespace, name) within one logical cluster
 _NAME_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 
 
-class StoredObject:
-    """One object as stored: its place, its revision, its JSON and its selectable attributes."""
+_RV_KEY = b'"resourceVersion":"'
 
-    __slots__ = ("cluster", "namespace", "name", "rv", "raw", "labels", "_extra_fields", "deleting", "uid", "owners")
+
+def _split_at_rv(raw: bytes, rv: int) -> tuple[bytes, bytes | None]:
+    """`raw` cut around the digits of its `"resourceVersion":"<rv>"`: (before, after).
+
+    Cut only where that text occurs exactly once (it is then metadata's, which was stamped with
+    `rv`); otherwise (None for `after`) the bytes are kept whole and a new RV means a new encoding.
+    """
+    marker = b"%b%d\"" % (_RV_KEY, rv)
+    at = raw.find(marker)
+    if at < 0 or raw.find(marker, at + 1) >= 0:
+        return raw, None
+    digits = at + len(_RV_KEY)
+    return raw[:digits], raw[digits + len(marker) - len(_RV_KEY) - 1:]
+
+
+class StoredObject:
+    """One object as stored: its place, its revision, its JSON and its selectable attributes.
+
+    The JSON is kept in two pieces around the digits of `metadata.resourceVersion` (`head`, then
+    the RV, then `tail`), so an object that differs from another only by its RV shares the other's
+    bytes: a view's copy of a shard object, a DELETED event's last state. `tail` is None when the
+    RV could not be located; `head` is then the whole encoding, with this object's RV in it.
+    Writers of list bodies and frames append `head`, the RV's digits and `tail` (`append_encoded`).
+    """
+
+    __slots__ = ("cluster", "namespace", "name", "rv", "head", "tail", "labels", "_extra_fields", "deleting", "uid", "owners")
 
     def __init__(
         self,
@@ -37,12 +60,13 @@ class StoredObject:
         uid: str = "",
         owners: tuple[str, ...] = (),
     ) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
+        # Cluster and namespace names repeat across thousands of objects: one string each.
+        self.cluster = _intern(cluster)
+        self.namespace = _intern(namespace)
         self.name = name
         self.rv = rv
-        self.raw = raw
-        self.labels = labels
+        self.head, self.tail = _split_at_rv(raw, rv)
+        self.labels = _shared_labels(labels)
         # Only the fields beyond name and namespace are kept (most kinds have none): at many
         # thousands of objects a dict each is a measurable share of memory.
         extra = {k: v for k, v in fields.items() if k not in _NAME_FIELDS}
@@ -51,8 +75,46 @@ class StoredObject:
         self.uid = uid
         self.owners = owners  # uids from metadata.ownerReferences, for garbage collection
 
+    @property
+    def raw(self) -> bytes:
+        """The object's JSON, with `metadata.resourceVersion` = `rv`."""
+        if self.tail is None:
+            return self.head
+        return b"%b%d%b" % (self.head, self.rv, self.tail)
+
     def decode(self) -> dict[str, Any]:
         obj: dict[str, Any] = orjson.loads(self.raw)
+        return obj
+
+    def at_rv(self, rv: int) -> StoredObject:
+        """The same object at another RV, sharing this one's bytes where they could be cut."""
+        if self.tail is None:
+            obj = self.decode()
+            obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
+            return self.with_bytes(rv, encode_json(obj))
+        copy = StoredObject.__new__(StoredObject)
+        copy.cluster, copy.namespace, copy.name, copy.rv = self.cluster, self.namespace, self.name, rv
+        copy.head, copy.tail = self.head, self.tail
+        copy.labels, copy._extra_fields, copy.deleting, copy.uid, copy.owners = self.labels, self._extra_fields, self.deleting, self.uid, self.owners
+        return copy
+
+    def with_bytes(self, rv: int, raw: bytes) -> StoredObject:
+        """This object's place and attributes with another encoding at `rv`."""
+        copy = StoredObject.__new__(StoredObject)
+        copy.cluster, copy.namespace, copy.name, copy.rv = self.cluster, self.namespace, self.name, rv
+        copy.head, copy.tail = _split_at_rv(raw, rv)
+        copy.labels, copy._extra_fields, copy.deleting, copy.uid, copy.owners = self.labels, self._extra_fields, self.deleting, self.uid, self.owners
+        return copy
+
+    def same_bytes(self, other: StoredObject) -> bool:
+        """Whether the two encodings are equal apart from the RV."""
+        if self.tail is None or other.tail is None:
+            return self.decoded_without_rv() == other.decoded_without_rv()
+        return (self.head is other.head and self.tail is other.tail) or (self.head == other.head and self.tail == other.tail)
+
+    def decoded_without_rv(self) -> dict[str, Any]:
+        obj = self.decode()
+        (obj.get("metadata") or {}).pop("resourceVersion", None)
         return obj
 
     @property
@@ -66,6 +128,52 @@ class StoredObject:
         if self._extra_fields:
             out.update(self._extra_fields)
         return out
+
+
+def append_encoded(parts: list[bytes], objects: Iterable[StoredObject], separator: bytes = b",") -> None:
+    """Append each object's JSON (its pieces), followed by `separator`, to `parts` for one `b"".join`."""
+    append = parts.append
+    for obj in objects:
+        append(obj.head)
+        tail = obj.tail
+        if tail is not None:
+            append(b"%d" % obj.rv)
+            append(tail)
+        append(separator)
+
+
+_interned: dict[str, str] = {}
+
+
+def _intern(text: str) -> str:
+    found = _interned.get(text)
+    if found is None:
+        if len(_interned) > 100_000:  # names of clusters that came and went: start over
+            _interned.clear()
+        _interned[text] = found = text
+    return found
+
+
+_NO_LABELS: dict[str, str] = {}
+
+
+_label_sets: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_LABEL_SETS_LIMIT = 50_000
+
+
+def _shared_labels(labels: dict[str, str]) -> dict[str, str]:
+    """One dict for every object with the same labels (most objects of a kind share a few sets),
+    with keys and values interned; empty labels share one dict. Label maps of stored objects are
+    read, never changed in place."""
+    if not labels:
+        return _NO_LABELS
+    key = tuple(labels.items())
+    shared = _label_sets.get(key)
+    if shared is None:
+        if len(_label_sets) >= _LABEL_SETS_LIMIT:  # mostly unique sets: start over
+            _label_sets.clear()
+        shared = _label_sets[key] = {_intern(k): _intern(v) if len(v) <= 63 else v for k, v in labels.items()}
+    return shared
 
 
 Encoder = Callable[[StoredObject], bytes]
@@ -87,36 +195,38 @@ def owner_uids(metadata: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(r.get("uid")) for r in refs if isinstance(r, dict) and r.get("uid"))
 
 
-@dataclass
 class ChangeEvent:
     """One committed change of one object; `prev` is the state before (None for ADDED)."""
 
-    rv: int
-    type: str  # ADDED, MODIFIED, DELETED
-    obj: StoredObject  # the new state; for DELETED, the last state stamped with the deletion RV
-    prev: StoredObject | None
-    storage_key: str
-    _frames: dict[tuple[str, bool, str], bytes] = field(default_factory=dict, repr=False)
+    __slots__ = ("rv", "type", "obj", "prev", "storage_key", "_frames")
+
+    def __init__(self, rv: int, type: str, obj: StoredObject, prev: StoredObject | None, storage_key: str) -> None:
+        self.rv = rv
+        self.type = type  # ADDED, MODIFIED, DELETED
+        self.obj = obj  # the new state; for DELETED, the last state stamped with the deletion RV
+        self.prev = prev
+        self.storage_key = _intern(storage_key)  # one string for the thousands of events of a resource
+        self._frames: dict[tuple[str, bool, str], bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"ChangeEvent(rv={self.rv}, type={self.type!r}, obj={self.obj.sort_key}, storage_key={self.storage_key!r})"
 
     def frame(self, event_type: str, use_prev: bool, encoding: str, encode: Encoder) -> bytes:
         """The watch frame for this event as one watcher sees it, encoded once per shape."""
         key = (event_type, use_prev, encoding)
-        cached = self._frames.get(key)
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = {}
+        cached = frames.get(key)
         if cached is None:
             if use_prev:
                 assert self.prev is not None
                 # An object that stopped matching leaves as its previous state at this event's RV.
-                prev = self.prev.decode()
-                prev.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
-                restamped = StoredObject(
-                    self.prev.cluster, self.prev.namespace, self.prev.name, self.rv, encode_json(prev),
-                    self.prev.labels, self.prev.fields, self.prev.deleting, self.prev.uid, self.prev.owners,
-                )
-                body = encode(restamped)
+                body = encode(self.prev.at_rv(self.rv))
             else:
                 body = encode(self.obj)
             cached = wire.frame(event_type, body)
-            self._frames[key] = cached
+            frames[key] = cached
         return cached
 
 

@@ -162,6 +162,16 @@ class View:
         self._engaged.add(cluster)
         return self._upsert(cluster, obj, backend_rv, [])
 
+    def upsert_stored(self, source: StoredObject) -> builtins.list[ChangeEvent]:
+        """`upsert` of an embedded shard's object (its RV is the backend RV), sharing its bytes.
+
+        The shard stores objects stamped with `kcp.io/cluster` already, so the view's copy
+        differs from the shard's only by its RV: it keeps the shard's encoding (`at_rv`) instead
+        of decoding and encoding again.
+        """
+        self._engaged.add(source.cluster)
+        return self._upsert_stored(source, [])
+
     def delete(self, cluster: str, namespace: str, name: str, backend_rv: str) -> builtins.list[ChangeEvent]:
         """The backend deleted an object: DELETED with its last state at the new proxy RV.
 
@@ -192,6 +202,23 @@ class View:
             if key in incoming:
                 obj, backend_rv = incoming[key]
                 self._upsert(cluster, obj, backend_rv, events)
+            else:
+                held = self._table.get(cluster, key[0], key[1])
+                assert held is not None, "backend RVs are kept for exactly the held objects"
+                self._remove(held, events)
+        return events
+
+    def replace_cluster_stored(self, cluster: str, objects: builtins.list[StoredObject]) -> builtins.list[ChangeEvent]:
+        """`replace_cluster` with an embedded shard's objects of `cluster` (see `upsert_stored`)."""
+        self._engaged.add(cluster)
+        incoming = {(o.namespace, o.name): o for o in objects}
+        held_keys = self._backend_rvs.get(cluster, {}).keys()
+        events: builtins.list[ChangeEvent] = []
+        keys = sorted(held_keys | incoming.keys()) if held_keys else sorted(incoming)
+        for key in keys:
+            source = incoming.get(key)
+            if source is not None:
+                self._upsert_stored(source, events)
             else:
                 held = self._table.get(cluster, key[0], key[1])
                 assert held is not None, "backend RVs are kept for exactly the held objects"
@@ -229,13 +256,28 @@ class View:
         self._append(ChangeEvent(rv, wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
         return events
 
+    def _upsert_stored(self, source: StoredObject, events: builtins.list[ChangeEvent]) -> builtins.list[ChangeEvent]:
+        if source.tail is None:  # its RV could not be located in its bytes: stamp a decoded copy
+            return self._upsert(source.cluster, source.decode(), str(source.rv), events)
+        cluster, namespace, name = source.cluster, source.namespace, source.name
+        held = self._table.get(cluster, namespace, name)
+        if held is not None:
+            if held.uid and source.uid and held.uid != source.uid:
+                self._remove(held, events)
+                held = None
+            elif held.same_bytes(source):
+                self._backend_rvs[cluster][(namespace, name)] = str(source.rv)
+                return events
+        rv = self.seq.next()
+        stored = source.at_rv(rv)
+        self._table.bucket(cluster).put(stored)
+        self._backend_rvs.setdefault(cluster, {})[(namespace, name)] = str(source.rv)
+        self._append(ChangeEvent(rv, wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
+        return events
+
     def _remove(self, held: StoredObject, events: builtins.list[ChangeEvent]) -> None:
         rv = self.seq.next()
-        last = held.decode()
-        last["metadata"]["resourceVersion"] = str(rv)  # held objects always carry metadata: stamped
-        gone = StoredObject(
-            held.cluster, held.namespace, held.name, rv, encode_json(last), held.labels, held.fields, held.deleting, held.uid, held.owners,
-        )
+        gone = held.at_rv(rv)  # its last state at the deletion's RV
         bucket = self._table.clusters.get(held.cluster)
         if bucket is not None:
             bucket.remove((held.namespace, held.name))

@@ -270,3 +270,46 @@ def plain_json(value: Any, max_bytes: int = MAX_DECODED_BYTES) -> Any:
             else:
                 dst.append(new)
     return root
+
+
+def json_documents(text: bytes, max_bytes: int = MAX_DECODED_BYTES) -> list[Any] | None:
+    """The documents of a YAML stream that is JSON documents between `---` lines (what tools
+    writing manifests as JSON emit), read by orjson: the values YAML gives, about ten times
+    faster. None when the stream is anything else (comments, YAML syntax, floats, whose YAML 1.1
+    reading can differ from JSON's, or a document over `max_bytes`): read it as YAML then.
+
+    Documents are counted as YAML counts them: nothing before a leading `---`, an empty one
+    (None) between two `---` lines or after a trailing one.
+    """
+    chunks = re.split(rb"^---[ \t]*\r?$", text, flags=re.M)
+    documents: list[Any] = []
+    for index, chunk in enumerate(chunks):
+        if not chunk.strip():
+            if index > 0:
+                documents.append(None)
+            continue
+        if len(chunk) > max_bytes:
+            return None
+        try:
+            doc = orjson.loads(chunk)
+        except orjson.JSONDecodeError:
+            return None
+        if not _json_is_yaml(doc):
+            return None
+        documents.append(doc)
+    return documents
+
+
+def _json_is_yaml(value: Any) -> bool:
+    """Whether YAML reads this JSON value's text as the same value: no floats (YAML 1.1 reads
+    `1e3` as a string) and no integers past 64 bits (YAML keeps them, JSON values become floats)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, float) or (isinstance(node, int) and not isinstance(node, bool) and not -_INT64 <= node < 2 * _INT64):
+            return False
+    return True

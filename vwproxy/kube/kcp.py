@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import functools
 import hashlib
 import re
 
@@ -101,8 +102,10 @@ def base62_sha224(text: str | bytes) -> str:
     return base62(hashlib.sha224(text.encode() if isinstance(text, str) else text).digest())
 
 
+@functools.lru_cache(maxsize=4096)
 def export_label_value(export_cluster: str, export_name: str) -> str:
-    """`internal.apis.kcp.io/export` on every APIBinding to that export."""
+    """`internal.apis.kcp.io/export` on every APIBinding to that export (a few exports, asked
+    for by every binding's reconcile: remembered)."""
     return base62_sha224(f"{export_cluster}:{export_name}")
 
 

@@ -157,7 +157,7 @@ class ServeApp:
         else:
             await seed(self.control, self.manifests)
             self.shard.mark_seeded()
-        for cluster, ws in self.control.store.all(WORKSPACES):
+        for cluster, ws in self.control.store.all(WORKSPACES) if log.isEnabledFor(logging.INFO) else ():
             path = f"{self.control.store.path_of(cluster)}:{ws['metadata']['name']}"
             log.info("workspace %s: logical cluster %s, %s", path, (ws.get("spec") or {}).get("cluster", "?"), (ws.get("spec") or {}).get("URL", ""))
         self._loop_task = asyncio.create_task(self.control.run(), name="vwproxy-control-plane")

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from vwproxy.core.objects import StoredObject
+from vwproxy.core.objects import StoredObject, append_encoded
 from vwproxy.core.watch import SLOW_WATCHER_REASON, ResourceReader, Watcher, begin_watch
 from vwproxy.kube import conversion, errors, negotiation, tables
 from vwproxy.kube.listoptions import ListOptions, parse_list_options, with_name
@@ -68,6 +68,20 @@ def _bookmark_identity(info: ResourceInfo, rep: Representation) -> tuple[str, st
     if rep.kind in (negotiation.PARTIAL, negotiation.PARTIAL_LIST):
         return rep.api_version, "PartialObjectMetadata"
     return info.api_version, info.kind
+
+
+def _append_items(parts: list[bytes], items: list[StoredObject], encode: Callable[[StoredObject], bytes] | None) -> None:
+    """The items' JSON, comma-separated, appended to `parts`: the stored pieces themselves when
+    `encode` is None, else each item as `encode` gives it."""
+    if not items:
+        return
+    if encode is None:
+        append_encoded(parts, items)
+    else:
+        for obj in items:
+            parts.append(encode(obj))
+            parts.append(b",")
+    parts.pop()
 
 
 SHUTDOWN_REASON = "server shutting down"
@@ -147,20 +161,28 @@ class ReadHandler:
         if rep.kind == negotiation.TABLE:
             printer = tables.TablePrinter(info, rep.api_version, _include_object(params))
             return http.json_response(orjson.dumps(printer.table((served_dict(info, o) for o in items), list_meta)), 200, headers)
+        encode: Callable[[StoredObject], bytes] | None = None  # None: the stored bytes as they are
         if rep.kind == negotiation.PARTIAL_LIST:
             head = orjson.dumps({"kind": "PartialObjectMetadataList", "apiVersion": rep.api_version, "metadata": list_meta})[:-1] + b',"items":['
             _, encode = representation_encoder(info, rep, params)
         else:
             head = orjson.dumps({"kind": info.list_kind, "apiVersion": info.api_version, "metadata": list_meta})[:-1] + b',"items":['
-            encode = encoder_for(info)
+            if conversion.needs_conversion(info):
+                encode = encoder_for(info)
         if len(items) <= LIST_CHUNK_ITEMS:
-            return http.json_response(http.list_body(head, (encode(o) for o in items)), 200, headers)
+            parts = [head]
+            _append_items(parts, items, encode)
+            parts.append(b"]}")
+            return http.json_response(b"".join(parts), 200, headers)
 
         async def chunks() -> AsyncIterator[bytes]:
+            # The head goes out before any item is joined: the client has its first byte while
+            # the body is still being assembled, one chunk of items at a time.
             yield head
             for start in range(0, len(items), LIST_CHUNK_ITEMS):
-                body = b",".join(encode(o) for o in items[start : start + LIST_CHUNK_ITEMS])
-                yield body if start == 0 else b"," + body
+                parts = [b","] if start else []
+                _append_items(parts, items[start : start + LIST_CHUNK_ITEMS], encode)
+                yield b"".join(parts)
             yield b"]}"
 
         return StreamingResponse(chunks(), media_type=http.JSON, headers=headers)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.schema import CRSchema
@@ -54,6 +57,11 @@ class ResourceRegistry:
 
     def __init__(self) -> None:
         self._crds: dict[str, dict[str, list[ResourceInfo]]] = {}  # cluster → CRD name → infos
+        # Infos are immutable: clusters whose CRDs have the same spec (every consumer of one
+        # APIExport gets the same CRD) share one list, by the digest of the spec's JSON, counted so it goes
+        # with its last user. Thousands of workspaces then hold one parsed schema, not thousands.
+        self._shared: dict[bytes, tuple[list[ResourceInfo], int]] = {}
+        self._spec_of: dict[tuple[str, str], bytes] = {}  # (cluster, CRD name) → its spec's digest
         # Compiled schemas by the identity of the CRD version they came from (kept alive with it).
         self._schemas: dict[int, tuple[dict[str, Any], CRSchema]] = {}
 
@@ -67,17 +75,39 @@ class ResourceRegistry:
 
     def set_crd(self, cluster: str, name: str, crd: dict[str, Any] | None) -> None:
         per_cluster = self._crds.setdefault(cluster, {})
-        for old in per_cluster.get(name, []):
-            self._schemas.pop(id(old.crd_version), None)
+        self._release(cluster, name)
         if crd is None:
             per_cluster.pop(name, None)
         else:
-            per_cluster[name] = crd_resources(crd)
+            per_cluster[name] = self._acquire(cluster, name, crd)
         if not per_cluster:
             self._crds.pop(cluster, None)
 
     def drop_cluster(self, cluster: str) -> None:
+        for name in list(self._crds.get(cluster, {})):
+            self._release(cluster, name)
         self._crds.pop(cluster, None)
+
+    def _acquire(self, cluster: str, name: str, crd: dict[str, Any]) -> list[ResourceInfo]:
+        key = hashlib.sha256(orjson.dumps(crd.get("spec") or {}, option=orjson.OPT_SORT_KEYS)).digest()
+        infos, users = self._shared.get(key, (None, 0))
+        if infos is None:
+            infos = crd_resources(crd)
+        self._shared[key] = (infos, users + 1)
+        self._spec_of[(cluster, name)] = key
+        return infos
+
+    def _release(self, cluster: str, name: str) -> None:
+        key = self._spec_of.pop((cluster, name), None)
+        if key is None:
+            return
+        infos, users = self._shared[key]
+        if users > 1:
+            self._shared[key] = (infos, users - 1)
+            return
+        del self._shared[key]
+        for old in infos:
+            self._schemas.pop(id(old.crd_version), None)
 
     def _custom(self, cluster: str | None) -> Iterable[ResourceInfo]:
         if cluster is None:

@@ -10,7 +10,9 @@ so a write's preconditions cannot be invalidated half-way.
 from __future__ import annotations
 
 import builtins
+import gc as cyclic_gc
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +153,17 @@ class Shard:
     # -- loading --------------------------------------------------------------------------
 
     def _load(self) -> None:
+        # Every object loaded stays: the cyclic garbage collector, which would walk the growing
+        # heap again and again while it fills, has nothing to find until the load is done.
+        paused = cyclic_gc.isenabled()
+        cyclic_gc.disable()
+        try:
+            self._load_rows()
+        finally:
+            if paused:
+                cyclic_gc.enable()
+
+    def _load_rows(self) -> None:
         for row in self._db.rows():
             obj = orjson.loads(row.body)
             md = obj.get("metadata") or {}
@@ -331,7 +344,7 @@ class Shard:
 
     def _index_uid(self, storage_key: str, obj: StoredObject) -> None:
         if obj.uid:
-            self._uids.setdefault(obj.cluster, {})[obj.uid] = (storage_key, obj.namespace, obj.name)
+            self._uids.setdefault(obj.cluster, {})[obj.uid] = (sys.intern(storage_key), obj.namespace, obj.name)
 
     def uid_exists(self, cluster: str, uid: str) -> bool:
         return uid in self._uids.get(cluster, {})

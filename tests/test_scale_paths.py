@@ -1,0 +1,85 @@
+"""Paths that keep a process of thousands of workspaces cheap: manifests written as JSON read
+without YAML's constructor, one parsed CRD per distinct spec, label maps shared between objects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from vwproxy.core.objects import StoredObject
+from vwproxy.kube import bodies
+from vwproxy.store.registry import ResourceRegistry
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+DOC = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"x": "1"}},
+       "data": {"s": "--- not a separator", "e": ""}, "n": 3, "b": True, "z": None, "l": [1, "2", {"k": "v"}]}
+
+
+def as_yaml(text: bytes) -> list[object]:
+    return [bodies.plain_json(doc) for doc in yaml.load_all(text, Loader=_LOADER)]
+
+
+@pytest.mark.parametrize("text", [
+    b"---\n".join(json.dumps(DOC).encode() + b"\n" for _ in range(3)),
+    b"---\n" + json.dumps(DOC).encode() + b"\n---\n",
+    b"\n---\n---\n" + json.dumps(DOC, indent=2).encode(),
+    json.dumps(DOC).encode() + b"\n--- \r\n" + json.dumps(DOC).encode(),
+    b"",
+])
+def test_json_documents_are_what_yaml_reads(text: bytes) -> None:
+    fast = bodies.json_documents(text)
+    assert fast is not None
+    assert fast == as_yaml(text)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"a": 1.5}',  # YAML 1.1 and JSON can disagree on floats (1e3 is a string to YAML)
+    b'{"a": 1e3}',
+    b'{"a": 123456789012345678901234567890}',
+    b'# a comment\n{"a": 1}',
+    b"a: 1\n",
+    b'{"a": 1}\n---\nb: 2\n',
+])
+def test_anything_else_is_left_to_yaml(text: bytes) -> None:
+    assert bodies.json_documents(text) is None
+
+
+def crd(name: str, plural: str, description: str = "") -> dict[str, object]:
+    return {"metadata": {"name": name}, "spec": {
+        "group": "example.dev", "scope": "Namespaced", "names": {"plural": plural, "kind": plural.title()},
+        "versions": [{"name": "v1", "served": True, "storage": True,
+                      "schema": {"openAPIV3Schema": {"type": "object", "description": description}}}],
+    }}
+
+
+def test_clusters_with_the_same_crd_share_its_parsed_resources() -> None:
+    registry = ResourceRegistry()
+    registry.set_crd("c1", "widgets.example.dev", crd("widgets.example.dev", "widgets"))
+    registry.set_crd("c2", "widgets.example.dev", crd("widgets.example.dev", "widgets"))
+    one = registry.lookup("c1", "example.dev", "v1", "widgets")
+    two = registry.lookup("c2", "example.dev", "v1", "widgets")
+    assert one is not None and one is two
+    assert registry.schema_for(one) is registry.schema_for(two)
+    # A changed spec in one cluster is that cluster's alone.
+    registry.set_crd("c2", "widgets.example.dev", crd("widgets.example.dev", "widgets", "changed"))
+    changed = registry.lookup("c2", "example.dev", "v1", "widgets")
+    assert changed is not None and changed is not one and changed.crd_version["schema"]["openAPIV3Schema"]["description"] == "changed"
+    assert registry.lookup("c1", "example.dev", "v1", "widgets") is one
+    # The last user of a spec lets it go; dropping a cluster releases its CRDs.
+    registry.drop_cluster("c1")
+    assert registry.lookup("c1", "example.dev", "v1", "widgets") is None
+    registry.set_crd("c2", "widgets.example.dev", None)
+    assert registry.lookup("c2", "example.dev", "v1", "widgets") is None
+    assert registry._shared == {} and registry._spec_of == {}
+
+
+def test_objects_with_the_same_labels_share_one_map() -> None:
+    a = StoredObject("c1", "d", "a", 5, b'{"metadata":{"resourceVersion":"5"}}', {"app": "x", "tier": "web"}, {}, False)
+    b = StoredObject("c2", "d", "b", 6, b'{"metadata":{"resourceVersion":"6"}}', {"app": "x", "tier": "web"}, {}, False)
+    c = StoredObject("c2", "d", "c", 7, b'{"metadata":{"resourceVersion":"7"}}', {"app": "y"}, {}, False)
+    assert a.labels is b.labels and a.labels == {"app": "x", "tier": "web"}
+    assert c.labels == {"app": "y"}
+    assert a.raw == b'{"metadata":{"resourceVersion":"5"}}' and a.at_rv(42).raw == b'{"metadata":{"resourceVersion":"42"}}'
