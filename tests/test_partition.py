@@ -1,10 +1,9 @@
-"""Partitions of logical clusters between proxy shards, and which shards an endpoint slice lists."""
+"""Partitions of logical clusters between proxy shards (which shards a slice lists: tests/test_proxy_shards.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from vwproxy.control.shards import ShardEntry, serving
 from vwproxy.core.partition import Partition, PartitionError, stable_hash
 
 NAMES = [f"cluster{i:04d}" for i in range(2000)]
@@ -39,12 +38,3 @@ def test_bad_partitions_are_refused_with_a_reason(spec: str) -> None:
     with pytest.raises(PartitionError) as caught:
         Partition.parse(spec)
     assert "partition" in str(caught.value) or spec[:10] in str(caught.value)
-
-
-def test_a_slice_lists_only_shards_whose_partition_holds_a_bound_cluster() -> None:
-    shards = [ShardEntry("a", "https://a", Partition.parse("clusters:one")), ShardEntry("b", "https://b", Partition.parse("clusters:two")),
-              ShardEntry("root", "https://cp", Partition.parse("none"))]
-    assert [s.name for s in serving(shards, {"two"}, lambda c: "")] == ["b"]
-    assert [s.name for s in serving(shards, {"one", "two"}, lambda c: "")] == ["a", "b"]
-    assert serving(shards, set(), lambda c: "") == []
-    assert [s.name for s in serving(shards, {"x"}, lambda c: "one" if c == "x" else "")] == ["a"], "by path, too"

@@ -11,7 +11,6 @@ a shard publishes its URL while it hosts at least one binding), sorted by shard 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vwproxy.control.objects import API_BINDINGS, SHARDS, ControlStore, Obj
@@ -20,8 +19,6 @@ from vwproxy.kube import kcp
 from vwproxy.kube.kcp import ROOT_CLUSTER
 
 log = logging.getLogger(__name__)
-
-PathOf = Callable[[str], str]
 
 PARTITION_ANNOTATION = "vwproxy.dev/partition"
 # The name a lone `vwproxy serve` registers under, as kcp's first shard is named.
@@ -108,8 +105,3 @@ def hosting(store: ControlStore, shards: list[ShardEntry], export_cluster: str, 
                 if shard.partition.owns(stored.cluster, path):
                     found.add(shard.name)
     return [s for s in shards if s.name in found]
-
-
-def serving(shards: Iterable[ShardEntry], clusters: set[str], path_of: PathOf) -> list[ShardEntry]:
-    """The shards whose partition holds at least one of `clusters`."""
-    return [s for s in shards if any(s.partition.owns(c, path_of(c)) for c in clusters)]
