@@ -57,6 +57,8 @@ class Mirror:
         self._tasks: list[asyncio.Task[None]] = []
         self._reflectors: list[Reflector] = []
         self.stale: dict[str, str] = {}  # storage key → why it is not current
+        # The control plane's RV of every object held, so a relist rewrites only what changed.
+        self._remote_rvs: dict[str, dict[tuple[str, str, str], str]] = {key: {} for key in MIRRORED_KEYS}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -90,18 +92,23 @@ class Mirror:
 
     def _replacer(self, storage_key: str) -> Replace:
         def replace(items: list[tuple[Obj, str]]) -> None:
-            wanted: dict[tuple[str, str, str], Obj] = {}
-            for obj, _ in items:
+            wanted: dict[tuple[str, str, str], tuple[Obj, str]] = {}
+            for obj, rv in items:
                 key = _identity(obj)
                 if key is not None:
-                    wanted[key] = obj
+                    wanted[key] = (obj, rv)
             table = self.shard.table(storage_key)
+            rvs = self._remote_rvs[storage_key]
             tx = self.shard.transaction()
-            for held in list(table.ordered(None)):
-                if (held.cluster, held.namespace, held.name) not in wanted:
-                    tx.remove(storage_key, held)
-            for (cluster, namespace, name), obj in wanted.items():
-                tx.put(storage_key, cluster, obj, table.get(cluster, namespace, name))
+            for gone in list(table.ordered(None)):
+                if (gone.cluster, gone.namespace, gone.name) not in wanted:
+                    tx.remove(storage_key, gone)
+                    rvs.pop((gone.cluster, gone.namespace, gone.name), None)
+            for key, (obj, rv) in wanted.items():
+                held = table.get(*key)
+                if held is None or rvs.get(key) != rv:
+                    tx.put(storage_key, key[0], obj, held)
+                    rvs[key] = rv
             tx.commit()
             log.debug("mirror %s: %d objects", storage_key, len(wanted))
 
@@ -115,12 +122,17 @@ class Mirror:
             cluster, namespace, name = key
             held = self.shard.table(storage_key).get(cluster, namespace, name)
             tx = self.shard.transaction()
+            rvs = self._remote_rvs[storage_key]
             if kind == wire.DELETED:
+                rvs.pop(key, None)
                 if held is None:
                     return
                 tx.remove(storage_key, held)
             else:
+                if held is not None and rvs.get(key) == rv:
+                    return  # already held at that version (a resumed watch)
                 tx.put(storage_key, cluster, obj, held)
+                rvs[key] = rv
             tx.commit()
 
         return change
