@@ -35,7 +35,12 @@ import aiohttp
 import orjson
 import yaml
 
-from benchmarks.vw_target import HarnessError, load_credentials, open_session, server_root
+from benchmarks.vw_target import (
+    HarnessError,
+    load_credentials,
+    open_session,
+    server_root,
+)
 
 TENANCY = "/apis/tenancy.kcp.io/v1alpha1"
 APIS_V1 = "/apis/apis.kcp.io/v1alpha1"
