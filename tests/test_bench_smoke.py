@@ -153,6 +153,9 @@ HARNESS_ROWS = [
     "(c) write round trip, patch p50 / p99",
     "(b) write response → watch event p50 / p99",
     "(b) delivered",
+    "load average (1 min), start / end",
+    "server RSS, start / end / peak",
+    "server CPU time during the run",
 ]
 
 
@@ -171,7 +174,8 @@ def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: P
         eventually(lambda: _slice_published(port, data_dir), "the endpoint slice and the example's widgets in its view", timeout=30)
         out_dir = tmp_path / "results"
         harness = [sys.executable, "-m", "benchmarks", "run", "--kubeconfig", str(kubeconfig), "--endpointslice-workspace", "root:provider",
-                   "--endpointslice", "widgets", "--resource", "example.dev/v1alpha1/widgets", "--write-cluster", "auto", "--quick", "--out", str(out_dir)]
+                   "--endpointslice", "widgets", "--resource", "example.dev/v1alpha1/widgets", "--write-cluster", "auto", "--quick", "--out", str(out_dir),
+                   "--server-pid", str(serve.pid)]
         runs = []
         for label in ("first", "second"):
             proc = subprocess.run([*harness, "--label", label], cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=child_env())
@@ -186,6 +190,7 @@ def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: P
         assert re.search(r"^\| \(d\) watch-list to initial-events-end p50 / p90 \| [\d.]+ / [\d.]+ ms \| \d+ runs, 5 initial ADDED", out, re.M), out
         assert re.search(r"^\| \(b, c\) writes \| [\d,]+ in 3 clusters \|", out, re.M), out  # the three consumers of root:provider's export
         assert re.search(r"^\| \(b\) delivered \| (\d+)/\1 OK \| duplicates 0", out, re.M), out
+        assert re.search(r"^\| server RSS, start / end / peak \| [\d.]+ / [\d.]+ / [\d.]+ MiB \| pid \d+", out, re.M), out
         assert "result: OK" in out
         for name in ("first.md", "first.json"):
             assert (out_dir / name).stat().st_size > 0, name
@@ -198,6 +203,7 @@ def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: P
         assert compared.returncode == 0, compared.stderr
         assert re.search(r"^\| list p50 ms \| [\d.,]+ \| [\d.,]+ \| [\d.]+x \|", compared.stdout, re.M), compared.stdout
         assert re.search(r"^\| watch delay p99 ms \|", compared.stdout, re.M), compared.stdout
+        assert re.search(r"^\| server RSS MiB \| [\d.,]+ \| [\d.,]+ \|", compared.stdout, re.M), compared.stdout
         if importlib.util.find_spec("matplotlib"):
             assert (out_dir / "compare-first-second-cdf.png").read_bytes().startswith(b"\x89PNG")
         # The harness deleted what it wrote: only the example's widgets are left.
