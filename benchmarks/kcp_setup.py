@@ -50,6 +50,7 @@ PROVIDER = "provider"
 EXPORT = "widgets"
 CONCURRENCY = 8
 WAIT_TIMEOUT = 300.0  # one bounded wait (workspaces Ready, bindings Ready, the view complete) on a busy 2-core machine
+RETRY_TIMEOUT = 120.0  # how long one request is retried on 429/503 (Retry-After honoured)
 JSON = {"content-type": "application/json"}
 
 
@@ -86,11 +87,18 @@ class Setup:
     async def request(self, method: str, url: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> tuple[int, Any]:
         """(status, decoded body) of one request; a status outside `ok` (and 409 for a create) raises."""
         data = orjson.dumps(body) if body is not None else None
-        async with self.session.request(method, self.root + url, data=data, headers=JSON if data else None) as r:
-            raw = await r.read()
-            if r.status not in ok:
-                raise HarnessError(f"{method} {url}: HTTP {r.status}: {raw[:300]!r}")
-            return r.status, (orjson.loads(raw) if raw else None)
+        deadline = time.perf_counter() + RETRY_TIMEOUT
+        while True:
+            async with self.session.request(method, self.root + url, data=data, headers=JSON if data else None) as r:
+                raw = await r.read()
+                # kcp answers 429 "storage is (re)initializing" (Retry-After: 1) while a just-bound
+                # resource's storage starts, and 429/503 under load: wait as client-go does.
+                if r.status in (429, 503) and time.perf_counter() < deadline:
+                    await asyncio.sleep(_retry_after(r.headers.get("retry-after")))
+                    continue
+                if r.status not in ok:
+                    raise HarnessError(f"{method} {url}: HTTP {r.status}: {raw[:300]!r}")
+                return r.status, (orjson.loads(raw) if raw else None)
 
     async def ensure(self, collection_url: str, obj: dict[str, Any], retry_404: float = 0.0) -> None:
         """POST `obj`; 409 (it exists) is success. `retry_404`: seconds to retry a 404 (a just-bound
@@ -201,6 +209,13 @@ class Setup:
 
         await self.wait(complete, "the VW's wildcard list to hold every widget")
         return str(vw)
+
+
+def _retry_after(header: str | None) -> float:
+    try:
+        return min(10.0, max(0.1, float(header or 1)))
+    except ValueError:
+        return 1.0
 
 
 async def _bounded(jobs: list[Awaitable[Any]], limit: int = CONCURRENCY) -> list[Any]:
