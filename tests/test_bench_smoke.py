@@ -152,6 +152,7 @@ HARNESS_ROWS = [
     "(c) write round trip, create p50 / p99",
     "(c) write round trip, patch p50 / p99",
     "(b) write response → watch event p50 / p99",
+    "(b) write sent → watch event p50 / p99",
     "(b) delivered",
     "load average (1 min), start / end",
     "server RSS, start / end / peak",
@@ -267,3 +268,28 @@ def test_harness_presents_the_kubeconfigs_client_certificate(tmp_path: Path) -> 
         assert asyncio.run(get_api("")) == 200  # the current context: kind-a, with the certificate
         with pytest.raises(aiohttp.ClientError):
             asyncio.run(get_api("kind-b"))  # a token, no certificate: the TLS handshake is refused
+
+
+def test_compare_gives_no_ratio_of_signed_delays_and_puts_far_apart_runs_on_a_log_axis(tmp_path: Path) -> None:
+    """kcp sends most watch events before the write's response: the delay after the response is
+    negative at the median, and a ratio of it to vwproxy's positive one means nothing. Its lists
+    take seconds where vwproxy's take milliseconds: the overlaid plots need a log axis."""
+    from benchmarks.vw_report import Run, _log_axis, compare, plot_series
+
+    def run(label: str, list_ms: float, delay_ms: float) -> Run:
+        r = Run(label=label, when="now", command="", vw_url="https://x", resource="example.dev/v1alpha1/widgets")
+        r.add_latency("(a) wildcard LIST", "list_seconds", [list_ms / 1000 * f for f in (0.9, 1.0, 1.3)])
+        r.add_latency("(b) write response → watch event", "watch_delay_seconds", [delay_ms / 1000 * f for f in (1.0, 1.0, 3.0)], high=0.99)
+        r.metrics["list items"] = 10
+        return r
+
+    kcp, vwp = run("kcp", 900.0, -0.2), run("vwproxy", 20.0, 0.05)
+    table = compare(kcp, vwp)
+    assert re.search(r"^\| list p50 ms \| 900\.00 \| 20\.00 \| 0\.02x \|", table, re.M), table
+    assert re.search(r"^\| watch delay p50 ms \| -0\.20 \| 0\.05 \| n/a \|", table, re.M), table
+    assert _log_axis([[810.0, 900.0, 1170.0], [18.0, 20.0, 26.0]])
+    assert not _log_axis([[18.0, 20.0], [19.0, 25.0]])  # close together: linear
+    assert not _log_axis([[-0.2, 0.1], [0.05, 0.1]])  # a negative value: linear
+    if importlib.util.find_spec("matplotlib"):
+        plots = plot_series([kcp, vwp], tmp_path, "cmp")
+        assert isinstance(plots, list) and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
