@@ -293,3 +293,44 @@ def test_compare_gives_no_ratio_of_signed_delays_and_puts_far_apart_runs_on_a_lo
     if importlib.util.find_spec("matplotlib"):
         plots = plot_series([kcp, vwp], tmp_path, "cmp")
         assert isinstance(plots, list) and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+
+
+@pytest.mark.timeout(120)
+def test_kcp_setup_builds_the_topology_through_a_kubeconfig_and_is_idempotent(tmp_path: Path) -> None:
+    """`python -m benchmarks.kcp_setup` against `vwproxy serve` on an empty config folder (kcp's API,
+    HTTPS and the admin token, as on a real kcp): the provider's export, N workspaces bound, M widgets
+    each, the endpoint slice's VW listing them all; a second run creates nothing."""
+    data_dir, empty = tmp_path / "data", tmp_path / "empty"
+    empty.mkdir()
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen([sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--config", str(empty),
+                              "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=tmp_path)
+    try:
+        eventually(lambda: (data_dir / "admin.kubeconfig").exists() and (data_dir / "tokens.csv").exists() and _answers(port, data_dir), "serve up", timeout=30)
+        setup = [sys.executable, "-m", "benchmarks.kcp_setup", "--kubeconfig", str(data_dir / "admin.kubeconfig"), "--workspaces", "2", "--widgets", "3"]
+        outs = []
+        for _ in range(2):
+            proc = subprocess.run(setup, cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL, env=child_env())
+            assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            outs.append(proc.stdout)
+        assert re.search(rf"virtual workspace: https://127\.0\.0\.1:{port}/services/apiexport/\w+/widgets$", outs[0], re.M), outs[0]
+        assert "all 6 widgets in the VW's list" in outs[0], outs[0]
+        assert "measure it with: python -m benchmarks run --kubeconfig" in outs[0], outs[0]
+        assert re.search(r"2 x 3 widgets: .*\(0 created, ", outs[1]), outs[1]  # the second run found everything in place
+        with _admin_client(port, data_dir) as client:
+            bindings = client.get("/clusters/*/apis/apis.kcp.io/v1alpha2/apibindings").json()["items"]
+            widgets = client.get("/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]
+        assert len([b for b in bindings if b["metadata"]["name"] == "widgets"]) == 2
+        assert len(widgets) == 6
+    finally:
+        stop_child(serve)
+        log.close()
+
+
+def _answers(port: int, data_dir: Path) -> bool:
+    try:
+        with _admin_client(port, data_dir) as client:
+            return client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces").status_code == 200
+    except (httpx.TransportError, ValueError, IndexError):
+        return False
