@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import re
 import shlex
 import sys
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from benchmarks.procstats import cpu_seconds, rss_kib
 from benchmarks.vw_measure import measure_list, measure_sync, measure_writes
 from benchmarks.vw_report import Run, compare, ms, plot_series, table, write_outputs
 from benchmarks.vw_target import (
@@ -64,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=None, help=f"seconds per phase (default {DEFAULT_DURATION:.0f}; --quick {QUICK_DURATION:.0f})")
     run.add_argument("--quick", action="store_true", help="a run of a few seconds (smoke test)")
     run.add_argument("--label", default="", help="names the run and its files (default: the VW's host)")
+    run.add_argument("--server-pid", type=int, default=0, help="the VW server's process id on this machine (kcp, vwproxy serve): "
+                                                            "its RSS and CPU time over the run are recorded too")
     run.add_argument("--out", type=Path, default=RESULTS, help=f"folder for <label>.md/.json/-*.png (default {RESULTS})")
     cmp_ = sub.add_parser("compare", help="ratios between two runs' .json files")
     cmp_.add_argument("a", type=Path)
@@ -92,6 +96,46 @@ async def run_harness(args: argparse.Namespace, command: str) -> Run:
     run = Run(label=label, when=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), command=command, vw_url=vw, resource=str(resource))
     print(f"measuring {target.wildcard_url()} ({duration:g} s per phase)", flush=True)
     run.add("virtual workspace", vw, notes)
+    server = _ServerReadings(args.server_pid) if args.server_pid else None
+    load_start = os.getloadavg()[0]
+    try:
+        await _measure(run, target, args, duration)
+    finally:
+        load_end = os.getloadavg()[0]
+        run.add("load average (1 min), start / end", f"{load_start:.2f} / {load_end:.2f}", f"{os.cpu_count()} cores")
+        if server:
+            server.finish(run)
+    return run
+
+
+class _ServerReadings:
+    """The server process's memory and CPU time over the run (`--server-pid`), from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self.rss_start = rss_kib(pid)[0]
+            self.cpu_start = cpu_seconds(pid)
+        except (OSError, KeyError) as exc:
+            raise HarnessError(f"--server-pid {pid}: cannot read /proc/{pid}: {exc}") from None
+        self.started = time.perf_counter()
+
+    def finish(self, run: Run) -> None:
+        try:
+            rss, hwm = rss_kib(self.pid)
+            cpu = cpu_seconds(self.pid) - self.cpu_start
+        except (OSError, KeyError) as exc:
+            run.add("server RSS", "not measured", f"/proc/{self.pid}: {exc}")
+            return
+        wall = time.perf_counter() - self.started
+        run.add("server RSS, start / end / peak", f"{self.rss_start / 1024:.1f} / {rss / 1024:.1f} / {hwm / 1024:.1f} MiB", f"pid {self.pid}")
+        run.add("server CPU time during the run", f"{cpu:.1f} s", f"in {wall:.1f} s wall: {cpu / wall:.2f} cores on average")
+        run.metrics["server RSS MiB"] = rss / 1024
+        run.metrics["server peak RSS MiB"] = hwm / 1024
+        run.metrics["server CPU s"] = cpu
+
+
+async def _measure(run: Run, target: Target, args: argparse.Namespace, duration: float) -> None:
     async with target.session() as session:
         lists = await measure_list(session, target, duration)
         run.add_latency("(a) wildcard LIST", "list_seconds", lists.seconds, f"{len(lists.seconds)} runs, {lists.items:,} items, {lists.body_bytes:,} bytes")
@@ -109,7 +153,7 @@ async def run_harness(args: argparse.Namespace, command: str) -> Run:
         clusters = _write_clusters(args.write_cluster, lists.clusters)
         if not clusters:
             run.add("(b, c) writes", "not measured", "no --write-cluster (or the list showed no cluster for 'auto')")
-            return run
+            return
         per_cluster = args.writes_per_cluster or max(2, round((args.write_rate or DEFAULT_WRITE_RATE) * duration / len(clusters)))
         started = time.perf_counter()
         try:
@@ -117,7 +161,7 @@ async def run_harness(args: argparse.Namespace, command: str) -> Run:
         except HarnessError as exc:  # e.g. 403: this kubeconfig may read the VW but not write through it; keep (a) and (d)
             run.add("(b, c) writes", "failed", str(exc))
             run.ok = False
-            return run
+            return
         seconds = time.perf_counter() - started
     run.add("(b, c) writes", f"{writes.written:,} in {len(clusters)} clusters", f"{per_cluster} per cluster (1 create, then merge patches) in {seconds:.1f} s; clusters {', '.join(clusters)}")
     run.add_latency("(c) write round trip, create", "create_seconds", writes.create_seconds, high=0.99)
@@ -128,12 +172,15 @@ async def run_harness(args: argparse.Namespace, command: str) -> Run:
         early = sum(1 for d in writes.delays if d < 0)
         run.add_latency("(b) write response → watch event", "watch_delay_seconds", writes.delays,
                         f"{len(writes.delays)} events, max {ms(max(writes.delays))} ms, {early} before the write's response", high=0.99)
+        # A server may send the event before the write's response (kcp mostly does): the delay from
+        # sending the write to its event is the end-to-end figure that compares across servers.
+        run.add_latency("(b) write sent → watch event", "sent_to_event_seconds", writes.sent_delays,
+                        f"{len(writes.sent_delays)} events, max {ms(max(writes.sent_delays))} ms", high=0.99)
     complete = writes.delivered == writes.written and not writes.duplicates and not writes.other_events
     run.add("(b) delivered", f"{writes.delivered}/{writes.written} {'OK' if complete else 'MISSING'}",
             f"duplicates {writes.duplicates}" + (f"; {writes.other_events[0]}" if writes.other_events else ""))
     run.metrics["delivered fraction (higher is better)"] = writes.delivered / max(1, writes.written)
     run.ok = complete
-    return run
 
 
 def _write_clusters(given: list[str], seen: list[str]) -> list[str]:

@@ -127,11 +127,13 @@ class WriteSamples:
     patch_seconds: list[float] = field(default_factory=list)
     delete_seconds: list[float] = field(default_factory=list)
     delays: list[float] = field(default_factory=list)  # write response → watch event; negative: event first
+    sent_delays: list[float] = field(default_factory=list)  # write request sent → watch event (never negative)
     written: int = 0
     delivered: int = 0
     duplicates: int = 0
     other_events: list[str] = field(default_factory=list)
     acks: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    sends: dict[tuple[str, str, str], float] = field(default_factory=dict)
     arrivals: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
 
@@ -210,6 +212,7 @@ async def measure_writes(session: aiohttp.ClientSession, target: Target, cluster
                 t1 = time.perf_counter()
                 (out.create_seconds if seq == 0 else out.patch_seconds).append(t1 - t0)
                 out.acks[(cluster, name, str(seq))] = t1
+                out.sends[(cluster, name, str(seq))] = t0
 
         await asyncio.gather(*(write_cluster(c) for c in clusters))
         out.written = len(out.acks)
@@ -224,6 +227,7 @@ async def measure_writes(session: aiohttp.ClientSession, target: Target, cluster
         await _delete(session, target, clusters, namespace if namespaced else "", name, out)
     out.delivered = sum(1 for k in out.acks if k in out.arrivals)
     out.delays = [out.arrivals[k] - t for k, t in out.acks.items() if k in out.arrivals]
+    out.sent_delays = [out.arrivals[k] - out.sends[k] for k in out.acks if k in out.arrivals]
     return out
 
 

@@ -17,7 +17,9 @@ SERIES = [
     ("sync_seconds", "watch-list to initial-events-end"),
     ("write_seconds", "write round trip (create + patch)"),
     ("watch_delay_seconds", "write response → wildcard watch event"),
+    ("sent_to_event_seconds", "write sent → wildcard watch event"),
 ]
+LOG_SCALE_SPREAD = 10.0  # runs whose medians differ by more than this share a log axis
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -124,16 +126,22 @@ def plot_series(runs: list[Run], out: Path, stem: str) -> list[Path] | str:
     for kind in ("cdf", "hist"):
         fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), squeeze=False)
         for ax, (key, title) in zip(axes[0], present):
-            for r in runs:
-                values = sorted(v * 1000 for v in r.samples.get(key) or [])
-                if not values:
-                    continue
+            series = [(r.label, sorted(v * 1000 for v in r.samples.get(key) or [])) for r in runs]
+            series = [(label, values) for label, values in series if values]
+            log = _log_axis([values for _, values in series])
+            for label, values in series:
                 if kind == "cdf":
-                    ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post", label=r.label)
+                    ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post", label=label)
                     ax.set_ylabel("fraction ≤ x")
                 else:
-                    ax.hist(values, bins=min(40, max(5, len(values) // 3)), alpha=0.6, label=r.label)
+                    bins: Any = min(40, max(5, len(values) // 3))
+                    if log:
+                        low, high = min(v[0] for _, v in series), max(v[-1] for _, v in series)
+                        bins = [low * (high / low) ** (i / 40) for i in range(41)]
+                    ax.hist(values, bins=bins, alpha=0.6, label=label)
                     ax.set_ylabel("samples")
+            if log:
+                ax.set_xscale("log")
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("ms")
             ax.grid(alpha=0.3)
@@ -146,13 +154,24 @@ def plot_series(runs: list[Run], out: Path, stem: str) -> list[Path] | str:
     return written
 
 
+def _log_axis(series: list[list[float]]) -> bool:
+    """A log x axis when every value is positive and the runs' medians lie far apart (kcp's list
+    in seconds next to vwproxy's in milliseconds would otherwise be one line at zero)."""
+    if len(series) < 2 or any(values[0] <= 0 for values in series):
+        return False
+    medians = [values[len(values) // 2] for values in series]
+    return max(medians) / min(medians) > LOG_SCALE_SPREAD
+
+
 def compare(a: Run, b: Run) -> str:
     """A table of every metric both runs have: a, b, and b / a."""
     rows = []
     for key in a.metrics:
         if key in b.metrics:
             va, vb = a.metrics[key], b.metrics[key]
-            ratio = f"{vb / va:.2f}x" if va else "n/a"
+            # A ratio of a value that can be negative (the delay after a write's response, when the
+            # event came first) means nothing: shown only when both are positive.
+            ratio = f"{vb / va:.2f}x" if va > 0 and vb > 0 else "n/a"
             rows.append((key, f"{va:,.2f}", f"{vb:,.2f}", ratio))
     lines = [f"| metric | {a.label} | {b.label} | {b.label} / {a.label} |", "|---|---|---|---|"]
     lines += [f"| {k} | {x} | {y} | {r} |" for k, x, y, r in rows]

@@ -152,7 +152,11 @@ HARNESS_ROWS = [
     "(c) write round trip, create p50 / p99",
     "(c) write round trip, patch p50 / p99",
     "(b) write response → watch event p50 / p99",
+    "(b) write sent → watch event p50 / p99",
     "(b) delivered",
+    "load average (1 min), start / end",
+    "server RSS, start / end / peak",
+    "server CPU time during the run",
 ]
 
 
@@ -171,7 +175,8 @@ def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: P
         eventually(lambda: _slice_published(port, data_dir), "the endpoint slice and the example's widgets in its view", timeout=30)
         out_dir = tmp_path / "results"
         harness = [sys.executable, "-m", "benchmarks", "run", "--kubeconfig", str(kubeconfig), "--endpointslice-workspace", "root:provider",
-                   "--endpointslice", "widgets", "--resource", "example.dev/v1alpha1/widgets", "--write-cluster", "auto", "--quick", "--out", str(out_dir)]
+                   "--endpointslice", "widgets", "--resource", "example.dev/v1alpha1/widgets", "--write-cluster", "auto", "--quick", "--out", str(out_dir),
+                   "--server-pid", str(serve.pid)]
         runs = []
         for label in ("first", "second"):
             proc = subprocess.run([*harness, "--label", label], cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=child_env())
@@ -186,6 +191,7 @@ def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: P
         assert re.search(r"^\| \(d\) watch-list to initial-events-end p50 / p90 \| [\d.]+ / [\d.]+ ms \| \d+ runs, 5 initial ADDED", out, re.M), out
         assert re.search(r"^\| \(b, c\) writes \| [\d,]+ in 3 clusters \|", out, re.M), out  # the three consumers of root:provider's export
         assert re.search(r"^\| \(b\) delivered \| (\d+)/\1 OK \| duplicates 0", out, re.M), out
+        assert re.search(r"^\| server RSS, start / end / peak \| [\d.]+ / [\d.]+ / [\d.]+ MiB \| pid \d+", out, re.M), out
         assert "result: OK" in out
         for name in ("first.md", "first.json"):
             assert (out_dir / name).stat().st_size > 0, name
@@ -198,6 +204,7 @@ def test_quick_harness_measures_vwproxy_through_its_admin_kubeconfig(tmp_path: P
         assert compared.returncode == 0, compared.stderr
         assert re.search(r"^\| list p50 ms \| [\d.,]+ \| [\d.,]+ \| [\d.]+x \|", compared.stdout, re.M), compared.stdout
         assert re.search(r"^\| watch delay p99 ms \|", compared.stdout, re.M), compared.stdout
+        assert re.search(r"^\| server RSS MiB \| [\d.,]+ \| [\d.,]+ \|", compared.stdout, re.M), compared.stdout
         if importlib.util.find_spec("matplotlib"):
             assert (out_dir / "compare-first-second-cdf.png").read_bytes().startswith(b"\x89PNG")
         # The harness deleted what it wrote: only the example's widgets are left.
@@ -261,3 +268,69 @@ def test_harness_presents_the_kubeconfigs_client_certificate(tmp_path: Path) -> 
         assert asyncio.run(get_api("")) == 200  # the current context: kind-a, with the certificate
         with pytest.raises(aiohttp.ClientError):
             asyncio.run(get_api("kind-b"))  # a token, no certificate: the TLS handshake is refused
+
+
+def test_compare_gives_no_ratio_of_signed_delays_and_puts_far_apart_runs_on_a_log_axis(tmp_path: Path) -> None:
+    """kcp sends most watch events before the write's response: the delay after the response is
+    negative at the median, and a ratio of it to vwproxy's positive one means nothing. Its lists
+    take seconds where vwproxy's take milliseconds: the overlaid plots need a log axis."""
+    from benchmarks.vw_report import Run, _log_axis, compare, plot_series
+
+    def run(label: str, list_ms: float, delay_ms: float) -> Run:
+        r = Run(label=label, when="now", command="", vw_url="https://x", resource="example.dev/v1alpha1/widgets")
+        r.add_latency("(a) wildcard LIST", "list_seconds", [list_ms / 1000 * f for f in (0.9, 1.0, 1.3)])
+        r.add_latency("(b) write response → watch event", "watch_delay_seconds", [delay_ms / 1000 * f for f in (1.0, 1.0, 3.0)], high=0.99)
+        r.metrics["list items"] = 10
+        return r
+
+    kcp, vwp = run("kcp", 900.0, -0.2), run("vwproxy", 20.0, 0.05)
+    table = compare(kcp, vwp)
+    assert re.search(r"^\| list p50 ms \| 900\.00 \| 20\.00 \| 0\.02x \|", table, re.M), table
+    assert re.search(r"^\| watch delay p50 ms \| -0\.20 \| 0\.05 \| n/a \|", table, re.M), table
+    assert _log_axis([[810.0, 900.0, 1170.0], [18.0, 20.0, 26.0]])
+    assert not _log_axis([[18.0, 20.0], [19.0, 25.0]])  # close together: linear
+    assert not _log_axis([[-0.2, 0.1], [0.05, 0.1]])  # a negative value: linear
+    if importlib.util.find_spec("matplotlib"):
+        plots = plot_series([kcp, vwp], tmp_path, "cmp")
+        assert isinstance(plots, list) and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+
+
+@pytest.mark.timeout(120)
+def test_kcp_setup_builds_the_topology_through_a_kubeconfig_and_is_idempotent(tmp_path: Path) -> None:
+    """`python -m benchmarks.kcp_setup` against `vwproxy serve` on an empty config folder (kcp's API,
+    HTTPS and the admin token, as on a real kcp): the provider's export, N workspaces bound, M widgets
+    each, the endpoint slice's VW listing them all; a second run creates nothing."""
+    data_dir, empty = tmp_path / "data", tmp_path / "empty"
+    empty.mkdir()
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen([sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--config", str(empty),
+                              "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=tmp_path)
+    try:
+        eventually(lambda: (data_dir / "admin.kubeconfig").exists() and (data_dir / "tokens.csv").exists() and _answers(port, data_dir), "serve up", timeout=30)
+        setup = [sys.executable, "-m", "benchmarks.kcp_setup", "--kubeconfig", str(data_dir / "admin.kubeconfig"), "--workspaces", "2", "--widgets", "3"]
+        outs = []
+        for _ in range(2):
+            proc = subprocess.run(setup, cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL, env=child_env())
+            assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            outs.append(proc.stdout)
+        assert re.search(rf"virtual workspace: https://127\.0\.0\.1:{port}/services/apiexport/\w+/widgets$", outs[0], re.M), outs[0]
+        assert "all 6 widgets in the VW's list" in outs[0], outs[0]
+        assert "measure it with: python -m benchmarks run --kubeconfig" in outs[0], outs[0]
+        assert re.search(r"2 x 3 widgets: .*\(0 created, ", outs[1]), outs[1]  # the second run found everything in place
+        with _admin_client(port, data_dir) as client:
+            bindings = client.get("/clusters/*/apis/apis.kcp.io/v1alpha2/apibindings").json()["items"]
+            widgets = client.get("/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]
+        assert len([b for b in bindings if b["metadata"]["name"] == "widgets"]) == 2
+        assert len(widgets) == 6
+    finally:
+        stop_child(serve)
+        log.close()
+
+
+def _answers(port: int, data_dir: Path) -> bool:
+    try:
+        with _admin_client(port, data_dir) as client:
+            return client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces").status_code == 200
+    except (httpx.TransportError, ValueError, IndexError):
+        return False
