@@ -98,7 +98,7 @@ class ViewHub:
         # What each APIBinding accepted of its export's permission claims, the same way:
         # (cluster, binding) → {(export cluster, export, group, resource, identity)}.
         self._accepted: dict[tuple[str, str], frozenset[tuple[str, str, str, str, str]]] = {}
-        for cluster, binding in store.all(API_BINDINGS):
+        for cluster, binding in store.each(API_BINDINGS):
             self._index_binding(cluster, binding)
         shard.on_commit.append(self._on_commit)
 
@@ -179,7 +179,7 @@ class ViewHub:
             self.engaged[key] = set()
             self._by_storage_key.setdefault(key.storage_key, set()).add(key)
             if key.resource == "apibindings" and key.group == "apis.kcp.io":
-                for cluster, binding in self.store.all(API_BINDINGS):
+                for cluster, binding in self.store.each(API_BINDINGS):
                     if binds(binding, key.export_cluster, key.export_name) and self.owns(cluster):
                         view.upsert(cluster, binding, str((binding.get("metadata") or {}).get("resourceVersion", "")))
             else:

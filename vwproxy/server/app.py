@@ -152,7 +152,8 @@ class ServeApp:
         # The config seeds a new data dir once; after that users' changes stick (DESIGN §5).
         if self.shard.seeded and not self.reseed:
             log.info("data dir %s was seeded before: not applying the config again (--reseed does)", self.shard.data_dir)
-            self.control.enqueue_all()
+            if self.control.enqueue_start():
+                log.info("the control plane settled at revision %d when it last stopped: reconciling only what may have changed", self.shard.revision)
             await self.control.drain()
         else:
             await seed(self.control, self.manifests)
@@ -233,6 +234,7 @@ class ServeApp:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+            self.control.record_settled()
         if self.mirror is not None:
             await self.mirror.aclose()
         await self.hub.aclose()

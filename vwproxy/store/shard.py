@@ -197,6 +197,13 @@ class Shard:
     def mark_seeded(self) -> None:
         self._db.set_marker(SEEDED_MARKER, self.revision)
 
+    def marker(self, key: str) -> int:
+        """A number kept in the data dir beside the objects (0 when never set)."""
+        return self._db.marker(key)
+
+    def mark(self, key: str, value: int) -> None:
+        self._db.set_marker(key, value)
+
     def close(self) -> None:
         if self._closed:
             return
