@@ -158,7 +158,8 @@ class ServeApp:
         else:
             await seed(self.control, self.manifests)
             self.shard.mark_seeded()
-        for cluster, ws in self.control.store.all(WORKSPACES) if log.isEnabledFor(logging.INFO) else ():
+        self.manifests = []  # applied or not, never read again: at 20,000 documents they are tens of MiB
+        for cluster, ws in self.control.store.each(WORKSPACES) if log.isEnabledFor(logging.INFO) else ():
             path = f"{self.control.store.path_of(cluster)}:{ws['metadata']['name']}"
             log.info("workspace %s: logical cluster %s, %s", path, (ws.get("spec") or {}).get("cluster", "?"), (ws.get("spec") or {}).get("URL", ""))
         self._loop_task = asyncio.create_task(self.control.run(), name="vwproxy-control-plane")

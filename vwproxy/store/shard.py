@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import gc as cyclic_gc
 import logging
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +143,7 @@ class Shard:
         self._listers: dict[str, Lister] = {}
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
         self._closed = False
-        self._uids: dict[str, dict[str, tuple[str, str, str]]] = {}  # cluster → uid → (storage key, namespace, name)
+        self._uids: dict[str, dict[str, StoredObject]] = {}  # cluster → uid → the object (as currently stored)
         self._paths: dict[str, str] = {}  # workspace path → logical cluster
         self._path_of: dict[str, str] = {}  # and back
         self._load()
@@ -164,19 +163,30 @@ class Shard:
                 cyclic_gc.enable()
 
     def _load_rows(self) -> None:
-        for row in self._db.rows():
-            obj = orjson.loads(row.body)
+        # Rows come ordered by (cluster, storage key): consecutive rows share a bucket.
+        where: tuple[str, str] | None = None
+        bucket = None
+        uids: dict[str, StoredObject] = {}
+        for cluster, storage_key, namespace, name, rv, body in self._db.row_tuples():
+            obj = orjson.loads(body)
             md = obj.get("metadata") or {}
-            fields = strategy.selectable_fields(row.storage_key, obj, row.namespace, row.name)
+            fields = strategy.selectable_fields(storage_key, obj, namespace, name)
             stored = StoredObject(
-                row.cluster, row.namespace, row.name, row.rv, row.body, dict(md.get("labels") or {}), fields,
+                cluster, namespace, name, rv, body, md.get("labels") or {}, fields,
                 bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
             )
-            self.table(row.storage_key).bucket(row.cluster).put(stored)
-            self._index_uid(row.storage_key, stored)
-            self._index_path(row.storage_key, stored, False)
-            if row.storage_key == CRD_STORAGE_KEY:
-                self.registry.set_crd(row.cluster, row.name, obj)
+            if where != (cluster, storage_key):
+                where = (cluster, storage_key)
+                bucket = self.table(storage_key).bucket(cluster)
+                uids = self._uids.setdefault(stored.cluster, {})
+            assert bucket is not None
+            bucket.put(stored)
+            if stored.uid:
+                uids[stored.uid] = stored
+            if storage_key == LOGICAL_CLUSTERS_KEY:
+                self._index_path(storage_key, stored, False)
+            elif storage_key == CRD_STORAGE_KEY:
+                self.registry.set_crd(cluster, name, obj)
 
     def _bootstrap(self) -> None:
         """`root` exists from the start, like kcp's root workspace; every cluster has `default`."""
@@ -351,17 +361,21 @@ class Shard:
 
     def _index_uid(self, storage_key: str, obj: StoredObject) -> None:
         if obj.uid:
-            self._uids.setdefault(obj.cluster, {})[obj.uid] = (sys.intern(storage_key), obj.namespace, obj.name)
+            self._uids.setdefault(obj.cluster, {})[obj.uid] = obj
 
     def uid_exists(self, cluster: str, uid: str) -> bool:
         return uid in self._uids.get(cluster, {})
 
     def locate_uid(self, cluster: str, uid: str) -> tuple[str, StoredObject] | None:
-        where = self._uids.get(cluster, {}).get(uid)
-        if where is None:
+        """(storage key, object) of the object with `uid` in `cluster`. The index keeps the object
+        alone (a key tuple each would cost more than the look-up it saves, which GC alone does)."""
+        found = self._uids.get(cluster, {}).get(uid)
+        if found is None:
             return None
-        found = self.table(where[0]).get(cluster, where[1], where[2])
-        return (where[0], found) if found is not None else None
+        for storage_key, table in self._tables.items():
+            if table.get(cluster, found.namespace, found.name) is found:
+                return storage_key, found
+        return None
 
     def tables(self) -> builtins.list[tuple[str, ResourceTable]]:
         return builtins.list(self._tables.items())
