@@ -116,10 +116,11 @@ class ControlPlane:
 
     def inputs_digest(self) -> int:
         """What the reconcilers' results depend on besides the shard's objects: the external URL,
-        deterministic mode, the declared backends and the reconcilers' own code. As a marker value."""
+        deterministic mode, the declared backends and vwproxy's own code (another version may
+        reconcile differently). As a marker value."""
         digest = hashlib.sha256()
         digest.update(orjson.dumps([self.external_url, self.deterministic, sorted((n, c.backend.url) for n, c in self.clients.items())]))
-        for source in sorted(Path(__file__).parent.glob("*.py")):
+        for source in sorted(Path(__file__).parent.parent.rglob("*.py")):
             digest.update(source.read_bytes())
         return int.from_bytes(digest.digest()[:7], "big")
 

@@ -45,7 +45,7 @@ class StoredObject:
     Writers of list bodies and frames append `head`, the RV's digits and `tail` (`append_encoded`).
     """
 
-    __slots__ = ("cluster", "namespace", "name", "rv", "head", "tail", "labels", "_extra_fields", "deleting", "uid", "owners")
+    __slots__ = ("cluster", "key", "rv", "head", "tail", "labels", "_extra_fields", "deleting", "uid", "owners")
 
     def __init__(
         self,
@@ -62,8 +62,9 @@ class StoredObject:
     ) -> None:
         # Cluster and namespace names repeat across thousands of objects: one string each.
         self.cluster = _intern(cluster)
-        self.namespace = _intern(namespace)
-        self.name = name
+        # (namespace, name): also the object's key in its bucket, and shared by every copy at
+        # another RV, so a table and the views of it hold one tuple per object.
+        self.key: ObjectKey = (_intern(namespace), name)
         self.rv = rv
         self.head, self.tail = _split_at_rv(raw, rv)
         self.labels = _shared_labels(labels)
@@ -74,6 +75,14 @@ class StoredObject:
         self.deleting = deleting
         self.uid = uid
         self.owners = owners  # uids from metadata.ownerReferences, for garbage collection
+
+    @property
+    def namespace(self) -> str:
+        return self.key[0]
+
+    @property
+    def name(self) -> str:
+        return self.key[1]
 
     @property
     def raw(self) -> bytes:
@@ -93,7 +102,7 @@ class StoredObject:
             obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
             return self.with_bytes(rv, encode_json(obj))
         copy = StoredObject.__new__(StoredObject)
-        copy.cluster, copy.namespace, copy.name, copy.rv = self.cluster, self.namespace, self.name, rv
+        copy.cluster, copy.key, copy.rv = self.cluster, self.key, rv
         copy.head, copy.tail = self.head, self.tail
         copy.labels, copy._extra_fields, copy.deleting, copy.uid, copy.owners = self.labels, self._extra_fields, self.deleting, self.uid, self.owners
         return copy
@@ -101,7 +110,7 @@ class StoredObject:
     def with_bytes(self, rv: int, raw: bytes) -> StoredObject:
         """This object's place and attributes with another encoding at `rv`."""
         copy = StoredObject.__new__(StoredObject)
-        copy.cluster, copy.namespace, copy.name, copy.rv = self.cluster, self.namespace, self.name, rv
+        copy.cluster, copy.key, copy.rv = self.cluster, self.key, rv
         copy.head, copy.tail = _split_at_rv(raw, rv)
         copy.labels, copy._extra_fields, copy.deleting, copy.uid, copy.owners = self.labels, self._extra_fields, self.deleting, self.uid, self.owners
         return copy
@@ -119,12 +128,12 @@ class StoredObject:
 
     @property
     def sort_key(self) -> tuple[str, str, str]:
-        return (self.cluster, self.namespace, self.name)
+        return (self.cluster, *self.key)
 
     @property
     def fields(self) -> dict[str, str]:
         """The field-selector attributes (kube's GetAttrs): name, namespace, and kind-specific ones."""
-        out = {"metadata.name": self.name, "metadata.namespace": self.namespace}
+        out = {"metadata.name": self.key[1], "metadata.namespace": self.key[0]}
         if self._extra_fields:
             out.update(self._extra_fields)
         return out
@@ -240,7 +249,7 @@ class ClusterBucket:
         self._order: list[ObjectKey] | None = None
 
     def put(self, obj: StoredObject) -> None:
-        key = (obj.namespace, obj.name)
+        key = obj.key
         if key not in self.objects:
             self._order = None
         self.objects[key] = obj
