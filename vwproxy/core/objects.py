@@ -259,9 +259,14 @@ class ClusterBucket:
             self._order = None
 
     def ordered(self, namespace: str = "") -> Iterator[StoredObject]:
-        if self._order is None:
-            self._order = sorted(self.objects)
         objects = self.objects
+        if len(objects) <= 1:  # most clusters hold one object of most kinds: no order worth keeping
+            for obj in list(objects.values()):
+                if not namespace or obj.key[0] == namespace:
+                    yield obj
+            return
+        if self._order is None:
+            self._order = sorted(objects)
         if namespace:
             for key in self._order:
                 if key[0] == namespace:

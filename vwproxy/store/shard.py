@@ -177,7 +177,7 @@ class Shard:
             )
             if where != (cluster, storage_key):
                 where = (cluster, storage_key)
-                bucket = self.table(storage_key).bucket(cluster)
+                bucket = self.table(storage_key).bucket(stored.cluster)  # the interned name, not the row's
                 uids = self._uids.setdefault(stored.cluster, {})
             assert bucket is not None
             bucket.put(stored)
