@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from pathlib import Path
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ from vwproxy.control.backend_claims import BACKEND_RELABEL_SECONDS, relabel_back
 from vwproxy.control.backend_health import BackendHealth, Reachability, what_is_wrong
 from vwproxy.control.labeller import OBJECTS_PER_YIELD, ClaimLabeller
 from vwproxy.control.objects import API_BINDINGS, CRDS, ENDPOINT_SLICES, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
-from vwproxy.control.lifecycle import BACKEND_ANNOTATION, BACKEND_CLUSTER_ANNOTATION
+from vwproxy.control.lifecycle import BACKEND_CLUSTER_ANNOTATION
 from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
 from vwproxy.core.objects import ChangeEvent, StoredObject
 from vwproxy.kube import errors, kcp
@@ -141,8 +141,8 @@ class ControlPlane:
         inputs: then nothing changed since every object was reconciled, and only what keeps state in
         this process or waits on the world is: workspace types, exports and endpoint slices (few),
         objects being deleted, logical clusters initializing, workspaces and clusters on backends
-        (which may have changed meanwhile), bindings with permission claims (the claim index is
-        in memory), and the claim-label sweep. Returns whether it was that settled start."""
+        (which may have changed meanwhile), and bindings with permission claims (the claim index
+        is in memory). Returns whether it was that settled start."""
         revision = self.shard.marker(SETTLED_MARKER)
         if revision != self.shard.revision or self.shard.marker(SETTLED_INPUTS_MARKER) != self.inputs_digest():
             self.enqueue_all()
@@ -164,7 +164,8 @@ class ControlPlane:
         for binding in self.shard.table(self.store.info(API_BINDINGS).storage_key).ordered(None):
             if binding.deleting or binding.cluster in on_backends or _mentions(binding, _CLAIMS_BYTES):
                 self.enqueue(("binding", binding.cluster, binding.name))
-        self.enqueue(("claimsweep",))
+        # No claim-label sweep: nothing was written while no process ran, and a running one keeps
+        # the labels current as commits come.
         return True
 
     def later(self, key: Key, last_state: Obj | None, delay: float) -> None:
