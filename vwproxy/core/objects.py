@@ -7,6 +7,7 @@ caches its watch frames, so one encoding serves every watcher.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -137,6 +138,52 @@ class StoredObject:
         if self._extra_fields:
             out.update(self._extra_fields)
         return out
+
+
+# Raw deflate with an 8 KiB window and little state: setting up zlib's defaults for each object
+# cost five times the compressing of a 2 KB one (measured), for the same size packed.
+_PACK_WBITS = -13
+_PACK_MEMLEVEL = 3
+
+
+class PackedObject(StoredObject):
+    """A stored object whose JSON is kept deflated against a dictionary: an encoding of another
+    object of its kind, which shares most of its bytes (at 10,000 workspaces, their logical
+    clusters, workspaces and bound CRDs deflate to a tenth). Reading `head`, `tail` or `raw`
+    inflates it (a few µs), so only kinds that are read far less often than they are held are
+    packed; everything else about it is a `StoredObject`'s, and copies at another RV are plain."""
+
+    __slots__ = ("_packed", "_zdict")
+
+    @classmethod
+    def of(cls, obj: StoredObject, zdict: bytes) -> StoredObject:
+        """`obj` packed against `zdict` (`obj` itself when that would not save anything)."""
+        raw = obj.raw
+        deflate = zlib.compressobj(1, zlib.DEFLATED, _PACK_WBITS, _PACK_MEMLEVEL, zlib.Z_DEFAULT_STRATEGY, zdict)
+        packed = deflate.compress(raw) + deflate.flush()
+        if len(packed) * 2 > len(raw):
+            return obj
+        out = cls.__new__(cls)
+        out.cluster, out.key, out.rv = obj.cluster, obj.key, obj.rv
+        out.labels, out._extra_fields, out.deleting, out.uid, out.owners = obj.labels, obj._extra_fields, obj.deleting, obj.uid, obj.owners
+        out._packed, out._zdict = packed, zdict
+        return out
+
+    @property  # type: ignore[override]
+    def raw(self) -> bytes:
+        inflate = zlib.decompressobj(_PACK_WBITS, zdict=self._zdict)
+        return inflate.decompress(self._packed)
+
+    @property  # type: ignore[override]
+    def head(self) -> bytes:
+        return _split_at_rv(self.raw, self.rv)[0]
+
+    @property  # type: ignore[override]
+    def tail(self) -> bytes | None:
+        return _split_at_rv(self.raw, self.rv)[1]
+
+    def at_rv(self, rv: int) -> StoredObject:
+        return self.with_bytes(self.rv, self.raw).at_rv(rv)
 
 
 def append_encoded(parts: list[bytes], objects: Iterable[StoredObject], separator: bytes = b",") -> None:

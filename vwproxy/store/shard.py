@@ -29,7 +29,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import ChangeEvent, PackedObject, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -41,6 +41,10 @@ DEFAULT_HISTORY_SIZE = 10_000
 
 LOGICAL_CLUSTERS_KEY = "core.kcp.io/logicalclusters"
 NAMESPACES_KEY = "/namespaces"
+WORKSPACES_KEY = "tenancy.kcp.io/workspaces"
+# Kinds held deflated (`PackedObject`): one or more per workspace, read by reconcilers and lists
+# far less often than they are held. At 10,000 workspaces their JSON is a third of the shard's.
+PACKED_KEYS = frozenset({CRD_STORAGE_KEY, LOGICAL_CLUSTERS_KEY, WORKSPACES_KEY})
 DEFAULT_NAMESPACE = "default"
 
 _BUILTIN_BY_KEY = {r.storage_key: r for r in BUILTIN_RESOURCES}
@@ -89,10 +93,10 @@ class Transaction:
         md = obj["metadata"]
         namespace, name = md.get("namespace", "") or "", md["name"]
         fields = strategy.selectable_fields(storage_key, obj, namespace, name)
-        return StoredObject(
+        return self._shard.packed(storage_key, StoredObject(
             cluster, namespace, name, rv, encode_json(obj), dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp")),
             str(md.get("uid") or ""), owner_uids(md),
-        )
+        ))
 
     def put(self, storage_key: str, cluster: str, obj: Obj, prev: StoredObject | None) -> StoredObject:
         if self._dry_run:
@@ -145,6 +149,7 @@ class Shard:
         self._closed = False
         self._uids: dict[str, dict[str, StoredObject]] = {}  # cluster → uid → the object (as currently stored)
         self._paths: dict[str, str] = {}  # workspace path → logical cluster
+        self._zdicts: dict[str, bytes] = {}  # storage key → the encoding its other objects are packed against
         self._path_of: dict[str, str] = {}  # and back
         self._load()
         self._bootstrap()
@@ -175,6 +180,8 @@ class Shard:
                 cluster, namespace, name, rv, body, md.get("labels") or {}, fields,
                 bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
             )
+            if storage_key in PACKED_KEYS:
+                stored = self.packed(storage_key, stored)
             if where != (cluster, storage_key):
                 where = (cluster, storage_key)
                 bucket = self.table(storage_key).bucket(stored.cluster)  # the interned name, not the row's
@@ -187,6 +194,17 @@ class Shard:
                 self._index_path(storage_key, stored, False)
             elif storage_key == CRD_STORAGE_KEY:
                 self.registry.set_crd(cluster, name, obj)
+
+    def packed(self, storage_key: str, obj: StoredObject) -> StoredObject:
+        """`obj` as held: deflated when its kind is packed, against the first object of its kind
+        this process held (which stays plain)."""
+        if storage_key not in PACKED_KEYS:
+            return obj
+        zdict = self._zdicts.get(storage_key)
+        if zdict is None:
+            self._zdicts[storage_key] = obj.raw
+            return obj
+        return PackedObject.of(obj, zdict)
 
     def _bootstrap(self) -> None:
         """`root` exists from the start, like kcp's root workspace; every cluster has `default`."""
