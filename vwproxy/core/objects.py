@@ -154,6 +154,8 @@ class PackedObject(StoredObject):
     packed; everything else about it is a `StoredObject`'s, and copies at another RV are plain."""
 
     __slots__ = ("_packed", "_zdict")
+    _packed: bytes
+    _zdict: bytes
 
     @classmethod
     def of(cls, obj: StoredObject, zdict: bytes) -> StoredObject:
@@ -169,17 +171,17 @@ class PackedObject(StoredObject):
         out._packed, out._zdict = packed, zdict
         return out
 
-    @property  # type: ignore[override]
+    @property
     def raw(self) -> bytes:
         inflate = zlib.decompressobj(_PACK_WBITS, zdict=self._zdict)
         return inflate.decompress(self._packed)
 
-    @property  # type: ignore[override]
-    def head(self) -> bytes:
+    @property
+    def head(self) -> bytes:  # type: ignore[override]
         return _split_at_rv(self.raw, self.rv)[0]
 
-    @property  # type: ignore[override]
-    def tail(self) -> bytes | None:
+    @property
+    def tail(self) -> bytes | None:  # type: ignore[override]
         return _split_at_rv(self.raw, self.rv)[1]
 
     def at_rv(self, rv: int) -> StoredObject:
