@@ -89,6 +89,8 @@ class ControlPlane:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._draining = False
         self._interrupted = False
+        # Of the code this process runs, whatever the files say by the time it stops.
+        self._inputs_digest = self.inputs_digest() if embedded_client is None else 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -132,7 +134,7 @@ class ControlPlane:
     def record_settled(self) -> None:
         """At a clean stop with nothing left to do, note the revision and inputs for the next start."""
         if self.embedded_client is None and self.settled:
-            self.shard.mark(SETTLED_INPUTS_MARKER, self.inputs_digest())
+            self.shard.mark(SETTLED_INPUTS_MARKER, self._inputs_digest)
             self.shard.mark(SETTLED_MARKER, self.shard.revision)
 
     def enqueue_start(self) -> bool:
@@ -144,7 +146,7 @@ class ControlPlane:
         (which may have changed meanwhile), and bindings with permission claims (the claim index
         is in memory). Returns whether it was that settled start."""
         revision = self.shard.marker(SETTLED_MARKER)
-        if revision != self.shard.revision or self.shard.marker(SETTLED_INPUTS_MARKER) != self.inputs_digest():
+        if revision != self.shard.revision or self.shard.marker(SETTLED_INPUTS_MARKER) != self._inputs_digest:
             self.enqueue_all()
             return False
         for kind in ("workspacetype", "export", "slice"):
@@ -517,19 +519,19 @@ class ControlPlane:
 
 
 def _mentions(obj: StoredObject, text: bytes) -> bool:
-    """Whether `text` occurs in the stored JSON (never across the RV's digits), without decoding it."""
-    return text in obj.head or (obj.tail is not None and text in obj.tail)
+    """Whether `text` occurs in the stored JSON, without decoding it."""
+    return text in obj.raw
 
 
 def _on_backend(obj: StoredObject) -> bool:
     """Whether the object's backend annotation names a backend other than the embedded shard,
     read from the stored JSON without decoding it."""
-    for piece in (obj.head, obj.tail or b""):
-        at = piece.find(_BACKEND_BYTES)
-        while at >= 0:
-            if not piece.startswith(_EMBEDDED_BYTES, at + len(_BACKEND_BYTES)):
-                return True
-            at = piece.find(_BACKEND_BYTES, at + 1)
+    raw = obj.raw  # one read: a packed object inflates at each
+    at = raw.find(_BACKEND_BYTES)
+    while at >= 0:
+        if not raw.startswith(_EMBEDDED_BYTES, at + len(_BACKEND_BYTES)):
+            return True
+        at = raw.find(_BACKEND_BYTES, at + 1)
     return False
 
 
