@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("vwproxy %s on %s: config %s, %d manifests, backends: %s", __version__, external, config, len(manifests), ", ".join(["embedded", *sorted(backends)]))
     serve_app = ServeApp(shard, external, manifests, clients, args.bookmark_interval, reseed=args.reseed, auth=auth, deterministic=args.deterministic,
                          shard_name=args.shard_name, partition=partition, join=join)
+    del manifests  # the app drops its copy once started
     state = up_command.write_serve_state(args.data_dir, external)
     try:
         _run(serve_app, args, serve_app.reads, sock)

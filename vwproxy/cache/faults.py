@@ -229,6 +229,7 @@ class GatedView(View):
             return super().replace_cluster(cluster, objects)
         return self._gate(cluster, lambda: View.replace_cluster(self, cluster, objects))
 
+    # An embedded shard workspace's objects come in as stored (shared bytes): gated the same way.
     def upsert_stored(self, source: StoredObject) -> list[ChangeEvent]:
         if not (self._faults.active or self._pending):
             return super().upsert_stored(source)

@@ -98,7 +98,8 @@ class ViewHub:
         # What each APIBinding accepted of its export's permission claims, the same way:
         # (cluster, binding) → {(export cluster, export, group, resource, identity)}.
         self._accepted: dict[tuple[str, str], frozenset[tuple[str, str, str, str, str]]] = {}
-        for cluster, binding in store.all(API_BINDINGS):
+        self._distinct: dict[frozenset[tuple[str, str, str, str, str]], frozenset[tuple[str, str, str, str, str]]] = {}
+        for cluster, binding in store.each(API_BINDINGS):
             self._index_binding(cluster, binding)
         shard.on_commit.append(self._on_commit)
 
@@ -116,7 +117,7 @@ class ViewHub:
             for b in status.get("boundResources") or [] if isinstance(b, dict)
         )
         if entries:
-            self._bound[key] = entries
+            self._bound[key] = self._distinct.setdefault(entries, entries)  # thousands of bindings, few distinct sets
         else:
             self._bound.pop(key, None)
         claims = frozenset(
@@ -125,7 +126,7 @@ class ViewHub:
                         if isinstance(c, dict) and c.get("state") == "Accepted")
         )
         if claims:
-            self._accepted[key] = claims
+            self._accepted[key] = self._distinct.setdefault(claims, claims)
         else:
             self._accepted.pop(key, None)
 
@@ -179,7 +180,7 @@ class ViewHub:
             self.engaged[key] = set()
             self._by_storage_key.setdefault(key.storage_key, set()).add(key)
             if key.resource == "apibindings" and key.group == "apis.kcp.io":
-                for cluster, binding in self.store.all(API_BINDINGS):
+                for cluster, binding in self.store.each(API_BINDINGS):
                     if binds(binding, key.export_cluster, key.export_name) and self.owns(cluster):
                         view.upsert(cluster, binding, str((binding.get("metadata") or {}).get("resourceVersion", "")))
             else:

@@ -66,6 +66,12 @@ class ControlStore:
         table = self.shard.table(self.info(kind).storage_key)
         return [(o.cluster, o.decode()) for o in table.ordered(cluster)]
 
+    def each(self, kind: Kind, cluster: str | None = None) -> Iterator[tuple[str, Obj]]:
+        """`all`, decoding one object at a time: at thousands of objects the decoded list would
+        be many times their JSON at once. Nothing may write to the shard while it is iterated."""
+        for o in self.shard.table(self.info(kind).storage_key).ordered(cluster):
+            yield o.cluster, o.decode()
+
     def each_stored(self, kind: Kind, cluster: str | None = None) -> Iterator[StoredObject]:
         """Every object of `kind` as stored (not decoded), in `cluster` or everywhere."""
         return self.shard.table(self.info(kind).storage_key).ordered(cluster)

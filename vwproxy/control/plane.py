@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +23,7 @@ from vwproxy.control.labeller import OBJECTS_PER_YIELD, ClaimLabeller
 from vwproxy.control.objects import API_BINDINGS, CRDS, ENDPOINT_SLICES, LOGICAL_CLUSTERS, WORKSPACES, ControlStore, Obj, Waiting
 from vwproxy.control.lifecycle import BACKEND_CLUSTER_ANNOTATION
 from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND, Reconcilers
-from vwproxy.core.objects import ChangeEvent
+from vwproxy.core.objects import ChangeEvent, StoredObject
 from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
@@ -35,6 +37,15 @@ log = logging.getLogger(__name__)
 RETRY_DELAY_SECONDS = 2.0
 # A commit storm (a seed, a deletecollection) settles before the queue is drained.
 MAX_ROUNDS_PER_CONVERGE = 50
+# Kept in the data dir at a clean stop: the shard revision at which the control plane had nothing
+# left to do, and what it reconciled with (`ControlPlane.inputs_digest`). A start that finds the
+# revision unchanged and the same inputs skips reconciling what was settled (`enqueue_start`).
+SETTLED_MARKER = "control-settled"
+SETTLED_INPUTS_MARKER = "control-settled-inputs"
+# Raw bytes that mark a stored object as one the settled start still reconciles.
+_BACKEND_BYTES = f'"{BACKEND_ANNOTATION}":"'.encode()
+_EMBEDDED_BYTES = f'{EMBEDDED_BACKEND}"'.encode()
+_CLAIMS_BYTES = b'"permissionClaims"'
 
 Key = tuple[str, ...]
 
@@ -72,8 +83,14 @@ class ControlPlane:
             self.store, external_url, self._write_crd, self._read_crd, frozenset(self.clients), self._delete_bound, self.claims, self._relabel,
             self.health.state.get, deterministic,
         )
+        self.external_url = external_url
+        self.deterministic = deterministic
         self._pending: dict[Key, Obj | None] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._draining = False
+        self._interrupted = False
+        # Of the code this process runs, whatever the files say by the time it stops.
+        self._inputs_digest = self.inputs_digest() if embedded_client is None else 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -96,6 +113,62 @@ class ControlPlane:
                 self._enqueue_for(kind, obj.cluster, obj.namespace, obj.name, None)
         # After the bindings (the queue keeps order): claim labels that nothing claims any more.
         self.enqueue(("claimsweep",))
+
+    # -- starting where the last run settled -----------------------------------------------------
+
+    def inputs_digest(self) -> int:
+        """What the reconcilers' results depend on besides the shard's objects: the external URL,
+        deterministic mode, the declared backends and vwproxy's own code (another version may
+        reconcile differently). As a marker value."""
+        digest = hashlib.sha256()
+        digest.update(orjson.dumps([self.external_url, self.deterministic, sorted((n, c.backend.url) for n, c in self.clients.items())]))
+        for source in sorted(Path(__file__).parent.parent.rglob("*.py")):
+            digest.update(source.read_bytes())
+        return int.from_bytes(digest.digest()[:7], "big")
+
+    @property
+    def settled(self) -> bool:
+        """Nothing queued, being reconciled, failed or waiting on a timer."""
+        return not self._pending and not self._timers and not self._draining and not self._interrupted
+
+    def record_settled(self) -> None:
+        """At a clean stop with nothing left to do, note the revision and inputs for the next start."""
+        if self.embedded_client is None and self.settled:
+            self.shard.mark(SETTLED_INPUTS_MARKER, self._inputs_digest)
+            self.shard.mark(SETTLED_MARKER, self.shard.revision)
+
+    def enqueue_start(self) -> bool:
+        """What a start on a seeded data dir reconciles. Everything (`enqueue_all`), unless the last
+        run stopped cleanly with the control plane settled at this very revision and the same
+        inputs: then nothing changed since every object was reconciled, and only what keeps state in
+        this process or waits on the world is: workspace types, exports and endpoint slices (few),
+        objects being deleted, logical clusters initializing, workspaces and clusters on backends
+        (which may have changed meanwhile), and bindings with permission claims (the claim index
+        is in memory). Returns whether it was that settled start."""
+        revision = self.shard.marker(SETTLED_MARKER)
+        if revision != self.shard.revision or self.shard.marker(SETTLED_INPUTS_MARKER) != self._inputs_digest:
+            self.enqueue_all()
+            return False
+        for kind in ("workspacetype", "export", "slice"):
+            storage_key = next(k for k, v in _KEYS_BY_STORAGE.items() if v == kind)
+            for obj in self.shard.table(storage_key).ordered(None):
+                self.enqueue((kind, obj.cluster, obj.name))
+        on_backends: set[str] = set()
+        lcs = self.shard.table(self.store.info(LOGICAL_CLUSTERS).storage_key)
+        for lc in lcs.ordered(None):
+            if _on_backend(lc):
+                on_backends.add(lc.cluster)
+            if lc.cluster in on_backends or lc.deleting or lc.labels.get(kcp.PHASE_LABEL) == kcp.PHASE_INITIALIZING:
+                self.enqueue(("logicalcluster", lc.cluster))
+        for ws in self.shard.table(self.store.info(WORKSPACES).storage_key).ordered(None):
+            if ws.deleting or _on_backend(ws):
+                self.enqueue(("workspace", ws.cluster, ws.name))
+        for binding in self.shard.table(self.store.info(API_BINDINGS).storage_key).ordered(None):
+            if binding.deleting or binding.cluster in on_backends or _mentions(binding, _CLAIMS_BYTES):
+                self.enqueue(("binding", binding.cluster, binding.name))
+        # No claim-label sweep: nothing was written while no process ran, and a running one keeps
+        # the labels current as commits come.
+        return True
 
     def later(self, key: Key, last_state: Obj | None, delay: float) -> None:
         """Enqueue `key` after `delay` (once, however often asked meanwhile)."""
@@ -171,7 +244,7 @@ class ControlPlane:
             for lc in self.shard.table(self.store.info(LOGICAL_CLUSTERS).storage_key).ordered(None):
                 if lc.labels.get(kcp.PHASE_LABEL) == kcp.PHASE_INITIALIZING:
                     self.enqueue(("logicalcluster", lc.cluster))  # default bindings may wait for it
-            for binding_cluster, binding in self.store.all(API_BINDINGS):
+            for binding_cluster, binding in self.store.each(API_BINDINGS):
                 ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
                 if ref.get("name") == name:
                     self.enqueue(("binding", binding_cluster, binding["metadata"]["name"]))
@@ -215,6 +288,19 @@ class ControlPlane:
     async def drain(self) -> int:
         """Reconcile until the queue is empty (or a bounded number of rounds); returns failures left."""
         failed: dict[Key, Obj | None] = {}
+        self._draining = True
+        try:
+            await self._drain_rounds(failed)
+        except BaseException:
+            self._interrupted = True  # a batch was cut short (the server stopping): never settled
+            raise
+        finally:
+            self._draining = False
+        for key, last in failed.items():
+            self._pending.setdefault(key, last)
+        return len(failed)
+
+    async def _drain_rounds(self, failed: dict[Key, Obj | None]) -> None:
         for _ in range(MAX_ROUNDS_PER_CONVERGE):
             if not self._pending:
                 break
@@ -232,9 +318,6 @@ class ControlPlane:
                 except Exception:
                     log.exception("reconciling %s failed (will retry)", "/".join(key))
                     failed[key] = last
-        for key, last in failed.items():
-            self._pending.setdefault(key, last)
-        return len(failed)
 
     async def run(self) -> None:
         """The control loop: drain on every wake-up, retry failures after a delay; the backends
@@ -433,6 +516,23 @@ class ControlPlane:
             return
         if resp.status not in (200, 201):
             raise errors.service_unavailable(f"installing CRD {name} in the backend failed: HTTP {resp.status}: {resp.body[:200]!r}")
+
+
+def _mentions(obj: StoredObject, text: bytes) -> bool:
+    """Whether `text` occurs in the stored JSON, without decoding it."""
+    return text in obj.raw
+
+
+def _on_backend(obj: StoredObject) -> bool:
+    """Whether the object's backend annotation names a backend other than the embedded shard,
+    read from the stored JSON without decoding it."""
+    raw = obj.raw  # one read: a packed object inflates at each
+    at = raw.find(_BACKEND_BYTES)
+    while at >= 0:
+        if not raw.startswith(_EMBEDDED_BYTES, at + len(_BACKEND_BYTES)):
+            return True
+        at = raw.find(_BACKEND_BYTES, at + 1)
+    return False
 
 
 def undeclared_backend_message(workspace: str, backend: str) -> str:

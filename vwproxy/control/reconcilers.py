@@ -374,7 +374,7 @@ class Reconcilers:
 def bindings_of_export(store: ControlStore, export_cluster: str, export_name: str) -> list[tuple[str, Obj]]:
     """(consumer cluster, binding) for every Ready binding to the export (by its status)."""
     out = []
-    for cluster, binding in store.all(API_BINDINGS):
+    for cluster, binding in store.each(API_BINDINGS):
         status = binding.get("status") or {}
         ref = ((binding.get("spec") or {}).get("reference") or {}).get("export") or {}
         if status.get("apiExportClusterName") == export_cluster and ref.get("name") == export_name:

@@ -67,7 +67,8 @@ class View:
         self.storage_key = f"{group}/{resource}"
         self._table = ResourceTable()
         # Backend RVs of the held objects, per cluster so a disengagement drops them in one go.
-        self._backend_rvs: dict[str, dict[ObjectKey, str]] = {}
+        # An embedded shard's object keeps its RV as the shard's int (shared with the shard's object), a backend's as its text.
+        self._backend_rvs: dict[str, dict[ObjectKey, str | int]] = {}
         self._engaged: set[str] = set()
         # Starting the history at the sequence's current RV makes every older RV "too old":
         # this view cannot say what happened before it existed.
@@ -100,7 +101,8 @@ class View:
 
     def backend_rv(self, cluster: str, namespace: str, name: str) -> str | None:
         """The backend's resourceVersion of the object as held, for translating preconditions."""
-        return self._backend_rvs.get(cluster, {}).get((namespace, name))
+        found = self._backend_rvs.get(cluster, {}).get((namespace, name))
+        return None if found is None else str(found)
 
     def translate_precondition(self, cluster: str, namespace: str, name: str, proxy_rv: str) -> str:
         """The backend RV to send for a client's precondition on `proxy_rv`.
@@ -266,12 +268,12 @@ class View:
                 self._remove(held, events)
                 held = None
             elif held.same_bytes(source):
-                self._backend_rvs[cluster][(namespace, name)] = str(source.rv)
+                self._backend_rvs[cluster][source.key] = source.rv
                 return events
         rv = self.seq.next()
         stored = source.at_rv(rv)
         self._table.bucket(cluster).put(stored)
-        self._backend_rvs.setdefault(cluster, {})[(namespace, name)] = str(source.rv)
+        self._backend_rvs.setdefault(cluster, {})[source.key] = source.rv
         self._append(ChangeEvent(rv, wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
         return events
 

@@ -152,12 +152,14 @@ class ServeApp:
         # The config seeds a new data dir once; after that users' changes stick (DESIGN §5).
         if self.shard.seeded and not self.reseed:
             log.info("data dir %s was seeded before: not applying the config again (--reseed does)", self.shard.data_dir)
-            self.control.enqueue_all()
+            if self.control.enqueue_start():
+                log.info("the control plane settled at revision %d when it last stopped: reconciling only what may have changed", self.shard.revision)
             await self.control.drain()
         else:
             await seed(self.control, self.manifests)
             self.shard.mark_seeded()
-        for cluster, ws in self.control.store.all(WORKSPACES) if log.isEnabledFor(logging.INFO) else ():
+        self.manifests = []  # applied or not, never read again: at 20,000 documents they are tens of MiB
+        for cluster, ws in self.control.store.each(WORKSPACES) if log.isEnabledFor(logging.INFO) else ():
             path = f"{self.control.store.path_of(cluster)}:{ws['metadata']['name']}"
             log.info("workspace %s: logical cluster %s, %s", path, (ws.get("spec") or {}).get("cluster", "?"), (ws.get("spec") or {}).get("URL", ""))
         self._loop_task = asyncio.create_task(self.control.run(), name="vwproxy-control-plane")
@@ -233,6 +235,7 @@ class ServeApp:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+            self.control.record_settled()
         if self.mirror is not None:
             await self.mirror.aclose()
         await self.hub.aclose()

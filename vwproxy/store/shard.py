@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import gc as cyclic_gc
 import logging
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import ChangeEvent, PackedObject, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -42,6 +41,10 @@ DEFAULT_HISTORY_SIZE = 10_000
 
 LOGICAL_CLUSTERS_KEY = "core.kcp.io/logicalclusters"
 NAMESPACES_KEY = "/namespaces"
+WORKSPACES_KEY = "tenancy.kcp.io/workspaces"
+# Kinds held deflated (`PackedObject`): one or more per workspace, read by reconcilers and lists
+# far less often than they are held. At 10,000 workspaces their JSON is a third of the shard's.
+PACKED_KEYS = frozenset({CRD_STORAGE_KEY, LOGICAL_CLUSTERS_KEY, WORKSPACES_KEY})
 DEFAULT_NAMESPACE = "default"
 
 _BUILTIN_BY_KEY = {r.storage_key: r for r in BUILTIN_RESOURCES}
@@ -90,10 +93,10 @@ class Transaction:
         md = obj["metadata"]
         namespace, name = md.get("namespace", "") or "", md["name"]
         fields = strategy.selectable_fields(storage_key, obj, namespace, name)
-        return StoredObject(
+        return self._shard.packed(storage_key, StoredObject(
             cluster, namespace, name, rv, encode_json(obj), dict(md.get("labels") or {}), fields, bool(md.get("deletionTimestamp")),
             str(md.get("uid") or ""), owner_uids(md),
-        )
+        ))
 
     def put(self, storage_key: str, cluster: str, obj: Obj, prev: StoredObject | None) -> StoredObject:
         if self._dry_run:
@@ -144,8 +147,9 @@ class Shard:
         self._listers: dict[str, Lister] = {}
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
         self._closed = False
-        self._uids: dict[str, dict[str, tuple[str, str, str]]] = {}  # cluster → uid → (storage key, namespace, name)
+        self._uids: dict[str, dict[str, StoredObject]] = {}  # cluster → uid → the object (as currently stored)
         self._paths: dict[str, str] = {}  # workspace path → logical cluster
+        self._zdicts: dict[str, bytes] = {}  # storage key → the encoding its other objects are packed against
         self._path_of: dict[str, str] = {}  # and back
         self._load()
         self._bootstrap()
@@ -164,19 +168,43 @@ class Shard:
                 cyclic_gc.enable()
 
     def _load_rows(self) -> None:
-        for row in self._db.rows():
-            obj = orjson.loads(row.body)
+        # Rows come ordered by (cluster, storage key): consecutive rows share a bucket.
+        where: tuple[str, str] | None = None
+        bucket = None
+        uids: dict[str, StoredObject] = {}
+        for cluster, storage_key, namespace, name, rv, body in self._db.row_tuples():
+            obj = orjson.loads(body)
             md = obj.get("metadata") or {}
-            fields = strategy.selectable_fields(row.storage_key, obj, row.namespace, row.name)
+            fields = strategy.selectable_fields(storage_key, obj, namespace, name)
             stored = StoredObject(
-                row.cluster, row.namespace, row.name, row.rv, row.body, dict(md.get("labels") or {}), fields,
+                cluster, namespace, name, rv, body, md.get("labels") or {}, fields,
                 bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
             )
-            self.table(row.storage_key).bucket(row.cluster).put(stored)
-            self._index_uid(row.storage_key, stored)
-            self._index_path(row.storage_key, stored, False)
-            if row.storage_key == CRD_STORAGE_KEY:
-                self.registry.set_crd(row.cluster, row.name, obj)
+            if storage_key in PACKED_KEYS:
+                stored = self.packed(storage_key, stored)
+            if where != (cluster, storage_key):
+                where = (cluster, storage_key)
+                bucket = self.table(storage_key).bucket(stored.cluster)  # the interned name, not the row's
+                uids = self._uids.setdefault(stored.cluster, {})
+            assert bucket is not None
+            bucket.put(stored)
+            if stored.uid:
+                uids[stored.uid] = stored
+            if storage_key == LOGICAL_CLUSTERS_KEY:
+                self._index_path(storage_key, stored, False)
+            elif storage_key == CRD_STORAGE_KEY:
+                self.registry.set_crd(cluster, name, obj)
+
+    def packed(self, storage_key: str, obj: StoredObject) -> StoredObject:
+        """`obj` as held: deflated when its kind is packed, against the first object of its kind
+        this process held (which stays plain)."""
+        if storage_key not in PACKED_KEYS:
+            return obj
+        zdict = self._zdicts.get(storage_key)
+        if zdict is None:
+            self._zdicts[storage_key] = obj.raw
+            return obj
+        return PackedObject.of(obj, zdict)
 
     def _bootstrap(self) -> None:
         """`root` exists from the start, like kcp's root workspace; every cluster has `default`."""
@@ -196,6 +224,13 @@ class Shard:
 
     def mark_seeded(self) -> None:
         self._db.set_marker(SEEDED_MARKER, self.revision)
+
+    def marker(self, key: str) -> int:
+        """A number kept in the data dir beside the objects (0 when never set)."""
+        return self._db.marker(key)
+
+    def mark(self, key: str, value: int) -> None:
+        self._db.set_marker(key, value)
 
     def close(self) -> None:
         if self._closed:
@@ -344,17 +379,21 @@ class Shard:
 
     def _index_uid(self, storage_key: str, obj: StoredObject) -> None:
         if obj.uid:
-            self._uids.setdefault(obj.cluster, {})[obj.uid] = (sys.intern(storage_key), obj.namespace, obj.name)
+            self._uids.setdefault(obj.cluster, {})[obj.uid] = obj
 
     def uid_exists(self, cluster: str, uid: str) -> bool:
         return uid in self._uids.get(cluster, {})
 
     def locate_uid(self, cluster: str, uid: str) -> tuple[str, StoredObject] | None:
-        where = self._uids.get(cluster, {}).get(uid)
-        if where is None:
+        """(storage key, object) of the object with `uid` in `cluster`. The index keeps the object
+        alone (a key tuple each would cost more than the look-up it saves, which GC alone does)."""
+        found = self._uids.get(cluster, {}).get(uid)
+        if found is None:
             return None
-        found = self.table(where[0]).get(cluster, where[1], where[2])
-        return (where[0], found) if found is not None else None
+        for storage_key, table in self._tables.items():
+            if table.get(cluster, found.namespace, found.name) is found:
+                return storage_key, found
+        return None
 
     def tables(self) -> builtins.list[tuple[str, ResourceTable]]:
         return builtins.list(self._tables.items())

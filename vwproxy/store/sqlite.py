@@ -110,6 +110,13 @@ class SqliteStore:
         for cluster, key, namespace, name, rv, body in cursor:
             yield Row(cluster, key, namespace, name, rv, bytes(body))
 
+    def row_tuples(self) -> Iterator[tuple[str, str, str, str, int, bytes]]:
+        """`rows` as plain tuples (cluster, storage key, namespace, name, rv, body), for loading
+        a whole shard: at 150,000 rows, building a `Row` each is a measurable share of a start."""
+        return iter(self._db.execute(
+            "SELECT cluster, storage_key, namespace, name, rv, body FROM objects ORDER BY cluster, storage_key, namespace, name"
+        ))
+
     def commit(self, revision: int, changes: Sequence[Change]) -> None:
         """Apply `changes` and set the revision atomically; raises StorageError, leaving nothing applied."""
         db = self._db
