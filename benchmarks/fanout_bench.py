@@ -42,6 +42,7 @@ import signal
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ class WatchState:
         self.other: list[str] = []
         self.rewatches = 0
         self.failed: str | None = None
+        self.crc = 0  # CRC-32 of the event lines received, in order
 
     def take(self, rvs: list[bytes], indices: list[bytes]) -> None:
         numbers = list(map(int, rvs))
@@ -105,9 +107,19 @@ class WatchState:
         self.events += len(numbers)
 
 
-async def _watch_one(session: aiohttp.ClientSession, url: str, rv: str, state: WatchState, hist: Counter[int], opened: asyncio.Event) -> None:
+def _last_rv(lines: bytes) -> int:
+    """The resourceVersion of the last complete line of `lines`."""
+    found = _RV.findall(lines, lines.rfind(b"\n", 0, len(lines) - 1) + 1)
+    return int(found[-1]) if found else 0
+
+
+async def _watch_one(session: aiohttp.ClientSession, url: str, rv: str, state: WatchState, hist: Counter[int] | None, opened: asyncio.Event) -> None:
+    """One watcher. With `hist` (a sampled watcher) every event is found in the bytes and checked,
+    and its latency counted; without, only the events' bytes are counted and hashed (CRC-32 of the
+    stream without bookmarks), to be compared with the sampled watchers' at the end."""
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     clock = time.time_ns
+    crc32 = zlib.crc32
     while True:
         params = {"watch": "true", "resourceVersion": str(state.last_rv or rv), "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
         async with session.get(url, params=params, timeout=timeout) as r:
@@ -125,13 +137,20 @@ async def _watch_one(session: aiohttp.ClientSession, url: str, rv: str, state: W
                     continue
                 lines, buf = buf[: end + 1], buf[end + 1 :]
                 n = lines.count(b"\n")
-                rvs = _RV.findall(lines)
-                sent = _SENT.findall(lines)
-                indices = _INDEX.findall(lines)
-                if lines.count(_MODIFIED) == n == len(rvs) == len(sent) == len(indices):
-                    state.take(rvs, indices)
-                    hist.update([(now - int(t)) // BUCKET_NS for t in sent])
-                    continue
+                if lines.count(_MODIFIED) == n:
+                    if hist is None:
+                        state.crc = crc32(lines, state.crc)
+                        state.events += n
+                        state.last_rv = _last_rv(lines)
+                        continue
+                    rvs = _RV.findall(lines)
+                    sent = _SENT.findall(lines)
+                    indices = _INDEX.findall(lines)
+                    if n == len(rvs) == len(sent) == len(indices):
+                        state.crc = crc32(lines, state.crc)
+                        state.take(rvs, indices)
+                        hist.update([(now - int(t)) // BUCKET_NS for t in sent])
+                        continue
                 # Something other than a widget change is in there (a bookmark, an ERROR): line by line.
                 for line in lines.split(b"\n"):
                     if not line.strip():
@@ -143,8 +162,13 @@ async def _watch_one(session: aiohttp.ClientSession, url: str, rv: str, state: W
                     md = (event.get("object") or {}).get("metadata") or {}
                     annotations = md.get("annotations") or {}
                     if kind == "MODIFIED" and INDEX_KEY in annotations and SENT_KEY in annotations:
-                        state.take([md["resourceVersion"].encode()], [annotations[INDEX_KEY].encode()])
-                        hist.update([(now - int(annotations[SENT_KEY])) // BUCKET_NS])
+                        state.crc = crc32(line + b"\n", state.crc)
+                        if hist is None:
+                            state.events += 1
+                            state.last_rv = int(md["resourceVersion"])
+                        else:
+                            state.take([md["resourceVersion"].encode()], [annotations[INDEX_KEY].encode()])
+                            hist.update([(now - int(annotations[SENT_KEY])) // BUCKET_NS])
                     else:
                         state.other.append(f"{kind}: {line[:200]!r}")
                         if kind == "ERROR":
@@ -153,15 +177,17 @@ async def _watch_one(session: aiohttp.ClientSession, url: str, rv: str, state: W
         state.rewatches += 1  # the server ended the stream: watch again from the last RV
 
 
-async def client_main(url: str, rv: str, watchers: int, expect: int) -> None:
-    """One client process: open `watchers` watches, say so, wait for the total, report."""
+async def client_main(url: str, rv: str, watchers: int, expect: int, first: int, sample_every: int) -> None:
+    """One client process: open `watchers` watches (numbered from `first`; every `sample_every`-th
+    is checked in full), say so, wait for the total number of changes, report."""
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     hist: Counter[int] = Counter()
-    states = [WatchState(expect) for _ in range(watchers)]
+    sampled = [(first + j) % sample_every == 0 for j in range(watchers)]
+    states = [WatchState(expect if full else 0) for full in sampled]
     cpu0 = time.process_time()
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=["User-Agent"]) as session:
         opened = [asyncio.Event() for _ in states]
-        tasks = [asyncio.create_task(_watch_one(session, url, rv, s, hist, o)) for s, o in zip(states, opened)]
+        tasks = [asyncio.create_task(_watch_one(session, url, rv, s, hist if full else None, o)) for s, full, o in zip(states, sampled, opened)]
         await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), OPEN_TIMEOUT)
         failed = [s.failed for s in states if s.failed]
         print(json.dumps({"ready": not failed, "failed": failed[:3]}), flush=True)
@@ -178,11 +204,19 @@ async def client_main(url: str, rv: str, watchers: int, expect: int) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     report: dict[str, Any] = {
-        "watchers": watchers, "complete": 0, "missing": 0, "duplicates": 0, "unexpected": 0, "out_of_order": 0,
+        "watchers": watchers, "sampled": sum(sampled), "complete": 0, "missing": 0, "duplicates": 0, "unexpected": 0, "out_of_order": 0,
         "rewatches": 0, "other": [], "failed": [], "cpu": time.process_time() - cpu0, "events": 0,
-        "hist": {str(k): v for k, v in hist.items()},
+        "hist": {str(k): v for k, v in hist.items()}, "streams": [],
     }
-    for s in states:
+    for s, full in zip(states, sampled):
+        report["rewatches"] += s.rewatches
+        report["events"] += s.events
+        report["other"] += s.other[:2]
+        if s.failed:
+            report["failed"].append(s.failed)
+        report["streams"].append([full, s.events, s.crc])
+        if not full:
+            continue
         got = s.seen[:total]
         missing = got.count(0)
         once = got.count(1)
@@ -192,11 +226,6 @@ async def client_main(url: str, rv: str, watchers: int, expect: int) -> None:
         report["duplicates"] += dups
         report["unexpected"] += unexpected
         report["out_of_order"] += s.out_of_order
-        report["rewatches"] += s.rewatches
-        report["events"] += s.events
-        report["other"] += s.other[:2]
-        if s.failed:
-            report["failed"].append(s.failed)
         if missing == dups == unexpected == s.out_of_order == 0 and not s.other and not s.failed:
             report["complete"] += 1
     print(json.dumps(report), flush=True)
@@ -208,10 +237,12 @@ async def client_main(url: str, rv: str, watchers: int, expect: int) -> None:
 class WatchClients:
     """The P client processes, each with its share of the watchers."""
 
-    def __init__(self, url: str, rv: str, watchers: int, procs: int, expect: int) -> None:
+    def __init__(self, url: str, rv: str, watchers: int, procs: int, expect: int, sample_every: int) -> None:
         self.shares = [watchers // procs + (1 if j < watchers % procs else 0) for j in range(procs)]
-        self.args = [[sys.executable, str(Path(__file__).resolve()), "--client-role", url, "--rv", rv, "--watchers", str(n), "--expect", str(expect)]
-                     for n in self.shares if n]
+        firsts = [sum(self.shares[:j]) for j in range(procs)]
+        self.args = [[sys.executable, str(Path(__file__).resolve()), "--client-role", url, "--rv", rv, "--watchers", str(n), "--expect", str(expect),
+                      "--first", str(f), "--sample-every", str(sample_every)]
+                     for n, f in zip(self.shares, firsts) if n]
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
@@ -258,6 +289,14 @@ class WatchClients:
                 except OSError:
                     pass
         return total
+
+
+def _sched_wait(pid: int) -> float:
+    """Seconds process `pid`'s main thread has spent runnable but waiting for a CPU (/proc/<pid>/schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def _hist_pct(hist: Counter[int], q: float) -> float:
@@ -309,7 +348,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
             rss_before, _ = server.rss_kib()
         results.add("setup", f"{args.workspaces * args.objects} widgets", f"{args.workspaces} workspaces bound; server RSS {rss_before / 1024:.1f} MiB before the watchers")
 
-        clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16)
+        clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16, args.sample_every)
         started = time.perf_counter()
         await clients.start()
         opened = time.perf_counter() - started
@@ -324,6 +363,8 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         writing = True
         async with _session(args.writers) as wsession, _session(1) as gsession:
             server_cpu0, clients_cpu0, own_cpu0 = server.cpu_seconds(), clients.cpu_seconds(), time.process_time()
+            assert server.proc is not None
+            server_wait0 = _sched_wait(server.proc.pid)
             t0 = time.perf_counter()
 
             async def writer() -> None:
@@ -366,6 +407,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
             write_secs = time.perf_counter() - t0
             writing = False
             server_cpu = server.cpu_seconds() - server_cpu0
+            server_wait = _sched_wait(server.proc.pid) - server_wait0
             await asyncio.gather(*side)
         clients_cpu = clients.cpu_seconds() - clients_cpu0
         own_cpu = time.process_time() - own_cpu0
@@ -375,24 +417,31 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         hist: Counter[int] = Counter()
         for rep in reports:
             hist.update({int(k): v for k, v in rep["hist"].items()})
-        agg = {k: sum(rep[k] for rep in reports) for k in ("complete", "missing", "duplicates", "unexpected", "out_of_order", "rewatches", "events")}
+        agg = {k: sum(rep[k] for rep in reports) for k in ("sampled", "complete", "missing", "duplicates", "unexpected", "out_of_order", "rewatches", "events")}
         other = [o for rep in reports for o in rep["other"]]
         failed = [f for rep in reports for f in rep["failed"]]
-        ok = agg["complete"] == args.watchers and not failed
+        # A checked watcher's stream is the reference: every other one must have received the same bytes.
+        streams = [tuple(x) for rep in reports for x in rep["streams"]]
+        references = {(events, crc) for full, events, crc in streams if full}
+        reference = next(iter(references)) if len(references) == 1 else None
+        same = sum(1 for full, events, crc in streams if not full and (events, crc) == reference)
+        ok = agg["complete"] == agg["sampled"] and same == len(streams) - agg["sampled"] and not failed and not other
         results.ok = ok
         results.add("changes committed", f"{total_writes}",
                     f"merge patches by {args.writers} connections through the front; {args.rate:g}/s asked, {total_writes / write_secs:,.0f}/s done over {write_secs:.1f} s; "
                     f"write p50 {_pct(write_rtt, 50) * 1000:.1f} ms, p99 {_pct(write_rtt, 99) * 1000:.1f} ms")
-        results.add("delivered", f"{agg['complete']}/{args.watchers} watchers complete" + (" OK" if ok else " FAILED"),
-                    f"{agg['events']:,} events; missing {agg['missing']}, duplicates {agg['duplicates']}, unexpected {agg['unexpected']}, "
-                    f"out of RV order {agg['out_of_order']}, re-watches {agg['rewatches']}" + (f"; other: {other[:2]}" if other else "")
+        results.add("delivered", f"{agg['complete'] + same}/{args.watchers} watchers complete" + (" OK" if ok else " FAILED"),
+                    f"{agg['events']:,} events; {agg['complete']}/{agg['sampled']} checked event by event (every {args.sample_every}th: "
+                    f"missing {agg['missing']}, duplicates {agg['duplicates']}, unexpected {agg['unexpected']}, out of RV order {agg['out_of_order']}), "
+                    f"{same}/{len(streams) - agg['sampled']} others received the same bytes; re-watches {agg['rewatches']}" + (f"; other: {other[:2]}" if other else "")
                     + (f"; failed: {failed[:2]}" if failed else ""))
         results.add("delivery latency p50 / p99 / max", f"{_hist_pct(hist, 50):.1f} / {_hist_pct(hist, 99):.1f} / {_hist_pct(hist, 100):.1f} ms",
-                    f"from the write's send to the read of the chunk holding its event, over {sum(hist.values()):,} (event, watcher) pairs; target p99 <= 50 ms")
+                    f"from the write's send to the read of the chunk holding its event, over {sum(hist.values()):,} (event, checked watcher) pairs; target p99 <= 50 ms")
         if get_rtt:
             results.add("concurrent GET p50 / p99 / max", f"{_pct(get_rtt, 50) * 1000:.1f} / {_pct(get_rtt, 99) * 1000:.1f} / {max(get_rtt) * 1000:.1f} ms",
                         f"{len(get_rtt)} GETs of one widget through the VW, {args.gets:g}/s; target p99 <= 20 ms")
-        results.add("server CPU", f"{server_cpu:.1f} s", f"{server_cpu / write_secs * 100:.0f}% of one core over the {write_secs:.1f} s of writes")
+        results.add("server CPU", f"{server_cpu:.1f} s", f"{server_cpu / write_secs * 100:.0f}% of one core over the {write_secs:.1f} s of writes; "
+                    f"its event loop waited {server_wait:.1f} s for a CPU while runnable (/proc schedstat: the machine's contention)")
         results.add("server RSS", f"{rss_after / 1024:.1f} MiB", f"{rss_open / 1024:.1f} MiB with the watchers open, peak sampled {rss_peak / 1024:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB")
         per_client = ", ".join(f"{rep['cpu']:.1f}" for rep in reports)
         results.add("client CPU", f"{clients_cpu + own_cpu:.1f} s", f"watch clients {clients_cpu:.1f} s ({per_client} s each), writers and GETs {own_cpu:.1f} s")
@@ -418,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", type=int, default=None, help="widgets per workspace, the ones the changes go to (default 100; --quick: 5)")
     parser.add_argument("--writers", type=int, default=16, help="keep-alive connections the changes are made over (default 16)")
     parser.add_argument("--gets", type=float, default=5.0, help="GETs per second of one widget through the VW during the changes (default 5; 0: none)")
+    parser.add_argument("--sample-every", type=int, default=10,
+                        help="every N-th watcher finds each event in the bytes, checks it and times it; the others hash their streams, "
+                             "which must equal the checked ones' (default 10; 1: all in full)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="run the proxy under cProfile, writing FILE (timings are then not comparable)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, data, server log)")
@@ -425,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-role", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rv", default="", help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -434,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         loop_factory = None
     if args.client_role:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(client_main(args.client_role, args.rv, args.watchers, args.expect))
+            runner.run(client_main(args.client_role, args.rv, args.watchers, args.expect, args.first, args.sample_every))
         return 0
 
     def pick(value: Any, default: Any, small: Any) -> Any:
@@ -446,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     args.client_procs = pick(args.client_procs, 4, 2)
     args.workspaces = pick(args.workspaces, 10, 2)
     args.objects = pick(args.objects, 100, 5)
-    for name in ("watchers", "rate", "seconds", "client_procs", "workspaces", "objects", "writers"):
+    for name in ("watchers", "rate", "seconds", "client_procs", "workspaces", "objects", "writers", "sample_every"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.profile is not None:
