@@ -291,6 +291,10 @@ class WatchClients:
         return total
 
 
+def _nth(n: int) -> str:
+    return "one" if n == 1 else f"{n}{'nd' if n % 10 == 2 and n % 100 != 12 else 'rd' if n % 10 == 3 and n % 100 != 13 else 'th'}"
+
+
 def _sched_wait(pid: int) -> float:
     """Seconds process `pid`'s main thread has spent runnable but waiting for a CPU (/proc/<pid>/schedstat)."""
     try:
@@ -431,7 +435,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
                     f"merge patches by {args.writers} connections through the front; {args.rate:g}/s asked, {total_writes / write_secs:,.0f}/s done over {write_secs:.1f} s; "
                     f"write p50 {_pct(write_rtt, 50) * 1000:.1f} ms, p99 {_pct(write_rtt, 99) * 1000:.1f} ms")
         results.add("delivered", f"{agg['complete'] + same}/{args.watchers} watchers complete" + (" OK" if ok else " FAILED"),
-                    f"{agg['events']:,} events; {agg['complete']}/{agg['sampled']} checked event by event (every {args.sample_every}th: "
+                    f"{agg['events']:,} events; {agg['complete']}/{agg['sampled']} checked event by event (every {_nth(args.sample_every)}: "
                     f"missing {agg['missing']}, duplicates {agg['duplicates']}, unexpected {agg['unexpected']}, out of RV order {agg['out_of_order']}), "
                     f"{same}/{len(streams) - agg['sampled']} others received the same bytes; re-watches {agg['rewatches']}" + (f"; other: {other[:2]}" if other else "")
                     + (f"; failed: {failed[:2]}" if failed else ""))
