@@ -291,6 +291,48 @@ class WatchClients:
         return total
 
 
+def in_process(watchers: int, events: int, every: int) -> tuple[float, int]:
+    """The fan-out inside the server without HTTP: a view with `watchers` wildcard watchers, `events`
+    changes to 100 widgets, each watcher's frames taken as one chunk after every `every` changes (as
+    a watch stream sends what came while it was busy). (CPU seconds per change, bytes per watcher)."""
+    from vwproxy.core.rv import RVSequence
+    from vwproxy.core.view import View
+    from vwproxy.core.watch import Watcher, begin_watch
+    from vwproxy.kube.listoptions import ListOptions
+    from vwproxy.kube.selectors import FieldSelector, LabelSelector
+
+    view = View(RVSequence(1000), "example.dev", "widgets")
+    template = {"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "spec": {"size": 3, "color": "red"}}
+
+    def obj(name: str, v: int) -> dict[str, Any]:
+        md = {"name": name, "namespace": "default", "uid": f"uid-{name}", "resourceVersion": str(v), "labels": {"app": "bench"},
+              "annotations": {INDEX_KEY: str(v), SENT_KEY: str(time.time_ns())}}
+        return {**template, "metadata": md}
+
+    for i in range(100):
+        view.upsert("c1", obj(f"w-{i:05d}", 0), "1")
+    ws = []
+    for _ in range(watchers):
+        w = Watcher(None, "", LabelSelector(), FieldSelector(), "example.dev/v1alpha1", lambda o: o.raw)
+        begin_watch(view, w, ListOptions(labels=LabelSelector(), fields=FieldSelector(), resource_version=str(view.current_rv)), ("example.dev/v1alpha1", "Widget"))
+        ws.append(w)
+
+    def take(w: Watcher) -> bytes:
+        drain_bytes = getattr(w, "drain_bytes", None)  # older code: join the drained frames here, as its stream did
+        return drain_bytes() if drain_bytes is not None else b"".join(w.drain())
+
+    objects = [obj(f"w-{i % 100:05d}", i + 1) for i in range(events)]
+    sent = 0
+    started = time.process_time()
+    for i, o in enumerate(objects):
+        view.upsert("c1", o, str(i + 2))
+        if (i + 1) % every == 0:
+            for w in ws:
+                sent += len(take(w))
+    cpu = time.process_time() - started
+    return cpu / events, sent // watchers
+
+
 def _nth(n: int) -> str:
     return "one" if n == 1 else f"{n}{'nd' if n % 10 == 2 and n % 100 != 12 else 'rd' if n % 10 == 3 and n % 100 != 13 else 'th'}"
 
@@ -330,6 +372,11 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     print(f"load:    {args.watchers} VW watchers; {total_writes} changes at {args.rate:g}/s for {args.seconds:g} s over {args.workspaces} x {args.objects} widgets; {args.gets:g} GETs/s")
     print("running:", flush=True)
     try:
+        if args.in_process:
+            per_change, sent = in_process(args.watchers, args.in_process, 20)
+            results.add("in process: CPU per change ingested and fanned out", f"{per_change * 1e6:,.0f} us",
+                        f"a view with {args.watchers} wildcard watchers, {args.in_process} changes, every watcher's frames taken as one chunk "
+                        f"every 20 changes; {per_change / args.watchers * 1e9:,.0f} ns per (change, watcher); {sent / args.in_process:,.0f} bytes per frame")
         workspaces = [ws_name(i) for i in range(args.workspaces)]
         write_config(tmp / "config", workspaces)
         server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", args.profile)
@@ -474,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=10,
                         help="every N-th watcher finds each event in the bytes, checks it and times it; the others hash their streams, "
                              "which must equal the checked ones' (default 10; 1: all in full)")
+    parser.add_argument("--in-process", type=int, default=None, metavar="N",
+                        help="first time N changes fanned out to --watchers watchers of a view in this process, without HTTP (default 2000; --quick: 100; 0: skip)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="run the proxy under cProfile, writing FILE (timings are then not comparable)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, data, server log)")
@@ -503,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     args.client_procs = pick(args.client_procs, 4, 2)
     args.workspaces = pick(args.workspaces, 10, 2)
     args.objects = pick(args.objects, 100, 5)
+    args.in_process = pick(args.in_process, 2000, 100)
     for name in ("watchers", "rate", "seconds", "client_procs", "workspaces", "objects", "writers", "sample_every"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
