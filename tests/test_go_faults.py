@@ -12,7 +12,6 @@ from test_go_controllers import (  # noqa: F401  (fixtures)
     WIDGETS,
     Controller,
     controllers,
-    go_programs,
     reconciled,
     status_write,
     widget,
