@@ -341,3 +341,18 @@ def test_workspace_fault_requests_are_validated(proxy: RunningProxy, front: http
     logged = [r.getMessage() for r in caplog.records]
     assert any("fault set on workspace root:consumer-2" in m and "slow" in m for m in logged), logged
     assert any("faults cleared on workspace root:consumer-2" in m for m in logged), logged
+
+
+def test_every_way_into_a_view_goes_through_the_fault_gate() -> None:
+    """A change entering a view by a method GatedView does not override would skip every workspace
+    fault silently (as the shared-bytes entry points once did): each public View method that
+    produces events is overridden."""
+    import inspect
+
+    from vwproxy.cache.faults import GatedView
+    from vwproxy.core.view import View
+
+    producing = {name for name, fn in inspect.getmembers(View, inspect.isfunction)
+                 if not name.startswith("_") and "ChangeEvent" in str(inspect.signature(fn).return_annotation)}
+    assert {"upsert", "upsert_stored", "delete", "replace_cluster", "replace_cluster_stored", "drop_cluster"} <= producing
+    assert not [name for name in producing if GatedView.__dict__.get(name) is None]

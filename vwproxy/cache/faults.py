@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vwproxy.control.objects import Obj
-from vwproxy.core.objects import ChangeEvent
+from vwproxy.core.objects import ChangeEvent, StoredObject
 from vwproxy.core.view import View
 from vwproxy.kube import errors
 from vwproxy.upstream import client as upstream_client
@@ -228,6 +228,16 @@ class GatedView(View):
         if not (self._faults.active or self._pending):
             return super().replace_cluster(cluster, objects)
         return self._gate(cluster, lambda: View.replace_cluster(self, cluster, objects))
+
+    def upsert_stored(self, source: StoredObject) -> list[ChangeEvent]:
+        if not (self._faults.active or self._pending):
+            return super().upsert_stored(source)
+        return self._gate(source.cluster, lambda: View.upsert_stored(self, source))
+
+    def replace_cluster_stored(self, cluster: str, objects: list[StoredObject]) -> list[ChangeEvent]:
+        if not (self._faults.active or self._pending):
+            return super().replace_cluster_stored(cluster, objects)
+        return self._gate(cluster, lambda: View.replace_cluster_stored(self, cluster, objects))
 
     def drop_cluster(self, cluster: str) -> list[ChangeEvent]:
         """Disengagement is never held back, and forgets what was held of the cluster."""
