@@ -7,9 +7,10 @@ frames. Events are offered synchronously when they are committed; a watcher that
 its limit of undelivered frames is closed (the client re-watches from its last RV) so one slow
 reader never grows memory or stalls the writers. A `WatcherSet` fans events out to many watchers
 at a cost per distinct filter, not per watcher: watchers with the same filter share one `Feed`,
-a log of frames each of them reads from its own position (DESIGN.md decision 3). `begin_watch` applies kube-apiserver's rules for
-where a watch starts (RV too large, initial events or replay, 410, the initial-events-end
-bookmark). Pure: the server supplies the wake-up that turns a pushed frame into a sent one.
+a log of frames each of them reads from its own position (DESIGN.md decision 3). `begin_watch`
+applies kube-apiserver's rules for where a watch starts (RV too large, initial events or replay,
+410, the initial-events-end bookmark). Pure: the server supplies the wake-up that turns a pushed
+frame into a sent one.
 """
 
 from __future__ import annotations

@@ -29,10 +29,10 @@ WAKE_SLICE = 50
 
 
 class _Waker:
-    """Wakes waiting watch streams in slices, one slice per turn of the loop."""
+    """Wakes waiting watch streams in slices, one slice per turn of the loop (the loop is taken
+    from the futures, so a waker keeps no loop alive)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.queue: deque[asyncio.Future[None]] = deque()
         self.scheduled = False
 
@@ -40,16 +40,17 @@ class _Waker:
         self.queue.append(fut)
         if not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self._run)
+            loop = fut.get_loop()
+            loop.call_soon(self._run, loop)
 
-    def _run(self) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         queue = self.queue
         for _ in range(min(WAKE_SLICE, len(queue))):
             fut = queue.popleft()
             if not fut.done():
                 fut.set_result(None)
         if queue:
-            self.loop.call_soon(self._run)
+            loop.call_soon(self._run, loop)
         else:
             self.scheduled = False
 
@@ -60,7 +61,7 @@ _wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.
 def _waker(loop: asyncio.AbstractEventLoop) -> _Waker:
     waker = _wakers.get(loop)
     if waker is None:
-        waker = _wakers[loop] = _Waker(loop)
+        waker = _wakers[loop] = _Waker()
     return waker
 
 
