@@ -334,3 +334,32 @@ def _answers(port: int, data_dir: Path) -> bool:
             return client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces").status_code == 200
     except (httpx.TransportError, ValueError, IndexError):
         return False
+
+
+FANOUT_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fanout_bench.py"
+
+
+@pytest.mark.timeout(150)
+def test_fanout_benchmark_delivers_every_change_to_every_watcher() -> None:
+    """`fanout_bench.py` with tiny numbers: every watcher got every change once, in RV order (half of
+    them checked event by event, the others by the same bytes); no timing is judged."""
+    args = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client-procs", "2", "--workspaces", "2", "--objects", "3", "--sample-every", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(FANOUT_BENCH), *args],
+        cwd=FANOUT_BENCH.parent.parent, capture_output=True, text=True, timeout=130, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    for row in ("watchers opened", "changes committed", "delivered", "delivery latency p50 / p99 / max", "concurrent GET p50 / p99 / max",
+                "server CPU", "server RSS", "client CPU", "load average"):
+        assert any(line.startswith(f"| {row} ") for line in table), f"no table row {row!r} in:\n{out}"
+    assert re.search(r"^\| changes committed +\| 40 ", out, re.M), out
+    assert re.search(r"^\| delivered +\| 6/6 watchers complete OK +\| 240 events; 3/3 checked event by event \(every 2nd: missing 0, "
+                     r"duplicates 0, unexpected 0, out of RV order 0\), 3/3 others received the same bytes", out, re.M), out
+    assert re.search(r"^command: .*fanout_bench\.py --watchers 6 ", out, re.M), out
+    assert "result: OK" in out
+    folder = re.search(r"^server: .* --config (\S*/vwproxy-fanout-[^/\s]+)/", out, re.M)
+    assert folder, out
+    leftover = [cmd for cmd in _command_lines() if folder.group(1) in cmd or "fanout_bench.py --client-role" in cmd]
+    assert not leftover, f"benchmark processes left running: {leftover}"

@@ -945,3 +945,74 @@ def test_bytes_whose_rv_cannot_be_located_are_kept_whole() -> None:
     view = make_view()
     [added] = view.upsert_stored(obj)
     assert orjson.loads(view.get("c1", "", "a").raw)["metadata"]["resourceVersion"] == str(added.rv)  # type: ignore[union-attr]
+
+
+# -- fan-out: watchers with the same filter share one feed -------------------------------------
+
+
+def _watch(view: View, labels: str = "", limit: int = 10_000, resource_version: str = "") -> Watcher:
+    watcher = Watcher(None, "", LabelSelector.parse(labels), FieldSelector(), "json", lambda o: o.raw, limit=limit)
+    begin_watch(view, watcher, opts(labels, resource_version=resource_version or str(view.current_rv)), ("example.dev/v1", "Widget"))
+    return watcher
+
+
+def _seen(frames: list[bytes]) -> list[tuple[str, str, int]]:
+    events = [orjson.loads(line) for frame in frames for line in frame.splitlines()]
+    return [(e["type"], e["object"]["metadata"]["name"], int(e["object"]["metadata"]["resourceVersion"])) for e in events]
+
+
+def test_watchers_with_one_filter_share_the_frames_and_each_gets_every_event_once_in_order() -> None:
+    view = make_view()
+    view.upsert("c1", widget("d", "a"), "1")
+    watchers = [_watch(view) for _ in range(5)]
+    selective = _watch(view, labels="sel=y")
+    woken = [0] * len(watchers)
+    for i, w in enumerate(watchers):
+        w.wakeup = lambda i=i: woken.__setitem__(i, woken[i] + 1)
+    events = view.upsert("c1", widget("d", "a", v=2), "2") + view.upsert("c1", widget("d", "b", sel="y"), "3")
+    events += view.upsert("c1", widget("d", "a", v=3, sel="y"), "4")
+    assert woken == [1] * 5  # woken once for the three frames, not once per frame
+    expected = [("MODIFIED", "a", events[0].rv), ("ADDED", "b", events[1].rv), ("MODIFIED", "a", events[2].rv)]
+    first = watchers[0].drain()
+    assert _seen(first) == expected
+    assert watchers[1].drain_bytes() == b"".join(first)
+    assert watchers[2].drain_bytes() is watchers[3].drain_bytes()  # one join for the same stretch
+    assert all(w.idle for w in watchers[:4]) and not watchers[4].idle and watchers[4].pending == 3
+    # A filter of its own: the object entering the selector is ADDED there.
+    assert _seen(selective.drain()) == [("ADDED", "b", events[1].rv), ("ADDED", "a", events[2].rv)]
+    later = view.delete("c1", "d", "b", "5")
+    assert woken == [2, 2, 2, 2, 1]  # the unread one was not woken again
+    assert _seen(watchers[0].drain()) == [("DELETED", "b", later[0].rv)]
+    assert _seen(watchers[4].drain()) == expected + [("DELETED", "b", later[0].rv)]
+
+
+def test_a_watcher_behind_its_limit_in_a_shared_feed_is_closed_with_the_frames_up_to_its_limit() -> None:
+    view = make_view()
+    view.upsert("c1", widget("d", "a"), "1")
+    fast, slow = _watch(view, limit=3), _watch(view, limit=3)
+    events = [e for v in range(2, 4) for e in view.upsert("c1", widget("d", "a", v=v), str(v))]
+    assert _seen(fast.drain()) == [("MODIFIED", "a", e.rv) for e in events]
+    events += [e for v in range(4, 6) for e in view.upsert("c1", widget("d", "a", v=v), str(v))]
+    assert _seen(fast.drain()) == [("MODIFIED", "a", e.rv) for e in events[2:]]
+    assert slow.closed == "watcher fell behind"
+    assert _seen(slow.drain()) == [("MODIFIED", "a", e.rv) for e in events[:3]]
+    more = view.upsert("c1", widget("d", "a", v=9), "9")
+    assert _seen(fast.drain()) == [("MODIFIED", "a", more[0].rv)] and fast.closed is None
+    assert slow.drain() == []
+    view.remove_watcher(slow)
+    view.remove_watcher(fast)
+    assert view.watcher_count == 0
+
+
+def test_a_shared_feed_comes_after_the_watchers_own_replay_and_survives_its_watchers_closing() -> None:
+    view = make_view()
+    first = view.upsert("c1", widget("d", "a"), "1")
+    live = _watch(view)
+    resumed = _watch(view, resource_version=str(first[0].rv - 1))  # replays the ADDED first
+    later = view.upsert("c1", widget("d", "a", v=2), "2")
+    assert _seen(resumed.drain()) == [("ADDED", "a", first[0].rv), ("MODIFIED", "a", later[0].rv)]
+    more = view.upsert("c1", widget("d", "a", v=3), "3")
+    live.close("server shutting down")  # closing keeps what it had not read
+    view.upsert("c1", widget("d", "a", v=4), "4")
+    assert _seen(live.drain()) == [("MODIFIED", "a", later[0].rv), ("MODIFIED", "a", more[0].rv)]
+    assert len(_seen(resumed.drain())) == 2

@@ -24,7 +24,7 @@ from typing import Any
 
 from vwproxy.core.history import EventHistory
 from vwproxy.core.listing import SNAPSHOT_CACHE_SIZE, SNAPSHOT_TTL_SECONDS, Lister, ListResult
-from vwproxy.core.watch import Watcher
+from vwproxy.core.watch import Watcher, WatcherSet
 from vwproxy.core.objects import ChangeEvent, ObjectKey, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.core.rv import RVSequence
 from vwproxy.kube import errors
@@ -73,7 +73,7 @@ class View:
         # Starting the history at the sequence's current RV makes every older RV "too old":
         # this view cannot say what happened before it existed.
         self._history: EventHistory[ChangeEvent] = EventHistory(history_size, seq.current)
-        self._watchers: set[Watcher] = set()
+        self._watchers = WatcherSet()
         self._lister = Lister(self._table, lambda: self._history, clock=clock, snapshot_cache_size=snapshot_cache_size, snapshot_ttl=snapshot_ttl)
 
     # -- reading ---------------------------------------------------------------------------
@@ -289,8 +289,8 @@ class View:
     def _append(self, event: ChangeEvent, events: builtins.list[ChangeEvent]) -> None:
         self._history.append(event)
         events.append(event)
-        for watcher in builtins.list(self._watchers):
-            watcher.offer(event)
+        if self._watchers:
+            self._watchers.offer(event)
 
 
 

@@ -1,10 +1,16 @@
 """Streaming a registered watcher to the client: frames as they come, periodic bookmarks, the
-timeout, and clean-up the moment the client goes away (starlette cancels the generator)."""
+timeout, and clean-up the moment the client goes away (starlette cancels the generator).
+
+A change offered to a thousand waiting watchers wakes their streams a slice at a time, one slice
+per turn of the event loop, so requests that arrive meanwhile (a GET, a write) are read and
+served between slices instead of after the whole fan-out."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import Response, StreamingResponse
@@ -18,6 +24,50 @@ from vwproxy.core.watch import Watcher
 # A watch without timeoutSeconds ends after a random 30-60 minutes, as kube-apiserver does
 # (--min-request-timeout=1800), so reconnects of many clients do not line up.
 MIN_WATCH_SECONDS = 1800
+# Watch streams woken per turn of the event loop.
+WAKE_SLICE = 50
+
+
+class _Waker:
+    """Wakes waiting watch streams in slices, one slice per turn of the loop (the loop is taken
+    from the futures, so a waker keeps no loop alive)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[asyncio.Future[None]] = deque()
+        self.scheduled = False
+
+    def add(self, fut: asyncio.Future[None]) -> None:
+        self.queue.append(fut)
+        if not self.scheduled:
+            self.scheduled = True
+            loop = fut.get_loop()
+            loop.call_soon(self._run, loop)
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue = self.queue
+        for _ in range(min(WAKE_SLICE, len(queue))):
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        if queue:
+            loop.call_soon(self._run, loop)
+        else:
+            self.scheduled = False
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
+
+
+def _waker(loop: asyncio.AbstractEventLoop) -> _Waker:
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers[loop] = _Waker()
+    return waker
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def expired_watch(exc: errors.StatusError, headers: dict[str, str] | None = None) -> Response:
@@ -38,18 +88,26 @@ def stream_watch(
     timeout = opts.timeout_seconds if opts.timeout_seconds else random.uniform(MIN_WATCH_SECONDS, 2 * MIN_WATCH_SECONDS)
     api_version, kind = bookmark_as
 
-    ready = asyncio.Event()
-    watcher.wakeup = ready.set
+    waiting: list[asyncio.Future[None]] = []  # the future the stream waits on, while it waits
 
-    async def next_frames(timeout: float) -> list[bytes]:
-        """Frames buffered so far, waiting up to `timeout` seconds for the first one."""
+    def wakeup() -> None:
+        if waiting and not waiting[0].done():
+            _waker(waiting[0].get_loop()).add(waiting[0])
+
+    watcher.wakeup = wakeup
+
+    async def next_frames(loop: asyncio.AbstractEventLoop, timeout: float) -> bytes:
+        """Frames buffered so far as one chunk, waiting up to `timeout` seconds for the first."""
         if watcher.idle and not watcher.closed:
-            ready.clear()
+            fut = loop.create_future()
+            waiting.append(fut)
+            timer = loop.call_later(timeout, _resolve, fut)
             try:
-                await asyncio.wait_for(ready.wait(), timeout)
-            except TimeoutError:
-                return []
-        return watcher.drain()
+                await fut
+            finally:
+                timer.cancel()
+                waiting.clear()
+        return watcher.drain_bytes()
 
     async def frames() -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
@@ -61,9 +119,9 @@ def stream_watch(
                 if now >= deadline:
                     return
                 wait = min(deadline, next_bookmark) - now if opts.allow_bookmarks else deadline - now
-                batch = watcher.drain() if not watcher.idle else await next_frames(max(wait, 0.0))
+                batch = watcher.drain_bytes() if not watcher.idle else await next_frames(loop, max(wait, 0.0))
                 if batch:
-                    yield b"".join(batch)
+                    yield batch
                 if watcher.closed:
                     return
                 if opts.allow_bookmarks and loop.time() >= next_bookmark and watcher.idle:

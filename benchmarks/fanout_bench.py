@@ -1,0 +1,580 @@
+#!/usr/bin/env python3
+"""Benchmark of watch fan-out through the APIExport virtual workspace: many VW watchers, a steady
+stream of changes, and a GET now and then, all at once.
+
+The proxy is `python -m vwproxy.cli serve --insecure-open` in its own process, on a generated
+config (the example's provider export and N consumer workspaces bound to it, as `vw_bench.py`
+builds it), with M widgets in each workspace created through the front. Then:
+
+  - W wildcard watches of the VW (`<VW URL>/clusters/*/apis/example.dev/v1alpha1/widgets?watch=true`
+    from the VW list's resourceVersion, bookmarks allowed) are opened by P client processes
+    (aiohttp on uvloop, W/P watches each), so the client's parsing is spread over processes;
+  - this process makes `--rate` merge patches per second for `--seconds` seconds through the
+    front (`--writers` keep-alive connections, each patch due at start + i / rate), each setting
+    two annotations on one widget: its index i and the time it was sent (`time.time_ns()`, one
+    clock for every process on this machine);
+  - meanwhile it GETs one widget through the VW `--gets` times per second on its own connection.
+
+Each watcher checks, without decoding the objects (the fields are found in the bytes): every index
+arrived exactly once, the resourceVersions strictly increase (RV order), and nothing else arrived
+but bookmarks. A stream the server ends (a watcher that fell behind is closed) is watched again
+from its last resourceVersion, as an informer does, and counted. Delivery latency is per (event,
+watcher): the time the chunk holding the event was read minus the time its write was sent.
+
+    python benchmarks/fanout_bench.py [--watchers 1000] [--rate 1000] [--seconds 60] [--client-procs 4]
+                                      [--workspaces 10] [--objects 100] [--gets 5] [--profile FILE] [--quick]
+
+Exits 1 if a request fails, a bounded wait runs out or a watcher did not get every change exactly
+once in order. Timings are never judged. Every process it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstats import Results, print_table  # noqa: E402
+from vw_bench import (  # noqa: E402
+    _STARTED, WIDGETS, BenchError, Process, _expect, _pct, _session, _versions, create_widgets, serve_process,
+    stop_all, vw_url, wait_bindings_ready, write_config, ws_name,
+)
+
+INDEX_KEY = "fanout-i"
+SENT_KEY = "fanout-t"
+MERGE_PATCH = {"content-type": "application/merge-patch+json"}
+OPEN_TIMEOUT = 60.0
+DELIVERY_TIMEOUT = 30.0
+BUCKET_NS = 100_000  # latency histogram resolution: 0.1 ms
+
+# One watch line is `{"type":"MODIFIED","object":{…}}\n`; each widget event carries exactly one of each.
+_RV = re.compile(rb'"resourceVersion":"(\d+)"')
+_INDEX = re.compile(rb'"' + INDEX_KEY.encode() + rb'":"(\d+)"')
+_SENT = re.compile(rb'"' + SENT_KEY.encode() + rb'":"(\d+)"')
+_MODIFIED = b'{"type":"MODIFIED","object":'
+
+
+# -- the watcher client processes -----------------------------------------------------------
+
+
+class WatchState:
+    """What one watcher received: a count per write index, the last RV, and what went wrong."""
+
+    def __init__(self, expect: int) -> None:
+        self.seen = bytearray(expect)
+        self.beyond = 0  # indices at or past `expect`
+        self.last_rv = 0
+        self.events = 0
+        self.out_of_order = 0
+        self.other: list[str] = []
+        self.rewatches = 0
+        self.failed: str | None = None
+        self.crc = 0  # CRC-32 of the event lines received, in order
+
+    def take(self, rvs: list[bytes], indices: list[bytes]) -> None:
+        numbers = list(map(int, rvs))
+        if numbers[0] <= self.last_rv or numbers != sorted(set(numbers)):
+            previous = self.last_rv
+            for rv in numbers:
+                if rv <= previous:
+                    self.out_of_order += 1
+                previous = max(previous, rv)
+        self.last_rv = max(self.last_rv, numbers[-1])
+        seen, size = self.seen, len(self.seen)
+        for i in map(int, indices):
+            if i < size:
+                if seen[i] < 255:
+                    seen[i] += 1
+            else:
+                self.beyond += 1
+        self.events += len(numbers)
+
+
+def _last_rv(lines: bytes) -> int:
+    """The resourceVersion of the last complete line of `lines`."""
+    found = _RV.findall(lines, lines.rfind(b"\n", 0, len(lines) - 1) + 1)
+    return int(found[-1]) if found else 0
+
+
+async def _watch_one(session: aiohttp.ClientSession, url: str, rv: str, state: WatchState, hist: Counter[int] | None, opened: asyncio.Event) -> None:
+    """One watcher. With `hist` (a sampled watcher) every event is found in the bytes and checked,
+    and its latency counted; without, only the events' bytes are counted and hashed (CRC-32 of the
+    stream without bookmarks), to be compared with the sampled watchers' at the end."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    clock = time.time_ns
+    crc32 = zlib.crc32
+    while True:
+        params = {"watch": "true", "resourceVersion": str(state.last_rv or rv), "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
+        async with session.get(url, params=params, timeout=timeout) as r:
+            if r.status != 200:
+                state.failed = f"watch: HTTP {r.status}: {(await r.read())[:200]!r}"
+                opened.set()
+                return
+            opened.set()
+            buf = b""
+            async for chunk in r.content.iter_any():
+                now = clock()
+                buf += chunk
+                end = buf.rfind(b"\n")
+                if end < 0:
+                    continue
+                lines, buf = buf[: end + 1], buf[end + 1 :]
+                n = lines.count(b"\n")
+                if lines.count(_MODIFIED) == n:
+                    if hist is None:
+                        state.crc = crc32(lines, state.crc)
+                        state.events += n
+                        state.last_rv = _last_rv(lines)
+                        continue
+                    rvs = _RV.findall(lines)
+                    sent = _SENT.findall(lines)
+                    indices = _INDEX.findall(lines)
+                    if n == len(rvs) == len(sent) == len(indices):
+                        state.crc = crc32(lines, state.crc)
+                        state.take(rvs, indices)
+                        hist.update([(now - int(t)) // BUCKET_NS for t in sent])
+                        continue
+                # Something other than a widget change is in there (a bookmark, an ERROR): line by line.
+                for line in lines.split(b"\n"):
+                    if not line.strip():
+                        continue
+                    event = orjson.loads(line)
+                    kind = event.get("type")
+                    if kind == "BOOKMARK":
+                        continue
+                    md = (event.get("object") or {}).get("metadata") or {}
+                    annotations = md.get("annotations") or {}
+                    if kind == "MODIFIED" and INDEX_KEY in annotations and SENT_KEY in annotations:
+                        state.crc = crc32(line + b"\n", state.crc)
+                        if hist is None:
+                            state.events += 1
+                            state.last_rv = int(md["resourceVersion"])
+                        else:
+                            state.take([md["resourceVersion"].encode()], [annotations[INDEX_KEY].encode()])
+                            hist.update([(now - int(annotations[SENT_KEY])) // BUCKET_NS])
+                    else:
+                        state.other.append(f"{kind}: {line[:200]!r}")
+                        if kind == "ERROR":
+                            state.failed = f"ERROR event: {line[:200]!r}"
+                            return
+        state.rewatches += 1  # the server ended the stream: watch again from the last RV
+
+
+async def client_main(url: str, rv: str, watchers: int, expect: int, first: int, sample_every: int) -> None:
+    """One client process: open `watchers` watches (numbered from `first`; every `sample_every`-th
+    is checked in full), say so, wait for the total number of changes, report."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    hist: Counter[int] = Counter()
+    sampled = [(first + j) % sample_every == 0 for j in range(watchers)]
+    states = [WatchState(expect if full else 0) for full in sampled]
+    cpu0 = time.process_time()
+    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=["User-Agent"]) as session:
+        opened = [asyncio.Event() for _ in states]
+        tasks = [asyncio.create_task(_watch_one(session, url, rv, s, hist if full else None, o)) for s, full, o in zip(states, sampled, opened)]
+        await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), OPEN_TIMEOUT)
+        failed = [s.failed for s in states if s.failed]
+        print(json.dumps({"ready": not failed, "failed": failed[:3]}), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        line = await reader.readline()
+        total = int(json.loads(line)["total"]) if line else 0
+        deadline = time.monotonic() + DELIVERY_TIMEOUT
+        while time.monotonic() < deadline and not all(s.events >= total or s.failed for s in states):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # duplicates would arrive now
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    report: dict[str, Any] = {
+        "watchers": watchers, "sampled": sum(sampled), "complete": 0, "missing": 0, "duplicates": 0, "unexpected": 0, "out_of_order": 0,
+        "rewatches": 0, "other": [], "failed": [], "cpu": time.process_time() - cpu0, "events": 0,
+        "hist": {str(k): v for k, v in hist.items()}, "streams": [],
+    }
+    for s, full in zip(states, sampled):
+        report["rewatches"] += s.rewatches
+        report["events"] += s.events
+        report["other"] += s.other[:2]
+        if s.failed:
+            report["failed"].append(s.failed)
+        report["streams"].append([full, s.events, s.crc])
+        if not full:
+            continue
+        got = s.seen[:total]
+        missing = got.count(0)
+        once = got.count(1)
+        dups = total - missing - once
+        unexpected = s.beyond + sum(1 for b in s.seen[total:] if b)
+        report["missing"] += missing
+        report["duplicates"] += dups
+        report["unexpected"] += unexpected
+        report["out_of_order"] += s.out_of_order
+        if missing == dups == unexpected == s.out_of_order == 0 and not s.other and not s.failed:
+            report["complete"] += 1
+    print(json.dumps(report), flush=True)
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+class WatchClients:
+    """The P client processes, each with its share of the watchers."""
+
+    def __init__(self, url: str, rv: str, watchers: int, procs: int, expect: int, sample_every: int) -> None:
+        self.shares = [watchers // procs + (1 if j < watchers % procs else 0) for j in range(procs)]
+        firsts = [sum(self.shares[:j]) for j in range(procs)]
+        self.args = [[sys.executable, str(Path(__file__).resolve()), "--client-role", url, "--rv", rv, "--watchers", str(n), "--expect", str(expect),
+                      "--first", str(f), "--sample-every", str(sample_every)]
+                     for n, f in zip(self.shares, firsts) if n]
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        for cmd in self.args:
+            proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26)
+            self.procs.append(proc)
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), OPEN_TIMEOUT + 10)
+            if not line:
+                raise BenchError(f"a watch client exited with {await proc.wait()} before its watches opened")
+            said = json.loads(line)
+            if not said["ready"]:
+                raise BenchError(f"watches failed to open: {said['failed']}")
+
+    async def finish(self, total: int) -> list[dict[str, Any]]:
+        reports = []
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"total": total}).encode() + b"\n")
+            await proc.stdin.drain()
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), DELIVERY_TIMEOUT + 30)
+            if not line:
+                raise BenchError(f"a watch client exited with {await proc.wait()} without a report")
+            reports.append(json.loads(line))
+            await proc.wait()
+        return reports
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.kill()
+
+    def cpu_seconds(self) -> float:
+        from procstats import cpu_seconds
+
+        total = 0.0
+        for proc in self.procs:
+            if proc.returncode is None:
+                try:
+                    total += cpu_seconds(proc.pid)
+                except OSError:
+                    pass
+        return total
+
+
+def in_process(watchers: int, events: int, every: int) -> tuple[float, int]:
+    """The fan-out inside the server without HTTP: a view with `watchers` wildcard watchers, `events`
+    changes to 100 widgets, each watcher's frames taken as one chunk after every `every` changes (as
+    a watch stream sends what came while it was busy). (CPU seconds per change, bytes per watcher)."""
+    from vwproxy.core.rv import RVSequence
+    from vwproxy.core.view import View
+    from vwproxy.core.watch import Watcher, begin_watch
+    from vwproxy.kube.listoptions import ListOptions
+    from vwproxy.kube.selectors import FieldSelector, LabelSelector
+
+    view = View(RVSequence(1000), "example.dev", "widgets")
+    template = {"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "spec": {"size": 3, "color": "red"}}
+
+    def obj(name: str, v: int) -> dict[str, Any]:
+        md = {"name": name, "namespace": "default", "uid": f"uid-{name}", "resourceVersion": str(v), "labels": {"app": "bench"},
+              "annotations": {INDEX_KEY: str(v), SENT_KEY: str(time.time_ns())}}
+        return {**template, "metadata": md}
+
+    for i in range(100):
+        view.upsert("c1", obj(f"w-{i:05d}", 0), "1")
+    ws = []
+    for _ in range(watchers):
+        w = Watcher(None, "", LabelSelector(), FieldSelector(), "example.dev/v1alpha1", lambda o: o.raw)
+        begin_watch(view, w, ListOptions(labels=LabelSelector(), fields=FieldSelector(), resource_version=str(view.current_rv)), ("example.dev/v1alpha1", "Widget"))
+        ws.append(w)
+
+    def take(w: Watcher) -> bytes:
+        drain_bytes = getattr(w, "drain_bytes", None)  # older code: join the drained frames here, as its stream did
+        return drain_bytes() if drain_bytes is not None else b"".join(w.drain())
+
+    objects = [obj(f"w-{i % 100:05d}", i + 1) for i in range(events)]
+    sent = 0
+    started = time.process_time()
+    for i, o in enumerate(objects):
+        view.upsert("c1", o, str(i + 2))
+        if (i + 1) % every == 0:
+            for w in ws:
+                sent += len(take(w))
+    cpu = time.process_time() - started
+    return cpu / events, sent // watchers
+
+
+def _nth(n: int) -> str:
+    return "one" if n == 1 else f"{n}{'nd' if n % 10 == 2 and n % 100 != 12 else 'rd' if n % 10 == 3 and n % 100 != 13 else 'th'}"
+
+
+def _sched_wait(pid: int) -> float:
+    """Seconds process `pid`'s main thread has spent runnable but waiting for a CPU (/proc/<pid>/schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _hist_pct(hist: Counter[int], q: float) -> float:
+    """The q-th percentile of the histogram, in ms (bucket upper bounds)."""
+    total = sum(hist.values())
+    if not total:
+        return float("nan")
+    rank = q / 100 * total
+    running = 0
+    for bucket in sorted(hist):
+        running += hist[bucket]
+        if running >= rank:
+            return (bucket + 1) * BUCKET_NS / 1e6
+    return (max(hist) + 1) * BUCKET_NS / 1e6
+
+
+async def run(args: argparse.Namespace, command: str) -> Results:
+    results = Results()
+    tmp = Path(tempfile.mkdtemp(prefix="vwproxy-fanout-"))
+    owned: list[Process] = []
+    clients: WatchClients | None = None
+    total_writes = int(args.rate * args.seconds)
+    print(f"command: {command}")
+    print(f"client:  aiohttp {aiohttp.__version__} on {type(asyncio.get_running_loop()).__module__} loop; {args.client_procs} watch client processes; writers and GETs in this one")
+    print(f"machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"stack:   {_versions()}")
+    print(f"load:    {args.watchers} VW watchers; {total_writes} changes at {args.rate:g}/s for {args.seconds:g} s over {args.workspaces} x {args.objects} widgets; {args.gets:g} GETs/s")
+    print("running:", flush=True)
+    try:
+        if args.in_process:
+            per_change, sent = in_process(args.watchers, args.in_process, 20)
+            results.add("in process: CPU per change ingested and fanned out", f"{per_change * 1e6:,.0f} us",
+                        f"a view with {args.watchers} wildcard watchers, {args.in_process} changes, every watcher's frames taken as one chunk "
+                        f"every 20 changes; {per_change / args.watchers * 1e9:,.0f} ns per (change, watcher); {sent / args.in_process:,.0f} bytes per frame")
+        workspaces = [ws_name(i) for i in range(args.workspaces)]
+        write_config(tmp / "config", workspaces)
+        server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", args.profile)
+        owned.append(server)
+        print(f"server:  {shlex.join(server.cmd)}")
+        async with _session(4) as session:
+            server.spawn()
+            await server.wait_ready(session, 60)
+            await wait_bindings_ready(session, server.url, args.workspaces, 60 + args.workspaces * 0.1)
+            list_url = await vw_url(session, server.url, 30)
+            await create_widgets(server.url, workspaces, args.objects, 8)
+            async with session.get(list_url) as r:
+                listed = orjson.loads(await _expect(r, 200, "VW list"))
+            if len(listed["items"]) != args.workspaces * args.objects:
+                raise BenchError(f"the VW list holds {len(listed['items'])} widgets, not {args.workspaces * args.objects}")
+            rv = listed["metadata"]["resourceVersion"]
+            first = listed["items"][0]["metadata"]
+            vw_base = list_url[: list_url.index("/clusters/*")]
+            get_url = f"{vw_base}/clusters/{first['annotations']['kcp.io/cluster']}{WIDGETS}/namespaces/default/widgets/{first['name']}"
+            rss_before, _ = server.rss_kib()
+        results.add("setup", f"{args.workspaces * args.objects} widgets", f"{args.workspaces} workspaces bound; server RSS {rss_before / 1024:.1f} MiB before the watchers")
+
+        clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16, args.sample_every)
+        started = time.perf_counter()
+        await clients.start()
+        opened = time.perf_counter() - started
+        rss_open, _ = server.rss_kib()
+        results.add("watchers opened", f"{args.watchers}", f"in {opened:.2f} s by {len(clients.procs)} client processes; server RSS {rss_open / 1024:.1f} MiB")
+
+        write_rtt: list[float] = []
+        get_rtt: list[float] = []
+        loads: list[float] = []
+        rss_peak = rss_open
+        next_index = 0
+        writing = True
+        async with _session(args.writers) as wsession, _session(1) as gsession:
+            server_cpu0, clients_cpu0, own_cpu0 = server.cpu_seconds(), clients.cpu_seconds(), time.process_time()
+            assert server.proc is not None
+            server_wait0 = _sched_wait(server.proc.pid)
+            t0 = time.perf_counter()
+
+            async def writer() -> None:
+                nonlocal next_index
+                while next_index < total_writes:
+                    i = next_index
+                    next_index += 1
+                    delay = t0 + i / args.rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    ws = workspaces[i % len(workspaces)]
+                    name = f"w-{(i // len(workspaces)) % args.objects:05d}"
+                    sent = time.perf_counter()
+                    patch = orjson.dumps({"metadata": {"annotations": {INDEX_KEY: str(i), SENT_KEY: str(time.time_ns())}}})
+                    async with wsession.patch(f"{server.url}/clusters/root:{ws}{WIDGETS}/namespaces/default/widgets/{name}", data=patch, headers=MERGE_PATCH) as r:
+                        await _expect(r, 200, f"patch {name} in root:{ws}")
+                    write_rtt.append(time.perf_counter() - sent)
+
+            async def getter() -> None:
+                k = 0
+                while writing:
+                    k += 1
+                    delay = t0 + k / args.gets - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    sent = time.perf_counter()
+                    async with gsession.get(get_url) as r:
+                        await _expect(r, 200, "GET through the VW")
+                    get_rtt.append(time.perf_counter() - sent)
+
+            async def sampler() -> None:
+                nonlocal rss_peak
+                while writing:
+                    await asyncio.sleep(1.0)
+                    rss_peak = max(rss_peak, server.rss_kib()[0])
+                    loads.append(os.getloadavg()[0])
+
+            side = [asyncio.create_task(getter()), asyncio.create_task(sampler())] if args.gets > 0 else [asyncio.create_task(sampler())]
+            await asyncio.gather(*(writer() for _ in range(args.writers)))
+            write_secs = time.perf_counter() - t0
+            writing = False
+            server_cpu = server.cpu_seconds() - server_cpu0
+            server_wait = _sched_wait(server.proc.pid) - server_wait0
+            await asyncio.gather(*side)
+        clients_cpu = clients.cpu_seconds() - clients_cpu0
+        own_cpu = time.process_time() - own_cpu0
+        reports = await clients.finish(total_writes)
+        rss_after, hwm = server.rss_kib()
+
+        hist: Counter[int] = Counter()
+        for rep in reports:
+            hist.update({int(k): v for k, v in rep["hist"].items()})
+        agg = {k: sum(rep[k] for rep in reports) for k in ("sampled", "complete", "missing", "duplicates", "unexpected", "out_of_order", "rewatches", "events")}
+        other = [o for rep in reports for o in rep["other"]]
+        failed = [f for rep in reports for f in rep["failed"]]
+        # A checked watcher's stream is the reference: every other one must have received the same bytes.
+        streams = [tuple(x) for rep in reports for x in rep["streams"]]
+        references = {(events, crc) for full, events, crc in streams if full}
+        reference = next(iter(references)) if len(references) == 1 else None
+        same = sum(1 for full, events, crc in streams if not full and (events, crc) == reference)
+        ok = agg["complete"] == agg["sampled"] and same == len(streams) - agg["sampled"] and not failed and not other
+        results.ok = ok
+        results.add("changes committed", f"{total_writes}",
+                    f"merge patches by {args.writers} connections through the front; {args.rate:g}/s asked, {total_writes / write_secs:,.0f}/s done over {write_secs:.1f} s; "
+                    f"write p50 {_pct(write_rtt, 50) * 1000:.1f} ms, p99 {_pct(write_rtt, 99) * 1000:.1f} ms")
+        results.add("delivered", f"{agg['complete'] + same}/{args.watchers} watchers complete" + (" OK" if ok else " FAILED"),
+                    f"{agg['events']:,} events; {agg['complete']}/{agg['sampled']} checked event by event (every {_nth(args.sample_every)}: "
+                    f"missing {agg['missing']}, duplicates {agg['duplicates']}, unexpected {agg['unexpected']}, out of RV order {agg['out_of_order']}), "
+                    f"{same}/{len(streams) - agg['sampled']} others received the same bytes; re-watches {agg['rewatches']}" + (f"; other: {other[:2]}" if other else "")
+                    + (f"; failed: {failed[:2]}" if failed else ""))
+        results.add("delivery latency p50 / p99 / max", f"{_hist_pct(hist, 50):.1f} / {_hist_pct(hist, 99):.1f} / {_hist_pct(hist, 100):.1f} ms",
+                    f"from the write's send to the read of the chunk holding its event, over {sum(hist.values()):,} (event, checked watcher) pairs; target p99 <= 50 ms")
+        if get_rtt:
+            results.add("concurrent GET p50 / p99 / max", f"{_pct(get_rtt, 50) * 1000:.1f} / {_pct(get_rtt, 99) * 1000:.1f} / {max(get_rtt) * 1000:.1f} ms",
+                        f"{len(get_rtt)} GETs of one widget through the VW, {args.gets:g}/s; target p99 <= 20 ms")
+        results.add("server CPU", f"{server_cpu:.1f} s", f"{server_cpu / write_secs * 100:.0f}% of one core over the {write_secs:.1f} s of writes; "
+                    f"its event loop waited {server_wait:.1f} s for a CPU while runnable (/proc schedstat: the machine's contention)")
+        results.add("server RSS", f"{rss_after / 1024:.1f} MiB", f"{rss_open / 1024:.1f} MiB with the watchers open, peak sampled {rss_peak / 1024:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB")
+        per_client = ", ".join(f"{rep['cpu']:.1f}" for rep in reports)
+        results.add("client CPU", f"{clients_cpu + own_cpu:.1f} s", f"watch clients {clients_cpu:.1f} s ({per_client} s each), writers and GETs {own_cpu:.1f} s")
+        results.add("load average", f"{max(loads) if loads else os.getloadavg()[0]:.2f} max", f"1-minute load sampled each second during the writes; {os.cpu_count()} CPUs")
+    finally:
+        if clients is not None:
+            clients.kill()
+        stop_all(owned)
+        if args.keep:
+            print(f"kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--watchers", type=int, default=None, help="concurrent VW wildcard watchers (default 1000; --quick: 20)")
+    parser.add_argument("--rate", type=float, default=None, help="changes per second (default 1000; --quick: 50)")
+    parser.add_argument("--seconds", type=float, default=None, help="how long the changes go on (default 60; --quick: 2)")
+    parser.add_argument("--client-procs", type=int, default=None, help="processes the watchers are spread over (default 4; --quick: 2)")
+    parser.add_argument("--workspaces", type=int, default=None, help="consumer workspaces (default 10; --quick: 2)")
+    parser.add_argument("--objects", type=int, default=None, help="widgets per workspace, the ones the changes go to (default 100; --quick: 5)")
+    parser.add_argument("--writers", type=int, default=16, help="keep-alive connections the changes are made over (default 16)")
+    parser.add_argument("--gets", type=float, default=5.0, help="GETs per second of one widget through the VW during the changes (default 5; 0: none)")
+    parser.add_argument("--sample-every", type=int, default=10,
+                        help="every N-th watcher finds each event in the bytes, checks it and times it; the others hash their streams, "
+                             "which must equal the checked ones' (default 10; 1: all in full)")
+    parser.add_argument("--in-process", type=int, default=None, metavar="N",
+                        help="first time N changes fanned out to --watchers watchers of a view in this process, without HTTP (default 2000; --quick: 100; 0: skip)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="run the proxy under cProfile, writing FILE (timings are then not comparable)")
+    parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, data, server log)")
+    # The watch client processes run this file with --client-role.
+    parser.add_argument("--client-role", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rv", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+
+        loop_factory: Any = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        loop_factory = None
+    if args.client_role:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(client_main(args.client_role, args.rv, args.watchers, args.expect, args.first, args.sample_every))
+        return 0
+
+    def pick(value: Any, default: Any, small: Any) -> Any:
+        return value if value is not None else (small if args.quick else default)
+
+    args.watchers = pick(args.watchers, 1000, 20)
+    args.rate = pick(args.rate, 1000.0, 50.0)
+    args.seconds = pick(args.seconds, 60.0, 2.0)
+    args.client_procs = pick(args.client_procs, 4, 2)
+    args.workspaces = pick(args.workspaces, 10, 2)
+    args.objects = pick(args.objects, 100, 5)
+    args.in_process = pick(args.in_process, 2000, 100)
+    for name in ("watchers", "rate", "seconds", "client_procs", "workspaces", "objects", "writers", "sample_every"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+    command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/fanout_bench.py", *argv])
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            results = runner.run(run(args, command))
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in _STARTED:  # last resort: nothing this benchmark started outlives it
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    print_table(results, command)
+    return 0 if results.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
