@@ -283,18 +283,7 @@ class ServeApp:
             return http.object_response(_fault_status(name, client.faults.kinds), 200)
         if scope["method"] != "POST":
             raise errors.method_not_supported(f"{scope['method']} is not supported on {FAULTS_PREFIX}<backend>: POST or DELETE")
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise errors.bad_request("the fault must be a JSON object") from None
-        if not isinstance(request, dict) or not isinstance(request.get("fault"), str):
-            raise errors.bad_request('the fault must be a JSON object with a "fault" string')
+        request = await _fault_request(receive)
         kind = request.pop("fault")
         if kind == faults.DROP_WATCHES:
             dropped = await client.drop_watches()
