@@ -296,3 +296,19 @@ def test_shard_flags_are_checked_before_listening(serve: Callable[..., Serve], a
     assert not proc.listening()
     assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_seeded_data_dir_does_not_read_the_manifests_again(tmp_path: Path, serve: Callable[..., Serve]) -> None:
+    """The config seeds a new data dir once (DESIGN §5): a restart does not read its manifests (at
+    10,000 workspaces that is most of a second), so a manifest broken since does not stop it and
+    the log says why; `--reseed`, which applies them, still refuses it naming the file."""
+    config = config_folder(tmp_path, {})
+    first = serve("--config", str(config)).wait_ready()
+    assert first.stop() == 0
+    (config / "bad.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [not, a, name]}\n")
+    again = serve("--config", str(config)).wait_ready()
+    assert "are not read (--reseed applies them again)" in again.stderr, again.stderr
+    assert again.stop() == 0
+    reseed = serve("--config", str(config), "--reseed")
+    assert reseed.wait_exit() == 2
+    assert str(config / "bad.yaml") in reseed.stderr and "Traceback" not in reseed.stderr, reseed.stderr

@@ -31,8 +31,8 @@ from vwproxy.server import serving
 from vwproxy.server.reads import DEFAULT_BOOKMARK_INTERVAL, ReadHandler
 from vwproxy.server.requestlog import RequestLog
 from vwproxy.server.shard_app import build_shard_app
-from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, Shard
-from vwproxy.store.sqlite import StorageError
+from vwproxy.store.shard import DEFAULT_HISTORY_SIZE, SEEDED_MARKER, Shard
+from vwproxy.store.sqlite import StorageError, stored_marker
 from vwproxy.upstream.backends import Backend, BackendConfigError, load_backends
 from vwproxy.upstream.client import BackendClient
 
@@ -300,8 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vwproxy: {exc}", file=sys.stderr)
         return 2
     config = args.config or (None if join is not None else example_topology())
+    # A data dir seeded before is not seeded again (DESIGN §5): its manifests are not even read.
+    seeded = join is None and not args.reseed and stored_marker(args.data_dir, SEEDED_MARKER) > 0
+    if seeded:
+        log.info("data dir %s was seeded before: the manifests in %s are not read (--reseed applies them again)", args.data_dir, config)
     try:
-        manifests = load_folder(config) if config is not None and join is None else []
+        manifests = load_folder(config) if config is not None and join is None and not seeded else []
         backends = load_backends(config) if config is not None else {}
     except (ManifestError, BackendConfigError) as exc:
         print(f"vwproxy: {exc}", file=sys.stderr)

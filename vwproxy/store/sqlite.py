@@ -174,3 +174,21 @@ def _lock_data_dir(data_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def stored_marker(data_dir: Path, key: str) -> int:
+    """A marker of the shard database in `data_dir`, read without opening it for writing (0 when
+    there is no database yet, or no such marker): e.g. whether the config was applied before, to
+    know at start whether it must be read at all."""
+    path = data_dir / DB_FILE
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = db.execute("SELECT value FROM meta WHERE key = ?", (f"marker:{key}",)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0  # opening it for real says what is wrong
+    return int(found[0]) if found else 0
