@@ -37,8 +37,6 @@ import os
 import platform
 import re
 import shlex
-import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -51,7 +49,8 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstats import Results, print_table  # noqa: E402
+from running import keep_or_remove, loop_factory, run_and_report  # noqa: E402
+from procstats import Results  # noqa: E402
 from vw_bench import (  # noqa: E402
     _STARTED, WIDGETS, BenchError, Process, _expect, _pct, _session, _versions, create_widgets, serve_process,
     stop_all, vw_url, wait_bindings_ready, write_config, ws_name,
@@ -501,10 +500,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         if clients is not None:
             clients.kill()
         stop_all(owned)
-        if args.keep:
-            print(f"kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
     return results
 
 
@@ -532,14 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    try:
-        import uvloop
-
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        loop_factory = None
     if args.client_role:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(client_main(args.client_role, args.rv, args.watchers, args.expect, args.first, args.sample_every))
         return 0
 
@@ -559,21 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None:
         args.profile = args.profile.resolve()
     command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/fanout_bench.py", *argv])
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            results = runner.run(run(args, command))
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for proc in _STARTED:  # last resort: nothing this benchmark started outlives it
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    print_table(results, command)
-    return 0 if results.ok else 1
+    return run_and_report(run(args, command), command, BenchError, _STARTED)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Reading a Kubernetes watch stream (newline-delimited JSON) as the bytes arrive: one helper for
-every benchmark, so each measures the same thing when it timestamps an event."""
+"""Reading responses as the bytes arrive: a Kubernetes watch stream (newline-delimited JSON) and a
+whole body with the time its first byte came. One helper each for every benchmark, so each measures
+the same thing when it timestamps an event or a list."""
 
 from __future__ import annotations
 
@@ -22,3 +23,15 @@ async def watch_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[
         for line in lines:
             if line.strip():
                 yield now, line, orjson.loads(line)
+
+
+async def body_with_first_byte(response: aiohttp.ClientResponse) -> tuple[bytes, float]:
+    """The whole body of `response` and when its first byte was read (`time.perf_counter()`; 0.0
+    for an empty body)."""
+    first = 0.0
+    chunks = []
+    async for chunk in response.content.iter_any():
+        if not first:
+            first = time.perf_counter()
+        chunks.append(chunk)
+    return b"".join(chunks), first

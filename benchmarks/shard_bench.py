@@ -24,7 +24,6 @@ import asyncio
 import os
 import platform
 import shlex
-import shutil
 import signal
 import socket
 import statistics
@@ -39,8 +38,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ndjson import watch_events  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
-from procstats import ProcessStats, Results, print_table  # noqa: E402
+from ndjson import body_with_first_byte, watch_events  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from running import keep_or_remove, run_and_report  # noqa: E402
+from procstats import ProcessStats, Results  # noqa: E402
 
 WILDCARD = "/clusters/*/api/v1/configmaps"
 STARTUP_TIMEOUT = 20.0
@@ -203,13 +203,7 @@ async def timed_lists(base: str, runs: int) -> tuple[list[float], bytes, list[fl
         for _ in range(runs):
             started = time.perf_counter()
             async with session.get(f"{base}{WILDCARD}") as r:
-                first = 0.0
-                chunks = []
-                async for chunk in r.content.iter_any():
-                    if not first:
-                        first = time.perf_counter()
-                    chunks.append(chunk)
-                body = b"".join(chunks)
+                body, first = await body_with_first_byte(r)
                 if r.status != 200:
                     raise BenchError(f"wildcard list: HTTP {r.status}: {body[:300]!r}")
             done = time.perf_counter()
@@ -427,10 +421,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         results.add("data dir size", f"{db / 1e6:.1f} MB", "shard.db + WAL")
     finally:
         server.stop()
-        if args.keep:
-            print(f"kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
     return results
 
 
@@ -455,20 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clusters < 1 or args.objects < 1 or args.updates < 1 or args.list_runs < 1:
         parser.error("--clusters, --objects, --updates and --list-runs must be at least 1")
     command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/shard_bench.py", *argv])
-    try:
-        import uvloop
-
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        loop_factory = None
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            results = runner.run(run(args, command))
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    print_table(results, command)
-    return 0 if results.ok else 1
+    return run_and_report(run(args, command), command, BenchError)
 
 
 if __name__ == "__main__":

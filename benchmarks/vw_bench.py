@@ -60,8 +60,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from ndjson import watch_events  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
-from procstats import ProcessStats, Results, print_table  # noqa: E402
+from ndjson import body_with_first_byte, watch_events  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+from running import keep_or_remove, run_and_report  # noqa: E402
+from procstats import ProcessStats, Results  # noqa: E402
 
 WIDGETS = "/apis/example.dev/v1alpha1"
 KCP = "/apis/apis.kcp.io/v1alpha2"
@@ -364,13 +365,7 @@ async def timed_vw_list(session: aiohttp.ClientSession, url: str) -> tuple[float
     started = time.perf_counter()
     async with session.get(url) as r:
         headers = time.perf_counter()
-        first = 0.0
-        chunks = []
-        async for chunk in r.content.iter_any():
-            if not first:
-                first = time.perf_counter()
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        body, first = await body_with_first_byte(r)
         if r.status != 200:
             raise BenchError(f"VW wildcard list: HTTP {r.status}: {body[:300]!r}")
     fetched = time.perf_counter()
@@ -915,10 +910,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
                 await scale_backends(args, tmp, results, owned)
     finally:
         stop_all(owned)
-        if args.keep:
-            print(f"kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
     print(f"the run took {time.perf_counter() - started:.0f} s")
     return results
 
@@ -969,27 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None:
         args.profile = args.profile.resolve()
     command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/vw_bench.py", *argv])
-    try:
-        import uvloop
-
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        loop_factory = None
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            results = runner.run(run(args, command))
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for proc in _STARTED:  # last resort: nothing this benchmark started outlives it
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    print_table(results, command)
-    return 0 if results.ok else 1
+    return run_and_report(run(args, command), command, BenchError, _STARTED)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from vwproxy.kube import errors, kcp
 from vwproxy.kube import watch as wire
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
-from vwproxy.upstream.reflector import MAX_BACKOFF_SECONDS, Reflector, list_all
+from vwproxy.upstream.reflector import MAX_BACKOFF_SECONDS, Reflector, list_all, stale_tracker
 
 log = logging.getLogger(__name__)
 
@@ -287,16 +287,7 @@ class ViewHub:
             else:
                 self._dispatch(key, view.upsert(cluster, obj, rv))
 
-        def health(ok: bool, why: str) -> None:
-            if ok:
-                if self.stale.pop(cluster, None) is not None:
-                    log.info("workspace %s is current again", cluster)
-            else:
-                if cluster not in self.stale:
-                    log.warning("workspace %s is stale: %s", cluster, why)
-                self.stale[cluster] = why
-
-        reflector = Reflector(client, path, replace, change, health)
+        reflector = Reflector(client, path, replace, change, stale_tracker(self.stale, cluster, f"workspace {cluster}"))
         task = asyncio.get_running_loop().create_task(reflector.run(), name=f"reflector {cluster} {path}")
         self._reflectors[(key, cluster)] = (task, reflector)
 

@@ -22,7 +22,7 @@ from vwproxy.kube import watch as wire
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.store.shard import Shard
 from vwproxy.upstream.client import BackendClient
-from vwproxy.upstream.reflector import Change, Health, Obj, Reflector, Replace
+from vwproxy.upstream.reflector import Change, Obj, Reflector, Replace, stale_tracker
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Mirror:
         for storage_key in MIRRORED_KEYS:
             info = _storage_info(storage_key)
             prefix = f"/apis/{info.group}/{info.version}" if info.group else "/api/v1"
-            reflector = Reflector(self.client, f"/clusters/*{prefix}/{info.resource}", self._replacer(storage_key), self._changer(storage_key), self._health(storage_key))
+            reflector = Reflector(self.client, f"/clusters/*{prefix}/{info.resource}", self._replacer(storage_key), self._changer(storage_key), stale_tracker(self.stale, storage_key, f"the control plane's {storage_key}"))
             self._reflectors.append(reflector)
             self._tasks.append(loop.create_task(reflector.run(), name=f"mirror {storage_key}"))
 
@@ -137,17 +137,6 @@ class Mirror:
 
         return change
 
-    def _health(self, storage_key: str) -> Health:
-        def health(ok: bool, why: str) -> None:
-            if ok:
-                if self.stale.pop(storage_key, None) is not None:
-                    log.info("control plane: %s current again", storage_key)
-            else:
-                if storage_key not in self.stale:
-                    log.warning("control plane: %s stale: %s", storage_key, why)
-                self.stale[storage_key] = why
-
-        return health
 
 
 def _identity(obj: Obj) -> tuple[str, str, str] | None:

@@ -89,37 +89,29 @@ class RunningProxy:
     def fault(self, backend: str, kind: str, **args: Any) -> dict[str, Any]:
         """Switch a fault on for a kube backend while the proxy runs (`down`, `hung`, `slow` with
         `ms=`, `expire-next-watch`, `drop-watches`), through the admin API; returns its answer."""
-        with self.client() as admin:
-            resp = admin.post(f"/vwproxy/faults/{backend}", json={"fault": kind, **args})
-        if resp.status_code != 200:
-            raise AssertionError(f"fault {kind} on backend {backend}: {resp.status_code} {resp.text}")
-        answer: dict[str, Any] = resp.json()
-        return answer
+        return self._faults_api("POST", backend, f"fault {kind} on backend {backend}", {"fault": kind, **args})
 
     def clear_faults(self, backend: str) -> None:
         """Clear every fault of a kube backend."""
-        with self.client() as admin:
-            resp = admin.delete(f"/vwproxy/faults/{backend}")
-        if resp.status_code != 200:
-            raise AssertionError(f"clearing the faults of backend {backend}: {resp.status_code} {resp.text}")
+        self._faults_api("DELETE", backend, f"clearing the faults of backend {backend}")
 
     def workspace_fault(self, workspace: str, kind: str, **args: Any) -> dict[str, Any]:
         """Switch a fault on for one workspace (a path or logical cluster name) as the virtual
         workspaces see it: `down`, `hung`, `slow` with `ms=`, `expire-next-watch`, `drop-watches`,
         or `delay` with `resource="logicalclusters.core.kcp.io", ms=`; returns the admin API's answer."""
-        with self.client() as admin:
-            resp = admin.post(f"/vwproxy/faults/workspaces/{workspace}", json={"fault": kind, **args})
-        if resp.status_code != 200:
-            raise AssertionError(f"fault {kind} on workspace {workspace}: {resp.status_code} {resp.text}")
-        answer: dict[str, Any] = resp.json()
-        return answer
+        return self._faults_api("POST", f"workspaces/{workspace}", f"fault {kind} on workspace {workspace}", {"fault": kind, **args})
 
     def clear_workspace_faults(self, workspace: str) -> None:
         """Clear every fault of a workspace; what its faults held back reaches the views now."""
+        self._faults_api("DELETE", f"workspaces/{workspace}", f"clearing the faults of workspace {workspace}")
+
+    def _faults_api(self, method: str, target: str, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         with self.client() as admin:
-            resp = admin.delete(f"/vwproxy/faults/workspaces/{workspace}")
+            resp = admin.request(method, f"/vwproxy/faults/{target}", json=body)
         if resp.status_code != 200:
-            raise AssertionError(f"clearing the faults of workspace {workspace}: {resp.status_code} {resp.text}")
+            raise AssertionError(f"{what}: {resp.status_code} {resp.text}")
+        answer: dict[str, Any] = resp.json()
+        return answer
 
     def user_token(self, name: str) -> str:
         """The static token of a user given to the constructor."""

@@ -174,3 +174,18 @@ async def list_all(client: BackendClient, path: str) -> tuple[list[tuple[Obj, st
         token = str(meta.get("continue") or "")
         if not token:
             return items, str(meta.get("resourceVersion") or "")
+
+
+def stale_tracker(stale: dict[str, str], key: str, what: str) -> Health:
+    """A reflector's `health` that keeps `stale[key]` (why `what` is not current) and logs each
+    change of state once, not every retry."""
+    def health(ok: bool, why: str) -> None:
+        if ok:
+            if stale.pop(key, None) is not None:
+                log.info("%s is current again", what)
+        else:
+            if key not in stale:
+                log.warning("%s is stale: %s", what, why)
+            stale[key] = why
+
+    return health
