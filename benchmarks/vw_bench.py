@@ -21,8 +21,9 @@ in this process, over HTTP/1.1 keep-alive connections. In one run it measures:
       embedded shard holds them) and after the first VW request (which builds the view), per
       widget, next to a widget's JSON size;
   (e1) scale on the embedded shard: S workspaces x 10 widgets; time from process start to all
-      bindings Ready, then a restart on the same data: time from process start to a synced view
-      (the VW wildcard list returns every widget), and RSS;
+      bindings Ready, then a restart on the same data after a clean stop: time from process start
+      to a synced view (the VW wildcard list returns every widget), RSS, a new binding's engagement;
+      then a SIGKILL and the same start again (what a crash leaves);
   (e2) scale over B separate backend processes (`python -m vwproxy.cli shard --token …`, one
       workspace each, declared in backends.yaml, `vwproxy.dev/backend` on the Workspace): the
       same two times and the proxy's RSS.
@@ -731,23 +732,42 @@ async def scale_embedded(args: argparse.Namespace, tmp: Path, results: Results, 
             server.stop()
             port = server.port
             prepared.write_text(f"{s} {p} {port}\n")
-        # The same data and config again: a cold start.
-        # A restart keeps its address (the workspaces' URLs and the endpoint slice name it): on
-        # the first start's port, unless another program holds it now.
-        server = serve_process(config, data, log_path, _profile_path(args, "e1-restart"), port if _port_free(port) else None)
-        owned.append(server)
-        server.spawn()
-        ready = await server.wait_ready(session, generous)
-        if server.port != port:
-            prepared.write_text(f"{s} {p} {server.port}\n")  # the URLs now name this one
-            results.add("(e1) restart on another port", f"{server.port}", f"port {port} of the first start was taken: the URLs in every workspace change")
-        synced_at, list_url = await wait_synced_view(session, server.url, total, generous)
-        rss, hwm = server.rss_kib()
-        results.add("(e1) restart: start to synced view", f"{synced_at - server.started_at:.1f} s",
-                    f"{s} workspaces x {p} widgets; listening after {ready:.1f} s; server CPU {server.cpu_seconds():.1f} s")
-        results.add("(e1) proxy RSS, synced", _mib(rss), f"peak (VmHWM) {_mib(hwm)}")
+        # The same data and config again: a cold start after the clean stop above (or the one
+        # that ended an earlier run); then, after the new bindings were written, a SIGKILL and a
+        # start again: what a crash leaves (writes the control plane never saw settle).
+        port = await _restart(args, server_port=port, config=config, data=data, log_path=log_path, prepared=prepared,
+                              session=session, results=results, owned=owned, total=total, generous=generous, after="clean stop")
+        await _restart(args, server_port=port, config=config, data=data, log_path=log_path, prepared=prepared,
+                       session=session, results=results, owned=owned, total=total, generous=generous, after="SIGKILL")
+
+
+async def _restart(args: argparse.Namespace, *, server_port: int, config: Path, data: Path, log_path: Path, prepared: Path,
+                   session: aiohttp.ClientSession, results: Results, owned: list[Process], total: int, generous: float, after: str) -> int:
+    """(e1) one measured start on the prepared data: to a synced VW list, RSS; after a clean stop
+    also the new-binding engagement. Ends with SIGKILL when the next start is the crash one."""
+    s, p = args.scale_workspaces, args.scale_objects
+    port = server_port
+    # A restart keeps its address (the workspaces' URLs and the endpoint slice name it): on
+    # the first start's port, unless another program holds it now.
+    tag = "e1-restart" if after == "clean stop" else "e1-restart-after-kill"
+    server = serve_process(config, data, log_path, _profile_path(args, tag), port if _port_free(port) else None)
+    owned.append(server)
+    server.spawn()
+    ready = await server.wait_ready(session, generous)
+    if server.port != port:
+        port = server.port
+        prepared.write_text(f"{s} {p} {server.port}\n")  # the URLs now name this one
+        results.add("(e1) restart on another port", f"{server.port}", f"port {server_port} of the first start was taken: the URLs in every workspace change")
+    synced_at, list_url = await wait_synced_view(session, server.url, total, generous)
+    rss, hwm = server.rss_kib()
+    results.add(f"(e1) restart after {after}: start to synced view", f"{synced_at - server.started_at:.1f} s",
+                f"{s} workspaces x {p} widgets; listening after {ready:.1f} s; server CPU {server.cpu_seconds():.1f} s")
+    results.add(f"(e1) proxy RSS, synced after {after}", _mib(rss), f"peak (VmHWM) {_mib(hwm)}")
+    if after == "clean stop":
         await new_binding(session, server, list_url, results, args.engagements)
-        server.stop()
+        server.stop_signal = signal.SIGKILL  # the next start is the one after a crash
+    server.stop()
+    return port
 
 
 async def new_binding(session: aiohttp.ClientSession, server: Process, list_url: str, results: Results, count: int) -> None:

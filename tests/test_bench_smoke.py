@@ -69,7 +69,8 @@ VW_RESULT_ROWS = [
     "proxy RSS after the load",
     "(e1) first start: all bindings Ready",
     "(e1) widgets created",
-    "(e1) restart: start to synced view",
+    "(e1) restart after clean stop: start to synced view",
+    "(e1) restart after SIGKILL: start to synced view",
     "(e1) proxy RSS, synced",
     "(e2) backend processes started",
     "(e2) first start: all bindings Ready",
@@ -98,7 +99,7 @@ def test_quick_vw_benchmark_runs_and_reports() -> None:
     assert re.search(rf"^\| \(c\) VW watcher delay p50 / p99 +\| -?{number} / -?{number} ms", out, re.M), out
     assert re.search(r"^\| \(c\) delivered +\| VW (\d+)/\1, direct (\d+)/\2 OK", out, re.M), out
     assert re.search(rf"^\| \(d\) proxy RSS per widget, view +\| -?{number} KiB", out, re.M), out
-    assert re.search(rf"^\| \(e1\) restart: start to synced view +\| {number} s", out, re.M), out
+    assert re.search(rf"^\| \(e1\) restart after SIGKILL: start to synced view +\| {number} s", out, re.M), out
     assert re.search(rf"^\| \(e1\) new binding engaged: binding to widget at VW, p50 / max +\| {number} / {number} ms", out, re.M), out
     assert re.search(rf"^\| \(a\) VW list: first body byte \(median\) +\| {number} ms", out, re.M), out
     assert re.search(r"^\| \(e2\) backend processes started +\| 3 ", out, re.M), out

@@ -58,6 +58,8 @@ def run(data: Path, body: Body[T] | None = None, *, url: str = URL, clean: bool 
         result = None
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.entry), base_url="http://proxy") as client:
+                # A start reconciles while it serves: the body reads what the pass left.
+                assert await app.control.wait_idle(30)
                 if body is not None:
                     result = await body(app, client)
                 assert await app.control.wait_idle(30)
@@ -209,3 +211,37 @@ async def _queue_and_stop(data: Path, body: Body[None]) -> None:
         await asyncio.gather(app._loop_task, return_exceptions=True)
         await app.hub.aclose()
         shard.close()
+
+
+def test_a_start_listens_before_the_full_pass_with_its_own_address_already_in_the_slices(tmp_path: Path) -> None:
+    """The full pass runs while the process serves (as kcp's controllers resync beside its
+    servers): `startup` returns with the workspaces still queued, but the endpoint slices and
+    workspace types, which carry this process's address, already name the new one."""
+    data = tmp_path / "data"
+    run(data)
+    other = "https://127.0.0.1:8443"
+
+    async def main() -> None:
+        shard = Shard(data)
+        app = ServeApp(shard, other, load_folder(example_topology()), {})
+        await app.startup()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.entry), base_url="http://proxy") as client:
+                pending = {key[0] for key in app.control._pending}
+                assert "workspace" in pending and "binding" in pending, pending
+                assert not pending & {"workspacetype", "export", "slice"}, pending
+                endpoints = (await client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets")).json()
+                assert [e["url"].startswith(f"{other}/services/") for e in endpoints["status"]["endpoints"]] == [True]
+                ready = await client.get("/readyz")
+                assert ready.status_code == 200 and "[-]control-plane: reconciling" in ready.text
+                # The VW serves from the store as it is while the pass runs.
+                vw = endpoints["status"]["endpoints"][0]["url"].removeprefix(other)
+                assert (await client.get(f"{vw}/clusters/*/apis/example.dev/v1alpha1/widgets")).json()["items"]
+                assert await app.control.wait_idle(30)
+                got = (await client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/consumer-1")).json()
+                assert got["spec"]["URL"] == f"{other}/clusters/root:consumer-1"
+                assert "[+]control-plane settled" in (await client.get("/readyz")).text
+        finally:
+            await app.shutdown()
+
+    asyncio.run(main())

@@ -109,8 +109,11 @@ class ControlPlane:
         for storage_key, kind in _KEYS_BY_STORAGE.items():
             if kind in ("secret", "crd", "schema", "shard"):
                 continue
+            # Each object's own key only: what `_enqueue_for` adds besides (a binding's export,
+            # an export's bindings, a type's workspaces) is all queued here anyway, and finding
+            # it decodes every binding once per export.
             for obj in self.shard.table(storage_key).ordered(None):
-                self._enqueue_for(kind, obj.cluster, obj.namespace, obj.name, None)
+                self.enqueue(("logicalcluster", obj.cluster) if kind == "logicalcluster" else (kind, obj.cluster, obj.name))
         # After the bindings (the queue keeps order): claim labels that nothing claims any more.
         self.enqueue(("claimsweep",))
 
@@ -285,12 +288,13 @@ class ControlPlane:
         elif kind == "claimsweep":
             await self._sweep_claim_labels()
 
-    async def drain(self) -> int:
-        """Reconcile until the queue is empty (or a bounded number of rounds); returns failures left."""
+    async def drain(self, only: frozenset[str] | None = None) -> int:
+        """Reconcile until the queue is empty (or a bounded number of rounds); returns failures
+        left. With `only`, just the queued keys of those kinds (the rest stays queued)."""
         failed: dict[Key, Obj | None] = {}
         self._draining = True
         try:
-            await self._drain_rounds(failed)
+            await self._drain_rounds(failed, only)
         except BaseException:
             self._interrupted = True  # a batch was cut short (the server stopping): never settled
             raise
@@ -300,11 +304,14 @@ class ControlPlane:
             self._pending.setdefault(key, last)
         return len(failed)
 
-    async def _drain_rounds(self, failed: dict[Key, Obj | None]) -> None:
+    async def _drain_rounds(self, failed: dict[Key, Obj | None], only: frozenset[str] | None) -> None:
         for _ in range(MAX_ROUNDS_PER_CONVERGE):
-            if not self._pending:
+            if only is None:
+                batch, self._pending = self._pending, {}
+            else:
+                batch = {key: self._pending.pop(key) for key in [k for k in self._pending if k[0] in only]}
+            if not batch:
                 break
-            batch, self._pending = self._pending, {}
             for key, last in batch.items():
                 await asyncio.sleep(0)  # reconcilers on the embedded shard never block: let requests in between
                 try:

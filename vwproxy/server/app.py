@@ -49,6 +49,9 @@ JOIN_CHECK_SECONDS = 10.0
 JOIN_RETRY_SECONDS = 0.5
 # ... and workspace faults, under it: `/vwproxy/faults/workspaces/<path or logical cluster>`.
 WORKSPACE_FAULTS = "workspaces/"
+# What a start on a seeded data dir reconciles before it listens: the few objects whose status
+# names this process's URL, so the summary and the first readers see the current one.
+START_FIRST = frozenset({"workspacetype", "export", "slice"})
 
 
 def _fault_status(backend: str, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -154,7 +157,14 @@ class ServeApp:
             log.info("data dir %s was seeded before: not applying the config again (--reseed does)", self.shard.data_dir)
             if self.control.enqueue_start():
                 log.info("the control plane settled at revision %d when it last stopped: reconciling only what may have changed", self.shard.revision)
-            await self.control.drain()
+            else:
+                log.info("reconciling every object of the data dir (the last run did not stop settled at revision %d)", self.shard.revision)
+            # Before listening only the few objects that carry this process's address (the
+            # endpoint slices' and workspace types' URLs, after a restart on another address):
+            # the rest is reconciled while serving, as kcp's controllers resync beside its
+            # servers. The store is consistent as it is (every commit was whole); what the pass
+            # finds is what changed while no process ran, or what a killed one left undone.
+            await self.control.drain(only=START_FIRST)
         else:
             await seed(self.control, self.manifests)
             self.shard.mark_seeded()
