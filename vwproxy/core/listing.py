@@ -49,7 +49,7 @@ class _Snapshot:
 
 def matching(source: Iterable[StoredObject], labels: LabelSelector, fields: FieldSelector) -> list[StoredObject]:
     if labels.empty and fields.empty:
-        return list(source)
+        return source if isinstance(source, list) else list(source)
     return [o for o in source if (labels.empty or labels.matches(o.labels)) and (fields.empty or fields.matches(o.fields))]
 
 
@@ -84,7 +84,7 @@ class Lister:
             source: Iterable[StoredObject] = self.state_at(rv, cluster, namespace)
             list_rv = rv
         else:
-            source = self._table.ordered(cluster, namespace)
+            source = self._table.listed(cluster, namespace)  # a new list: the snapshot may keep it
             # The state is the same at every RV from the table's last change to the newest
             # issued, so a requested RV in that range is what the list is "at".
             list_rv = max(current_rv, rv)

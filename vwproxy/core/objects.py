@@ -325,6 +325,18 @@ class ClusterBucket:
                 yield objects[key]
 
 
+    def listed(self, namespace: str = "") -> list[StoredObject]:
+        """`ordered` as a new list, built at C speed (a list is the hot path of every LIST)."""
+        objects = self.objects
+        if len(objects) <= 1:
+            return [obj for obj in objects.values() if not namespace or obj.key[0] == namespace]
+        if self._order is None:
+            self._order = sorted(objects)
+        if namespace:
+            return [objects[key] for key in self._order if key[0] == namespace]
+        return list(map(objects.__getitem__, self._order))
+
+
 class ResourceTable:
     """All objects of one storage key, by logical cluster."""
 
@@ -364,6 +376,20 @@ class ResourceTable:
             bucket = self.clusters.get(name)
             if bucket:
                 yield from bucket.ordered(namespace)
+
+    def listed(self, cluster: str | None, namespace: str = "") -> list[StoredObject]:
+        """`ordered` as a new list."""
+        if cluster is not None:
+            bucket = self.clusters.get(cluster)
+            return bucket.listed(namespace) if bucket else []
+        if self._cluster_order is None:
+            self._cluster_order = sorted(self.clusters)
+        out: list[StoredObject] = []
+        for name in self._cluster_order:
+            bucket = self.clusters.get(name)
+            if bucket:
+                out += bucket.listed(namespace)
+        return out
 
     def count(self) -> int:
         return sum(len(b.objects) for b in self.clusters.values())
