@@ -177,3 +177,26 @@ def test_a_controller_on_the_vw_converges_after_each_backend_fault(
         proxy.clear_faults("remote")
         assert direct.post(WIDGETS, json=widget("after")).status_code == 201
         eventually(lambda: observed_on_backend(direct, "during") and observed_on_backend(direct, "after"), "root:ext converged after the fault", timeout=20)
+
+
+def test_a_workspace_fault_stays_stale_while_its_backend_reflector_recovers(proxy: RunningProxy, front: httpx.Client, direct: httpx.Client) -> None:
+    """A workspace `down` fault on a kube-backed workspace says "stale" for as long as it is set,
+    even when the workspace's reflector relists and finds its backend healthy meanwhile."""
+    ext_ready(front)
+    url = f"{vw_url(front)}/clusters/*/apis/example.dev/v1alpha1/widgets"
+    assert direct.post(WIDGETS, json=widget("seen")).status_code == 201
+    eventually(lambda: "seen" in {i["metadata"]["name"] for i in front.get(url).json()["items"]}, "the reflector of root:ext running")
+    proxy.workspace_fault("root:ext", "down")
+    why = "workspace root:ext is down (fault injected)"
+    assert why in front.get("/readyz").text
+    # The backend cuts the reflector's watch and expires the next one: it relists, and the
+    # relist succeeding reports the backend healthy.
+    proxy.fault("remote", "expire-next-watch")
+    eventually(lambda: proxy.fault("remote", "drop-watches")["dropped"] >= 1, "a backend watch to cut")
+    eventually(lambda: 'fault="expire-next-watch"' not in front.get("/metrics").text, "the reflector relisted")
+    assert why in front.get("/readyz").text, "a healthy reflector cleared the fault's stale mark"
+    assert "vwproxy_stale_workspaces 1" in front.get("/metrics").text
+    assert any(why in w for w in front.get(url).headers.get_list("warning")), front.get(url).headers
+    proxy.clear_workspace_faults("root:ext")
+    assert why not in front.get("/readyz").text
+    assert "vwproxy_stale_workspaces 0" in front.get("/metrics").text

@@ -80,10 +80,12 @@ class WorkspaceFaults:
     """Every workspace's faults, and the views they gate. `active` is False whenever no workspace
     has a fault, so the views' ingestion skips the rest."""
 
-    def __init__(self, stale: dict[str, str]) -> None:
+    def __init__(self) -> None:
         self.by_cluster: dict[str, WorkspaceFault] = {}
         self.active = False
-        self._stale = stale  # the hub's: logical cluster → why it is not current
+        # Logical cluster → why a fault makes it stale: kept apart from the backends' marks, so
+        # a healthy reflector of the workspace cannot clear what the fault says.
+        self.stale: dict[str, str] = {}
         self._views: weakref.WeakSet[GatedView] = weakref.WeakSet()
 
     def view(self, wake: Callable[[list[ChangeEvent]], None], *args: Any, **kwargs: Any) -> GatedView:
@@ -114,7 +116,7 @@ class WorkspaceFaults:
         self.by_cluster[cluster] = fault
         self.active = True
         if kind in (DOWN, HUNG):
-            self._stale[cluster] = self._stale_reason(fault)
+            self.stale[cluster] = self._stale_reason(fault)
         log.warning("fault set on workspace %s (%s): %s %s", path, cluster, kind, described)
         return None
 
@@ -125,8 +127,7 @@ class WorkspaceFaults:
         if fault is None:
             return
         fault.released.set()
-        if self._stale.get(cluster) == self._stale_reason(fault):
-            self._stale.pop(cluster, None)
+        self.stale.pop(cluster, None)
         log.warning("faults cleared on workspace %s (%s): %s", fault.path, cluster, ", ".join(f["fault"] for f in fault.described()) or "none")
         for view in list(self._views):
             view.release(cluster)

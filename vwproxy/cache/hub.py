@@ -84,7 +84,7 @@ class ViewHub:
         self._feeds: dict[tuple[ViewKey, str], _Feed] = {}
         self.stale: dict[str, str] = {}  # logical cluster → why its backend is not current
         # Faults a test sets per workspace; they gate what enters the views (`cache/faults.py`).
-        self.faults = WorkspaceFaults(self.stale)
+        self.faults = WorkspaceFaults()
         self._changed: dict[ViewKey, asyncio.Event] = {}
         self.store = store
         self.seq = seq or RVSequence()
@@ -333,13 +333,20 @@ class ViewHub:
             "vwproxy_view_objects": sum(len(v) for v in self.views.values()),
             "vwproxy_watchers": sum(v.watcher_count for v in self.views.values()),
             "vwproxy_reflectors": len(self._reflectors) + len(self._feeds),
-            "vwproxy_stale_workspaces": len(self.stale),
+            "vwproxy_stale_workspaces": len(self.stale_workspaces()),
             "vwproxy_resource_version": self.seq.current,
         }
 
+    def stale_workspaces(self) -> dict[str, str]:
+        """Logical cluster → why it is not current: its backend's reflector or feed, or a fault
+        set on it (which says so for as long as it is set, whatever the backend does)."""
+        if not self.faults.stale:
+            return self.stale
+        return {**self.stale, **self.faults.stale}
+
     def stale_warnings(self, key: ViewKey) -> list[str]:
         engaged = self.engaged.get(key, set())
-        return [f"workspace {c} is stale: {why}" for c, why in sorted(self.stale.items()) if c in engaged]
+        return [f"workspace {c} is stale: {why}" for c, why in sorted(self.stale_workspaces().items()) if c in engaged]
 
     async def aclose(self) -> None:
         tasks = [task for task, _ in self._reflectors.values()] + [t for f in self._feeds.values() for t in f.tasks()]

@@ -345,7 +345,7 @@ class ServeApp:
         lines = ["[+]shard ok", "[+]control-plane ok", settled]
         for path, backend, why in self.control.backend_problems():
             lines.append(f'[-]workspace {path}: backend "{backend}" {why}')
-        for cluster, why in sorted(self.hub.stale.items()):
+        for cluster, why in sorted(self.hub.stale_workspaces().items()):
             lines.append(f"[-]workspace {cluster}: stale: {why}")
         lines.append("readyz check passed")
         return PlainTextResponse("\n".join(lines) + "\n")
@@ -357,7 +357,7 @@ class ServeApp:
                  "[+]registered" if self.registered else f"[-]registered: not yet registered as shard {self.shard_name}"]
         for storage_key, why in sorted(self.mirror.stale.items()):
             lines.append(f"[-]control plane {storage_key}: stale: {why}")
-        for cluster, why in sorted(self.hub.stale.items()):
+        for cluster, why in sorted(self.hub.stale_workspaces().items()):
             lines.append(f"[-]workspace {cluster}: stale: {why}")
         ready = self.mirror.synced and self.registered
         lines.append("readyz check passed" if ready else "readyz check failed")
