@@ -132,6 +132,21 @@ def test_memory_benchmark_runs_and_reports() -> None:
     assert re.search(r"^command: python3 benchmarks/memory_bench\.py --clusters 3", out, re.M), out
 
 
+WRITE_CPU = Path(__file__).resolve().parent.parent / "benchmarks" / "write_cpu.py"
+
+
+def test_write_cpu_benchmark_runs_and_reports() -> None:
+    """`write_cpu.py` on 20 PATCHes: the server CPU per write row and its command."""
+    proc = subprocess.run(
+        [sys.executable, str(WRITE_CPU), "--patches", "20", "--runs", "2"],
+        cwd=WRITE_CPU.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    assert re.search(r"^\| server CPU per merge PATCH, min / median of 2 runs \| \d+ / \d+ us \| runs \d+, \d+ us; 10 PATCHes each", out, re.M), out
+    assert re.search(r"^command: python3 benchmarks/write_cpu\.py --patches 20 --runs 2$", out, re.M), out
+
+
 def _command_lines() -> list[str]:
     lines = []
     for entry in Path("/proc").iterdir():

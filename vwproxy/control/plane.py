@@ -76,6 +76,9 @@ class ControlPlane:
         self.shard = shard
         self.store = ControlStore(shard)
         self.clients = dict(clients or {})
+        # Logical cluster → (its LogicalCluster as last read, the backend it names): every request
+        # through the front asks, and a stored object never changes (a write stores a new one).
+        self._backends: dict[str, tuple[StoredObject, str]] = {}
         self.embedded_client = embedded_client
         self.claims = ClaimLabeller(shard, self.store)
         self.health = BackendHealth(self.clients, self._backend_changed)
@@ -387,9 +390,15 @@ class ControlPlane:
     def backend_of(self, cluster: str) -> str:
         lc = self.store.stored(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
         if lc is None:
+            self._backends.pop(cluster, None)
             return EMBEDDED_BACKEND
+        known = self._backends.get(cluster)
+        if known is not None and known[0] is lc:
+            return known[1]
         annotations = (lc.decode()["metadata"].get("annotations") or {})
-        return str(annotations.get(BACKEND_ANNOTATION) or EMBEDDED_BACKEND)
+        backend = str(annotations.get(BACKEND_ANNOTATION) or EMBEDDED_BACKEND)
+        self._backends[cluster] = (lc, backend)
+        return backend
 
     def client_for(self, cluster: str) -> BackendClient | None:
         backend = self.backend_of(cluster)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -14,9 +15,15 @@ GENERATED_SUFFIX_LENGTH = 5
 Obj = dict[str, Any]
 
 
+_last_second: list[Any] = [None, ""]  # (whole second, its text): every write stamps a time
+
+
 def now_rfc3339() -> str:
     """Second precision, UTC, as metav1.Time serialises."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(time.time())
+    if second != _last_second[0]:
+        _last_second[:] = [second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return str(_last_second[1])
 
 
 def new_uid() -> str:

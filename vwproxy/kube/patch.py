@@ -309,15 +309,16 @@ def apply_json_patch(doc: Any, patch: Any) -> Any:
     return result
 
 
-def apply_merge_patch(doc: Any, patch: Any) -> Any:
-    """Apply an RFC 7386 merge patch to a copy of `doc` and return the result.
+def apply_merge_patch(doc: Any, patch: Any, owned: bool = False) -> Any:
+    """Apply an RFC 7386 merge patch to a copy of `doc` (to `doc` itself when the caller hands it
+    over, `owned`) and return the result.
 
     null deletes a member, objects merge member by member, and anything else
     (arrays included) replaces the target wholesale.
     """
     if not isinstance(patch, dict):
         return deep_copy(patch)
-    result: dict[str, Any] = deep_copy(doc) if isinstance(doc, dict) else {}
+    result: dict[str, Any] = (doc if owned else deep_copy(doc)) if isinstance(doc, dict) else {}
     # Each pair is (target object already owned by `result`, patch object).
     stack: list[tuple[dict[str, Any], dict[str, Any]]] = [(result, patch)]
     while stack:
@@ -365,9 +366,11 @@ def parse_patch_body(body: bytes, content_type: str) -> Any:
     return decoded
 
 
-def apply_patch(doc: Any, body: bytes, content_type: str, api_version: str, kind: str) -> dict[str, Any]:
+def apply_patch(doc: Any, body: bytes, content_type: str, api_version: str, kind: str, owned: bool = False) -> dict[str, Any]:
     """A patch body of `content_type` (JSON, merge, or strategic merge for built-in kinds) applied
-    to `doc`, the way kube-apiserver's PATCH runs it; a result that is not an object is 422."""
+    to `doc`, the way kube-apiserver's PATCH runs it; a result that is not an object is 422.
+    `doc` is left as it was unless the caller hands it over (`owned`: a merge patch then
+    changes it in place instead of copying it first)."""
     from vwproxy.kube import strategic  # strategic merge builds on this module's merge rules
 
     patch = parse_patch_body(body, MERGE_PATCH if content_type == strategic.STRATEGIC_MERGE_PATCH else content_type)
@@ -376,7 +379,7 @@ def apply_patch(doc: Any, body: bytes, content_type: str, api_version: str, kind
     elif content_type == strategic.STRATEGIC_MERGE_PATCH:
         patched = strategic.apply_strategic_merge_patch(doc, patch, api_version, kind)
     else:
-        patched = apply_merge_patch(doc, patch)
+        patched = apply_merge_patch(doc, patch, owned)
     if not isinstance(patched, dict):
         raise errors.invalid_request("the patched object is not a JSON object")
     return patched
