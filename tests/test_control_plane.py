@@ -189,3 +189,52 @@ def test_two_bindings_of_the_same_export_share_the_crd(proxy: RunningProxy, fron
     assert proxy.settle()
     listed = front.get("/clusters/root:consumer-2/apis/example.dev/v1alpha1/namespaces/default/widgets")
     assert listed.status_code == 200 and [w["metadata"]["name"] for w in listed.json()["items"]] == ["green"], "the remaining binding keeps the resource and its objects"
+
+
+def test_the_backend_of_a_workspace_follows_its_logical_cluster(tmp_path: Path) -> None:
+    """Which backend holds a workspace is read from its LogicalCluster's annotation on every
+    request through the front (remembered per stored object): a new state of the object is read
+    again at once, without waiting for anything."""
+    import asyncio
+
+    from vwproxy.control.manifests import load_folder
+    from vwproxy.control.objects import LOGICAL_CLUSTERS
+    from vwproxy.control.reconcilers import BACKEND_ANNOTATION, EMBEDDED_BACKEND
+    from vwproxy.kube import errors
+    from vwproxy.kube.kcp import LOGICAL_CLUSTER_OBJECT_NAME
+    from vwproxy.server.app import ServeApp
+    from vwproxy.store.shard import Shard
+    from vwproxy.testing.proxy import example_topology
+
+    async def main() -> None:
+        shard = Shard(tmp_path / "data")
+        app = ServeApp(shard, "http://127.0.0.1:1", load_folder(example_topology()), {})
+        await app.startup()
+        try:
+            control = app.control
+            cluster = shard.cluster_for_path("root:consumer-1")
+            assert cluster is not None
+            assert control.backend_of(cluster) == EMBEDDED_BACKEND
+            assert control.backend_of(cluster) == EMBEDDED_BACKEND  # asked twice: the same answer
+
+            def annotate(value: str | None) -> None:
+                lc = control.store.get(LOGICAL_CLUSTERS, cluster, LOGICAL_CLUSTER_OBJECT_NAME)
+                assert lc is not None
+                annotations = lc["metadata"].setdefault("annotations", {})
+                if value is None:
+                    annotations.pop(BACKEND_ANNOTATION, None)
+                else:
+                    annotations[BACKEND_ANNOTATION] = value
+                control.store.update(LOGICAL_CLUSTERS, cluster, lc)
+
+            annotate("elsewhere")
+            assert control.backend_of(cluster) == "elsewhere"
+            with pytest.raises(errors.StatusError, match="elsewhere") as refused:
+                control.client_for(cluster)  # undeclared: 503 naming it
+            assert refused.value.code == 503
+            annotate(None)
+            assert control.backend_of(cluster) == EMBEDDED_BACKEND
+        finally:
+            await app.shutdown()
+
+    asyncio.run(main())

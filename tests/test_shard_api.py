@@ -921,3 +921,17 @@ def test_marking_for_deletion_bumps_the_generation(api: httpx.Client) -> None:
     assert marked["metadata"]["deletionTimestamp"] and marked["metadata"]["generation"] == 2
     again = api.delete(f"{path}/held").json()
     assert again["metadata"]["generation"] == 2, "only the first deletion marks"
+
+
+def test_a_merge_patch_gives_its_manager_the_fields_it_changed(api: httpx.Client) -> None:
+    """managedFields after a merge PATCH, as kube-apiserver keeps them: the patcher's Update entry
+    owns exactly the fields the patch added or changed, and the creator keeps the rest."""
+    assert api.post(CM, params={"fieldManager": "creator"}, json=cm("owned", labels={"a": "1"}, data={"k": "v"})).status_code == 201
+    patched = api.patch(f"{CM}/owned", params={"fieldManager": "patcher"}, content=orjson.dumps({"metadata": {"labels": {"b": "2"}}, "data": {"k": "w"}}),
+                        headers={"content-type": "application/merge-patch+json"})
+    assert patched.status_code == 200, patched.text
+    managers = {e["manager"]: e for e in patched.json()["metadata"]["managedFields"]}
+    assert managers["patcher"]["operation"] == "Update"
+    assert managers["patcher"]["fieldsV1"] == {"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:b": {}}}}
+    creator = managers["creator"]["fieldsV1"]
+    assert creator["f:metadata"]["f:labels"].get("f:a") == {} and "f:k" not in creator.get("f:data", {}), creator
