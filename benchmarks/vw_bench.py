@@ -944,8 +944,6 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     return results
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspaces", type=int, default=None, help="consumer workspaces for (a)-(d) (default 100; --quick: 4)")

@@ -8,7 +8,8 @@ changes it, as it does for a restarted service that keeps its address."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,31 +48,40 @@ def full_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@contextlib.asynccontextmanager
+async def started(data: Path, url: str = URL, *, clean: bool = True) -> AsyncIterator[tuple[ServeApp, httpx.AsyncClient]]:
+    """`ServeApp` on `data` right after `startup` (its control loop running), with a client of
+    its ASGI entry; then stopped cleanly (`ServeApp.shutdown`), or as a killed process would be
+    (nothing recorded, the database closed)."""
+    shard = Shard(data)
+    app = ServeApp(shard, url, load_folder(example_topology()), {})
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.entry), base_url="http://proxy") as client:
+            yield app, client
+    finally:
+        if clean:
+            await app.shutdown()
+        else:
+            assert app._loop_task is not None
+            app._loop_task.cancel()
+            await asyncio.gather(app._loop_task, return_exceptions=True)
+            await app.hub.aclose()
+            shard.close()
+
+
 def run(data: Path, body: Body[T] | None = None, *, url: str = URL, clean: bool = True) -> T | None:
-    """Start on `data`, run `body`, wait until the control plane is idle, then stop: cleanly
-    (`ServeApp.shutdown`), or as a killed process would (nothing recorded, the database closed)."""
+    """Start on `data`, wait until the control plane is idle, run `body`, wait again, then stop
+    (cleanly or as a killed process would, see `started`)."""
 
     async def main() -> T | None:
-        shard = Shard(data)
-        app = ServeApp(shard, url, load_folder(example_topology()), {})
-        await app.startup()
         result = None
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.entry), base_url="http://proxy") as client:
-                # A start reconciles while it serves: the body reads what the pass left.
-                assert await app.control.wait_idle(30)
-                if body is not None:
-                    result = await body(app, client)
-                assert await app.control.wait_idle(30)
-        finally:
-            if clean:
-                await app.shutdown()
-            else:
-                assert app._loop_task is not None
-                app._loop_task.cancel()
-                await asyncio.gather(app._loop_task, return_exceptions=True)
-                await app.hub.aclose()
-                shard.close()
+        async with started(data, url, clean=clean) as (app, client):
+            # A start reconciles while it serves: the body reads what the pass left.
+            assert await app.control.wait_idle(30)
+            if body is not None:
+                result = await body(app, client)
+            assert await app.control.wait_idle(30)
         return result
 
     return asyncio.run(main())
@@ -199,18 +209,8 @@ def test_a_stop_with_work_queued_is_not_recorded(tmp_path: Path) -> None:
 
 
 async def _queue_and_stop(data: Path, body: Body[None]) -> None:
-    shard = Shard(data)
-    app = ServeApp(shard, URL, load_folder(example_topology()), {})
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.entry), base_url="http://proxy") as client:
-            await body(app, client)
-    finally:
-        assert app._loop_task is not None
-        app._loop_task.cancel()
-        await asyncio.gather(app._loop_task, return_exceptions=True)
-        await app.hub.aclose()
-        shard.close()
+    async with started(data, clean=False) as (app, client):
+        await body(app, client)
 
 
 def test_a_start_listens_before_the_full_pass_with_its_own_address_already_in_the_slices(tmp_path: Path) -> None:
@@ -222,26 +222,20 @@ def test_a_start_listens_before_the_full_pass_with_its_own_address_already_in_th
     other = "https://127.0.0.1:8443"
 
     async def main() -> None:
-        shard = Shard(data)
-        app = ServeApp(shard, other, load_folder(example_topology()), {})
-        await app.startup()
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.entry), base_url="http://proxy") as client:
-                pending = {key[0] for key in app.control._pending}
-                assert "workspace" in pending and "binding" in pending, pending
-                assert not pending & {"workspacetype", "export", "slice"}, pending
-                endpoints = (await client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets")).json()
-                assert [e["url"].startswith(f"{other}/services/") for e in endpoints["status"]["endpoints"]] == [True]
-                ready = await client.get("/readyz")
-                assert ready.status_code == 200 and "[-]control-plane: reconciling" in ready.text
-                # The VW serves from the store as it is while the pass runs.
-                vw = endpoints["status"]["endpoints"][0]["url"].removeprefix(other)
-                assert (await client.get(f"{vw}/clusters/*/apis/example.dev/v1alpha1/widgets")).json()["items"]
-                assert await app.control.wait_idle(30)
-                got = (await client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/consumer-1")).json()
-                assert got["spec"]["URL"] == f"{other}/clusters/root:consumer-1"
-                assert "[+]control-plane settled" in (await client.get("/readyz")).text
-        finally:
-            await app.shutdown()
+        async with started(data, other) as (app, client):
+            pending = {key[0] for key in app.control._pending}
+            assert "workspace" in pending and "binding" in pending, pending
+            assert not pending & {"workspacetype", "export", "slice"}, pending
+            endpoints = (await client.get("/clusters/root:provider/apis/apis.kcp.io/v1alpha1/apiexportendpointslices/widgets")).json()
+            assert [e["url"].startswith(f"{other}/services/") for e in endpoints["status"]["endpoints"]] == [True]
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and "[-]control-plane: reconciling" in ready.text
+            # The VW serves from the store as it is while the pass runs.
+            vw = endpoints["status"]["endpoints"][0]["url"].removeprefix(other)
+            assert (await client.get(f"{vw}/clusters/*/apis/example.dev/v1alpha1/widgets")).json()["items"]
+            assert await app.control.wait_idle(30)
+            got = (await client.get("/clusters/root/apis/tenancy.kcp.io/v1alpha1/workspaces/consumer-1")).json()
+            assert got["spec"]["URL"] == f"{other}/clusters/root:consumer-1"
+            assert "[+]control-plane settled" in (await client.get("/readyz")).text
 
     asyncio.run(main())
