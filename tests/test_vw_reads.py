@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from support import eventually
 from vwproxy.core import watch as watchers
+from vwproxy.server import reads
 from vwproxy.testing.proxy import RunningProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -144,6 +145,53 @@ def test_label_and_field_selectors_on_list_and_watch(proxy: RunningProxy, front:
     events = watch.wait()
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("DELETED", "green"), ("ADDED", "blue"), ("MODIFIED", "red")]
     assert events[0]["object"]["metadata"]["labels"] == {"tier": "gold"}, "an object leaving the selector goes as it was"
+
+
+def test_a_long_list_is_the_bytes_a_filtered_list_serves_and_follows_every_change(
+    proxy: RunningProxy, front: httpx.Client, base: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long unfiltered list is sent from the buckets' cached runs with a Content-Length; the
+    same list with a selector that matches everything takes the item-by-item path. Both must be
+    the same bytes, across messages (runs split and runs joined), before and after changes."""
+    monkeypatch.setattr(reads, "LIST_CHUNK_ITEMS", 3)  # the example's 5 widgets are "long" now
+    for i in range(5):
+        assert front.post(f"/clusters/root:consumer-1/{WIDGETS}/namespaces/default/widgets", json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": f"extra-{i}"}, "spec": {}}).status_code == 201
+    consumer_1 = proxy.cluster_of("root:consumer-1")
+    lists = {"VW wildcard": f"{base}/clusters/*/{WIDGETS}/widgets", "VW one cluster": f"{base}/clusters/{consumer_1}/{WIDGETS}/widgets",
+             "shard wildcard": f"/clusters/*/{WIDGETS}/widgets", "shard one cluster": f"/clusters/root:consumer-1/{WIDGETS}/widgets"}
+
+    def check(what: str, url: str) -> list[str]:
+        whole = front.get(url)
+        assert whole.status_code == 200, whole.text
+        assert whole.headers.get("content-length") == str(len(whole.content)) and "transfer-encoding" not in whole.headers, (what, whole.headers)
+        filtered = front.get(url, params={"labelSelector": "!no-such-label"})
+        assert filtered.status_code == 200 and filtered.headers.get("transfer-encoding") == "chunked", (what, filtered.headers)
+        assert whole.content == filtered.content, what
+        return names(orjson.loads(whole.content)["items"])
+
+    consumer_1_widgets = {"red", "blue", *(f"extra-{i}" for i in range(5))}
+    for what, url in lists.items():
+        listed = set(check(what, url))
+        if "one cluster" in what:
+            assert listed == consumer_1_widgets, what
+        elif what == "VW wildcard":
+            assert listed == consumer_1_widgets | {"green", "yellow", "black"}, what
+        else:  # the shard's holds other exports' widgets too
+            assert listed > consumer_1_widgets | {"green", "yellow", "black"}, what
+
+    label(front, 1, "extra-2", {"tier": "gold"})
+    assert front.delete(f"/clusters/root:consumer-2/{WIDGETS}/namespaces/default/widgets/green").status_code == 200
+    assert front.post(f"/clusters/root:consumer-3/{WIDGETS}/namespaces/default/widgets", json={"apiVersion": "example.dev/v1alpha1", "kind": "Widget", "metadata": {"name": "late"}, "spec": {}}).status_code == 201
+
+    def changed() -> bool:
+        for what, url in lists.items():
+            listed = check(what, url)
+            if "green" in listed or ("wildcard" in what and "late" not in listed):
+                return False
+        items = orjson.loads(front.get(lists["VW wildcard"]).content)["items"]
+        return any(i["metadata"]["name"] == "extra-2" and i["metadata"].get("labels") == {"tier": "gold"} for i in items)
+
+    eventually(changed, "the long lists to show the label, the deletion and the creation")
 
 
 def test_limit_and_continue_page_through_a_consistent_snapshot(proxy: RunningProxy, front: httpx.Client, base: str, custom: kubernetes.client.CustomObjectsApi) -> None:

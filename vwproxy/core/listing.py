@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 
 from vwproxy.core.history import EventHistory, TooOld
-from vwproxy.core.objects import ChangeEvent, ResourceTable, StoredObject
+from vwproxy.core.objects import ChangeEvent, EncodedRun, ResourceTable, StoredObject
 from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, ContinueToken, ListOptions, decode_continue, encode_continue
@@ -37,6 +37,9 @@ class ListResult:
     items: list[StoredObject]
     continue_token: str = ""
     remaining: int | None = None
+    # When the items are a table's whole current listing: its stored encoding, bucket by bucket
+    # (`ResourceTable.encoded`), for a body of the stored bytes without a pass over the items.
+    encoded: Callable[[], builtins.list[EncodedRun]] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class Lister:
             # The state is the same at every RV from the table's last change to the newest
             # issued, so a requested RV in that range is what the list is "at".
             list_rv = max(current_rv, rv)
+            if not namespace and opts.labels.empty and opts.fields.empty and (not opts.limit or opts.limit >= len(source)):
+                table = self._table
+                return ListResult(list_rv, source, encoded=lambda: table.encoded(cluster))
         return self._page(matching(source, opts.labels, opts.fields), list_rv, opts.limit, 0, (cluster, namespace))
 
     def state_at(self, rv: int, cluster: str | None, namespace: str) -> builtins.list[StoredObject]:

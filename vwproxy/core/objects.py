@@ -190,14 +190,13 @@ class PackedObject(StoredObject):
 
 def append_encoded(parts: list[bytes], objects: Iterable[StoredObject], separator: bytes = b",") -> None:
     """Append each object's JSON (its pieces), followed by `separator`, to `parts` for one `b"".join`."""
-    append = parts.append
+    extend = parts.extend
     for obj in objects:
-        append(obj.head)
         tail = obj.tail
-        if tail is not None:
-            append(b"%d" % obj.rv)
-            append(tail)
-        append(separator)
+        if tail is None:
+            extend((obj.head, separator))
+        else:
+            extend((obj.head, b"%d" % obj.rv, tail, separator))
 
 
 _interned: dict[str, str] = {}
@@ -288,24 +287,45 @@ class ChangeEvent:
         return cached
 
 
-class ClusterBucket:
-    """The objects of one resource in one logical cluster, with a cached name order."""
+class EncodedRun:
+    """A bucket's whole listing (`objects`, in order) and the size of its items' stored JSON,
+    comma-separated: a list body's length is known without a pass over every object, and the
+    objects are at hand without a look-up each. Kept until the bucket changes."""
 
-    __slots__ = ("objects", "_order")
+    __slots__ = ("objects", "size")
+
+    def __init__(self, objects: list[StoredObject]) -> None:
+        self.objects = objects
+        size = len(objects) - 1 if objects else 0  # the commas
+        for obj in objects:
+            tail = obj.tail
+            size += len(obj.head) if tail is None else len(obj.head) + len(tail) + len(b"%d" % obj.rv)
+        self.size = size
+
+
+class ClusterBucket:
+    """The objects of one resource in one logical cluster, with a cached name order and, once
+    listed whole, the cached listing (`listed("")`, `encoded()`), dropped by any change."""
+
+    __slots__ = ("objects", "_order", "_listing", "_encoded")
 
     def __init__(self) -> None:
         self.objects: dict[ObjectKey, StoredObject] = {}
         self._order: list[ObjectKey] | None = None
+        self._listing: list[StoredObject] | None = None
+        self._encoded: EncodedRun | None = None
 
     def put(self, obj: StoredObject) -> None:
         key = obj.key
         if key not in self.objects:
             self._order = None
         self.objects[key] = obj
+        self._listing = self._encoded = None
 
     def remove(self, key: ObjectKey) -> None:
         if self.objects.pop(key, None) is not None:
             self._order = None
+            self._listing = self._encoded = None
 
     def ordered(self, namespace: str = "") -> Iterator[StoredObject]:
         objects = self.objects
@@ -324,17 +344,31 @@ class ClusterBucket:
             for key in self._order:
                 yield objects[key]
 
-
     def listed(self, namespace: str = "") -> list[StoredObject]:
-        """`ordered` as a new list, built at C speed (a list is the hot path of every LIST)."""
+        """`ordered` as a list, built at C speed (a list is the hot path of every LIST). The
+        whole bucket's is kept until a change: callers extend their own lists from it."""
         objects = self.objects
-        if len(objects) <= 1:
-            return [obj for obj in objects.values() if not namespace or obj.key[0] == namespace]
-        if self._order is None:
-            self._order = sorted(objects)
         if namespace:
+            if len(objects) <= 1:
+                return [obj for obj in objects.values() if obj.key[0] == namespace]
+            if self._order is None:
+                self._order = sorted(objects)
             return [objects[key] for key in self._order if key[0] == namespace]
-        return list(map(objects.__getitem__, self._order))
+        if len(objects) <= 1:  # nothing worth keeping
+            return list(objects.values())
+        listing = self._listing
+        if listing is None:
+            if self._order is None:
+                self._order = sorted(objects)
+            listing = self._listing = list(map(objects.__getitem__, self._order))
+        return listing
+
+    def encoded(self) -> EncodedRun:
+        """The whole bucket's list items as stored (`EncodedRun`), kept until a change."""
+        run = self._encoded
+        if run is None:
+            run = self._encoded = EncodedRun(self.listed())
+        return run
 
 
 class ResourceTable:
@@ -381,7 +415,7 @@ class ResourceTable:
         """`ordered` as a new list."""
         if cluster is not None:
             bucket = self.clusters.get(cluster)
-            return bucket.listed(namespace) if bucket else []
+            return bucket.listed(namespace)[:] if bucket else []  # the bucket keeps its own
         if self._cluster_order is None:
             self._cluster_order = sorted(self.clusters)
         out: list[StoredObject] = []
@@ -390,6 +424,20 @@ class ResourceTable:
             if bucket:
                 out += bucket.listed(namespace)
         return out
+
+    def encoded(self, cluster: str | None) -> list[EncodedRun]:
+        """The runs of `listed(cluster)`, in its order (empty buckets left out)."""
+        if cluster is not None:
+            bucket = self.clusters.get(cluster)
+            return [bucket.encoded()] if bucket and bucket.objects else []
+        if self._cluster_order is None:
+            self._cluster_order = sorted(self.clusters)
+        runs = []
+        for name in self._cluster_order:
+            bucket = self.clusters.get(name)
+            if bucket and bucket.objects:
+                runs.append(bucket.encoded())
+        return runs
 
     def count(self) -> int:
         return sum(len(b.objects) for b in self.clusters.values())
