@@ -1016,3 +1016,37 @@ def test_a_shared_feed_comes_after_the_watchers_own_replay_and_survives_its_watc
     view.upsert("c1", widget("d", "a", v=4), "4")
     assert _seen(live.drain()) == [("MODIFIED", "a", later[0].rv), ("MODIFIED", "a", more[0].rv)]
     assert len(_seen(resumed.drain())) == 2
+
+
+def shard_widget(cluster: str, name: str, rv: int, v: int = 1) -> StoredObject:
+    body = {**widget("d", name, v=v), "metadata": {**widget("d", name)["metadata"], "resourceVersion": str(rv), "annotations": {"kcp.io/cluster": cluster}}}
+    return StoredObject(cluster, "d", name, rv, orjson.dumps(body), {"sel": "x"}, {}, False, f"u-{name}")
+
+
+def test_a_first_fill_makes_no_events_and_the_history_starts_after_it() -> None:
+    view = make_view()
+    before = view.current_rv
+    assert view.fill_stored("c1", [shard_widget("c1", "a", 7), shard_widget("c1", "b", 8)]) == []
+    assert view.fill_stored("c2", [shard_widget("c2", "a", 9)]) == []
+    assert view.fill_stored("c3", []) == [] and view.clusters == {"c1", "c2", "c3"}
+    listed = view.list(None, "", opts())
+    assert keys(listed.items) == [("c1", "d", "a"), ("c1", "d", "b"), ("c2", "d", "a")]
+    assert listed.rv == view.current_rv > before and len({o.rv for o in listed.items}) == 3
+    assert all(o.rv <= listed.rv for o in listed.items) and view.backend_rv("c1", "d", "b") == "8"
+    # Nobody can resume inside the fill; from its end, later changes arrive as events.
+    with pytest.raises(TooOld):
+        view.since(before)
+    assert view.since(listed.rv) == []
+    [modified] = view.upsert_stored(shard_widget("c1", "a", 10, v=2))
+    assert modified.type == "MODIFIED" and view.since(listed.rv) == [modified]
+
+
+def test_a_fill_with_a_watcher_or_an_event_in_the_history_makes_events() -> None:
+    view = make_view()
+    [added] = view.upsert_stored(shard_widget("c1", "a", 7))
+    assert [e.type for e in view.fill_stored("c2", [shard_widget("c2", "a", 8)])] == ["ADDED"]
+    watched = make_view()
+    watcher = Watcher(None, "", LabelSelector(), FieldSelector(), "json", lambda o: o.raw)
+    begin_watch(watched, watcher, opts(), ("example.dev/v1", "Widget"))
+    [event] = watched.fill_stored("c1", [shard_widget("c1", "a", 7)])
+    assert event.type == "ADDED" and [orjson.loads(f)["type"] for f in watcher.drain()] == ["ADDED"]

@@ -241,6 +241,11 @@ class GatedView(View):
             return super().replace_cluster_stored(cluster, objects)
         return self._gate(cluster, lambda: View.replace_cluster_stored(self, cluster, objects))
 
+    def fill_stored(self, cluster: str, objects: list[StoredObject]) -> list[ChangeEvent]:
+        if not (self._faults.active or self._pending):
+            return super().fill_stored(cluster, objects)
+        return self.replace_cluster_stored(cluster, objects)
+
     def drop_cluster(self, cluster: str) -> list[ChangeEvent]:
         """Disengagement is never held back, and forgets what was held of the cluster."""
         self._pending.pop(cluster, None)

@@ -184,10 +184,12 @@ class ViewHub:
                     if binds(binding, key.export_cluster, key.export_name) and self.owns(cluster):
                         view.upsert(cluster, binding, str((binding.get("metadata") or {}).get("resourceVersion", "")))
             else:
-                self._engage(key)
+                self._engage(key, first=True)
         return view
 
-    def _engage(self, key: ViewKey) -> None:
+    def _engage(self, key: ViewKey, first: bool = False) -> None:
+        """Engage the clusters `key` should cover and drop the rest; `first`: the view was just
+        created, and the embedded shard's clusters fill it without events (`View.fill_stored`)."""
         view = self.views[key]
         wanted = self.wanted_clusters(key)
         current = self.engaged[key]
@@ -206,7 +208,8 @@ class ViewHub:
                 self._start_reflector(key, cluster, client)
                 continue
             bucket = table.clusters.get(cluster)
-            events += view.replace_cluster_stored(cluster, list(bucket.ordered()) if bucket else [])
+            objects = list(bucket.ordered()) if bucket else []
+            events += view.fill_stored(cluster, objects) if first else view.replace_cluster_stored(cluster, objects)
         for cluster in sorted(current - wanted):
             running = self._reflectors.pop((key, cluster), None)
             if running is not None:

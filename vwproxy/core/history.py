@@ -59,6 +59,13 @@ class EventHistory(Generic[E]):
         while len(self._events) > self._capacity:
             self._compacted = self._events.popleft().rv
 
+    def start_at(self, rv: int) -> None:
+        """Forget everything up to `rv` while nothing is kept: what a fill that made no events
+        covered is then "too old" to resume from, as if its events had been compacted."""
+        if self._events:
+            raise ValueError("start_at on a history that holds events")
+        self._compacted = max(self._compacted, rv)
+
     def since(self, rv: int) -> list[E]:
         """Every kept event with an RV greater than `rv`; TooOld if some may have been forgotten."""
         if rv < self._compacted:
