@@ -4,6 +4,7 @@ without YAML's constructor, one parsed CRD per distinct spec, label maps shared 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ import yaml
 from vwproxy.core.objects import StoredObject
 from vwproxy.kube import bodies
 from vwproxy.store.registry import ResourceRegistry
+from vwproxy.store.shard import Shard
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -83,3 +85,41 @@ def test_objects_with_the_same_labels_share_one_map() -> None:
     assert a.labels is b.labels and a.labels == {"app": "x", "tier": "web"}
     assert c.labels == {"app": "y"}
     assert a.raw == b'{"metadata":{"resourceVersion":"5"}}' and a.at_rv(42).raw == b'{"metadata":{"resourceVersion":"42"}}'
+
+
+CANONICAL_UID = "356c2080-98d7-450e-bd15-2caf21d9e530"
+
+
+@pytest.mark.parametrize(("uid", "compact"), [
+    (CANONICAL_UID, True),
+    ("00000000-0000-0000-0000-000000000001", True),
+    ("00000000-0000-0000-0000-000000000000", False),  # a false key would read as no uid
+    ("", False),
+    ("u", False),
+    (CANONICAL_UID.upper(), False),  # the same number, but not the same text
+    (CANONICAL_UID.replace("-", "_"), False),
+    ("0x" + CANONICAL_UID[2:], False),
+    ("-" + CANONICAL_UID[1:], False),
+    (CANONICAL_UID.replace("-", "") + "0000", False),
+])
+def test_uids_are_held_as_numbers_when_that_gives_the_same_text_back(uid: str, compact: bool) -> None:
+    obj = StoredObject("c1", "d", "a", 5, b'{"metadata":{"resourceVersion":"5"}}', {}, {}, False, uid)
+    assert obj.uid == uid and obj.at_rv(6).uid == uid
+    assert isinstance(obj.uid_key, int) == compact
+    assert bool(obj.uid_key) == bool(uid)
+
+
+def test_the_shards_uid_index_finds_objects_by_their_text(tmp_path: Path) -> None:
+    shard = Shard(tmp_path)
+    try:
+        shard.create_logical_cluster("c1")
+        info = shard.resolve("c1", "", "v1", "configmaps")
+        created = shard.create(info, "c1", "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
+        uid = created.decode()["metadata"]["uid"]
+        assert isinstance(created.uid_key, int) and created.uid == uid
+        assert shard.uid_exists("c1", uid) and not shard.uid_exists("c2", uid) and not shard.uid_exists("c1", uid.upper())
+        located = shard.locate_uid("c1", uid)
+        assert located is not None and located[1].name == "a"
+        assert shard.locate_uid("c1", uid.upper()) is None
+    finally:
+        shard.close()

@@ -282,7 +282,7 @@ class View:
         cluster, namespace, name = source.cluster, source.namespace, source.name
         held = self._table.get(cluster, namespace, name)
         if held is not None:
-            if held.uid and source.uid and held.uid != source.uid:
+            if held.uid_key and source.uid_key and held.uid_key != source.uid_key:
                 self._remove(held, events)
                 held = None
             elif held.same_bytes(source):

@@ -29,7 +29,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, PackedObject, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import ChangeEvent, PackedObject, ResourceTable, StoredObject, UidKey, encode_json, owner_uids, uid_key
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -147,7 +147,7 @@ class Shard:
         self._listers: dict[str, Lister] = {}
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
         self._closed = False
-        self._uids: dict[str, dict[str, StoredObject]] = {}  # cluster → uid → the object (as currently stored)
+        self._uids: dict[str, dict[UidKey, StoredObject]] = {}  # cluster → uid (its key) → the object (as currently stored)
         self._paths: dict[str, str] = {}  # workspace path → logical cluster
         self._zdicts: dict[str, bytes] = {}  # storage key → the encoding its other objects are packed against
         self._path_of: dict[str, str] = {}  # and back
@@ -171,7 +171,7 @@ class Shard:
         # Rows come ordered by (cluster, storage key): consecutive rows share a bucket.
         where: tuple[str, str] | None = None
         bucket = None
-        uids: dict[str, StoredObject] = {}
+        uids: dict[UidKey, StoredObject] = {}
         for cluster, storage_key, namespace, name, rv, body in self._db.row_tuples():
             obj = orjson.loads(body)
             md = obj.get("metadata") or {}
@@ -188,8 +188,8 @@ class Shard:
                 uids = self._uids.setdefault(stored.cluster, {})
             assert bucket is not None
             bucket.put(stored)
-            if stored.uid:
-                uids[stored.uid] = stored
+            if stored.uid_key:
+                uids[stored.uid_key] = stored
             if storage_key == LOGICAL_CLUSTERS_KEY:
                 self._index_path(storage_key, stored, False)
             elif storage_key == CRD_STORAGE_KEY:
@@ -351,7 +351,7 @@ class Shard:
             bucket = self.table(p.storage_key).bucket(p.obj.cluster)
             if p.event_type == wire.DELETED:
                 bucket.remove((p.obj.namespace, p.obj.name))
-                self._uids.get(p.obj.cluster, {}).pop(p.obj.uid, None)
+                self._uids.get(p.obj.cluster, {}).pop(p.obj.uid_key, None)
             else:
                 bucket.put(p.obj)
                 self._index_uid(p.storage_key, p.obj)
@@ -378,16 +378,16 @@ class Shard:
             self._path_of[obj.cluster] = path
 
     def _index_uid(self, storage_key: str, obj: StoredObject) -> None:
-        if obj.uid:
-            self._uids.setdefault(obj.cluster, {})[obj.uid] = obj
+        if obj.uid_key:
+            self._uids.setdefault(obj.cluster, {})[obj.uid_key] = obj
 
     def uid_exists(self, cluster: str, uid: str) -> bool:
-        return uid in self._uids.get(cluster, {})
+        return uid_key(uid) in self._uids.get(cluster, {})
 
     def locate_uid(self, cluster: str, uid: str) -> tuple[str, StoredObject] | None:
         """(storage key, object) of the object with `uid` in `cluster`. The index keeps the object
         alone (a key tuple each would cost more than the look-up it saves, which GC alone does)."""
-        found = self._uids.get(cluster, {}).get(uid)
+        found = self._uids.get(cluster, {}).get(uid_key(uid))
         if found is None:
             return None
         for storage_key, table in self._tables.items():
