@@ -1,5 +1,6 @@
 """Paths that keep a process of thousands of workspaces cheap: manifests written as JSON read
-without YAML's constructor, one parsed CRD per distinct spec, label maps shared between objects."""
+without YAML's constructor, one parsed CRD per distinct spec, label maps shared between objects,
+uids held as numbers and indexed only while their objects are marked for deletion."""
 
 from __future__ import annotations
 
@@ -109,17 +110,35 @@ def test_uids_are_held_as_numbers_when_that_gives_the_same_text_back(uid: str, c
     assert bool(obj.uid_key) == bool(uid)
 
 
-def test_the_shards_uid_index_finds_objects_by_their_text(tmp_path: Path) -> None:
+def _configmap(name: str, owner: StoredObject | None = None, finalizers: list[str] | None = None) -> dict[str, object]:
+    md: dict[str, object] = {"name": name}
+    if owner is not None:
+        md["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner.name, "uid": owner.uid}]
+    if finalizers:
+        md["finalizers"] = finalizers
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": md}
+
+
+def test_only_objects_marked_for_deletion_are_found_by_uid_also_after_a_restart(tmp_path: Path) -> None:
     shard = Shard(tmp_path)
+    shard.create_logical_cluster("c1")
+    info = shard.resolve("c1", "", "v1", "configmaps")
+    owner = shard.create(info, "c1", "default", _configmap("owner"))
+    shard.create(info, "c1", "default", _configmap("held", owner, ["example.dev/hold"]))
+    assert shard.marked_for_deletion("c1", owner.uid) is None
+    shard.delete(info, "c1", "default", "owner", {"propagationPolicy": "Foreground"})
+    shard.close()
+
+    shard = Shard(tmp_path)  # the owner waits for "held" across the restart
     try:
-        shard.create_logical_cluster("c1")
         info = shard.resolve("c1", "", "v1", "configmaps")
-        created = shard.create(info, "c1", "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
-        uid = created.decode()["metadata"]["uid"]
-        assert isinstance(created.uid_key, int) and created.uid == uid
-        assert shard.uid_exists("c1", uid) and not shard.uid_exists("c2", uid) and not shard.uid_exists("c1", uid.upper())
-        located = shard.locate_uid("c1", uid)
-        assert located is not None and located[1].name == "a"
-        assert shard.locate_uid("c1", uid.upper()) is None
+        located = shard.marked_for_deletion("c1", owner.uid)
+        assert located is not None and located[0] == "/configmaps" and located[1].name == "owner"
+        assert shard.marked_for_deletion("c2", owner.uid) is None and shard.marked_for_deletion("c1", owner.uid.upper()) is None
+        held = shard.get(info, "c1", "default", "held").decode()
+        del held["metadata"]["finalizers"]
+        shard.update(info, "c1", "default", "held", held)
+        assert shard.table("/configmaps").get("c1", "default", "owner") is None, "the owner went with its last dependent"
+        assert shard.marked_for_deletion("c1", owner.uid) is None and shard._marked == {}
     finally:
         shard.close()

@@ -11,6 +11,10 @@ Kubernetes' three propagation policies:
 Simplified relative to kube-controller-manager: collection runs right after the commit that
 triggers it (not in a controller with queues), `blockOwnerDeletion` is not distinguished (in
 Foreground every dependent blocks), and dangling references are matched by uid alone.
+
+Objects are not indexed by uid (it cost each ~46 bytes): a delete already passes over its logical
+cluster's objects for the dependents, and the owners that may be waiting for them to go are
+marked for deletion, which the shard does index.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from vwproxy.kube import errors
 from vwproxy.kube.resources import ResourceInfo
-from vwproxy.core.objects import StoredObject
+from vwproxy.core.objects import StoredObject, UidKey, uid_key
 
 if TYPE_CHECKING:
     from vwproxy.store.shard import Shard
@@ -116,14 +120,26 @@ def _finish(shard: Shard, storage_key: str, owner: StoredObject, finalizer: str)
 def after_delete(shard: Shard, gone: StoredObject) -> None:
     """`gone` was deleted for good: collect its orphans, and let waiting foreground owners go."""
     if gone.uid:
+        living: set[UidKey] | None = None
         for key, dependent in dependents(shard, gone.cluster, gone.uid):
-            if not dependent.deleting and not any(shard.uid_exists(gone.cluster, uid) for uid in dependent.owners):
+            if dependent.deleting:
+                continue
+            if living is None:
+                # Taken once: an object that goes while this loop runs (a dependent deleted, a
+                # foreground owner let go) has its own `after_delete`, which sees its dependents.
+                living = _uid_keys(shard, gone.cluster)
+            if not any(uid_key(uid) in living for uid in dependent.owners):
                 _delete(shard, key, dependent)
     for owner_uid in gone.owners:
-        located = shard.locate_uid(gone.cluster, owner_uid)
+        located = shard.marked_for_deletion(gone.cluster, owner_uid)  # a waiting owner is marked
         if located is None:
             continue
         key, owner = located
         if owner.deleting and FOREGROUND_FINALIZER in (owner.decode()["metadata"].get("finalizers") or []):
             if not dependents(shard, gone.cluster, owner_uid):
                 _finish(shard, key, owner, FOREGROUND_FINALIZER)
+
+
+def _uid_keys(shard: Shard, cluster: str) -> set[UidKey]:
+    """The uids of everything in `cluster`, as objects hold them."""
+    return {obj.uid_key for _, table in shard.tables() if (bucket := table.clusters.get(cluster)) for obj in bucket.objects.values()}
