@@ -284,15 +284,19 @@ def owner_uids(metadata: dict[str, Any]) -> tuple[str, ...]:
 class ChangeEvent:
     """One committed change of one object; `prev` is the state before (None for ADDED)."""
 
-    __slots__ = ("rv", "type", "obj", "prev", "storage_key", "_frames")
+    __slots__ = ("type", "obj", "prev", "storage_key", "_frames")
 
-    def __init__(self, rv: int, type: str, obj: StoredObject, prev: StoredObject | None, storage_key: str) -> None:
-        self.rv = rv
+    def __init__(self, type: str, obj: StoredObject, prev: StoredObject | None, storage_key: str) -> None:
         self.type = type  # ADDED, MODIFIED, DELETED
         self.obj = obj  # the new state; for DELETED, the last state stamped with the deletion RV
         self.prev = prev
         self.storage_key = _intern(storage_key)  # one string for the thousands of events of a resource
         self._frames: dict[tuple[str, bool, str], bytes] | None = None
+
+    @property
+    def rv(self) -> int:
+        """The object's: a history holds an event per write, and a slot of its own cost each 8 bytes."""
+        return self.obj.rv
 
     def __repr__(self) -> str:
         return f"ChangeEvent(rv={self.rv}, type={self.type!r}, obj={self.obj.sort_key}, storage_key={self.storage_key!r})"

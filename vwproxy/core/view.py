@@ -273,7 +273,7 @@ class View:
         stored = _stored(cluster, namespace, name, rv, _stamped_bytes(obj, cluster, rv), obj)
         self._table.bucket(cluster).put(stored)
         self._backend_rvs.setdefault(cluster, {})[(namespace, name)] = backend_rv
-        self._append(ChangeEvent(rv, wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
+        self._append(ChangeEvent(wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
         return events
 
     def _upsert_stored(self, source: StoredObject, events: builtins.list[ChangeEvent]) -> builtins.list[ChangeEvent]:
@@ -292,7 +292,7 @@ class View:
         stored = source.at_rv(rv)
         self._table.bucket(cluster).put(stored)
         self._backend_rvs.setdefault(cluster, {})[source.key] = source.rv
-        self._append(ChangeEvent(rv, wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
+        self._append(ChangeEvent(wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
         return events
 
     def _remove(self, held: StoredObject, events: builtins.list[ChangeEvent]) -> None:
@@ -302,7 +302,7 @@ class View:
         if bucket is not None:
             bucket.remove((held.namespace, held.name))
         self._backend_rvs.get(held.cluster, {}).pop((held.namespace, held.name), None)
-        self._append(ChangeEvent(rv, wire.DELETED, gone, held, self.storage_key), events)
+        self._append(ChangeEvent(wire.DELETED, gone, held, self.storage_key), events)
 
     def _append(self, event: ChangeEvent, events: builtins.list[ChangeEvent]) -> None:
         self._history.append(event)

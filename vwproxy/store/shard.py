@@ -355,7 +355,7 @@ class Shard:
                 bucket.put(p.obj)
             self._index_marked(p.storage_key, None if p.event_type == wire.DELETED else p.obj, p.prev)
             self._index_path(p.storage_key, p.obj, p.event_type == wire.DELETED)
-            event = ChangeEvent(p.obj.rv, p.event_type, p.obj, p.prev, p.storage_key)
+            event = ChangeEvent(p.event_type, p.obj, p.prev, p.storage_key)
             events.append(event)
             self._history(p.storage_key).append(event)
             for watcher in list(self._watchers.get(p.storage_key, ())):
