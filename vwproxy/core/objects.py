@@ -74,7 +74,7 @@ class StoredObject:
         extra = {k: v for k, v in fields.items() if k not in _NAME_FIELDS}
         self._extra_fields: dict[str, str] | None = extra or None
         self.deleting = deleting
-        self.uid_key = uid_key(uid)  # the shard's uid index shares it
+        self.uid_key = uid_key(uid)  # what garbage collection and views compare
         self.owners = owners  # uids from metadata.ownerReferences, for garbage collection
 
     @property
