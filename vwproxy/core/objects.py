@@ -46,7 +46,7 @@ class StoredObject:
     Writers of list bodies and frames append `head`, the RV's digits and `tail` (`append_encoded`).
     """
 
-    __slots__ = ("cluster", "key", "rv", "head", "tail", "labels", "_extra_fields", "deleting", "uid_key", "owners")
+    __slots__ = ("cluster", "key", "rv", "head", "tail", "labels", "_extra_fields", "uid_key", "_lifecycle")
 
     def __init__(
         self,
@@ -73,9 +73,9 @@ class StoredObject:
         # thousands of objects a dict each is a measurable share of memory.
         extra = {k: v for k, v in fields.items() if k not in _NAME_FIELDS}
         self._extra_fields: dict[str, str] | None = extra or None
-        self.deleting = deleting
         self.uid_key = uid_key(uid)  # what garbage collection and views compare
-        self.owners = owners  # uids from metadata.ownerReferences, for garbage collection
+        # Most objects are neither marked for deletion nor owned: then one slot holds None.
+        self._lifecycle: tuple[bool, tuple[str, ...]] | None = (deleting, owners) if deleting or owners else None
 
     @property
     def namespace(self) -> str:
@@ -88,6 +88,18 @@ class StoredObject:
     @property
     def uid(self) -> str:
         return uid_text(self.uid_key)
+
+    @property
+    def deleting(self) -> bool:
+        """Whether the object is marked for deletion (has a `deletionTimestamp`)."""
+        lifecycle = self._lifecycle
+        return lifecycle is not None and lifecycle[0]
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """The uids in `metadata.ownerReferences`, for garbage collection."""
+        lifecycle = self._lifecycle
+        return lifecycle[1] if lifecycle is not None else ()
 
     @property
     def raw(self) -> bytes:
@@ -109,7 +121,7 @@ class StoredObject:
         copy = StoredObject.__new__(StoredObject)
         copy.cluster, copy.key, copy.rv = self.cluster, self.key, rv
         copy.head, copy.tail = self.head, self.tail
-        copy.labels, copy._extra_fields, copy.deleting, copy.uid_key, copy.owners = self.labels, self._extra_fields, self.deleting, self.uid_key, self.owners
+        copy.labels, copy._extra_fields, copy.uid_key, copy._lifecycle = self.labels, self._extra_fields, self.uid_key, self._lifecycle
         return copy
 
     def with_bytes(self, rv: int, raw: bytes) -> StoredObject:
@@ -117,7 +129,7 @@ class StoredObject:
         copy = StoredObject.__new__(StoredObject)
         copy.cluster, copy.key, copy.rv = self.cluster, self.key, rv
         copy.head, copy.tail = _split_at_rv(raw, rv)
-        copy.labels, copy._extra_fields, copy.deleting, copy.uid_key, copy.owners = self.labels, self._extra_fields, self.deleting, self.uid_key, self.owners
+        copy.labels, copy._extra_fields, copy.uid_key, copy._lifecycle = self.labels, self._extra_fields, self.uid_key, self._lifecycle
         return copy
 
     def same_bytes(self, other: StoredObject) -> bool:
@@ -171,7 +183,7 @@ class PackedObject(StoredObject):
             return obj
         out = cls.__new__(cls)
         out.cluster, out.key, out.rv = obj.cluster, obj.key, obj.rv
-        out.labels, out._extra_fields, out.deleting, out.uid_key, out.owners = obj.labels, obj._extra_fields, obj.deleting, obj.uid_key, obj.owners
+        out.labels, out._extra_fields, out.uid_key, out._lifecycle = obj.labels, obj._extra_fields, obj.uid_key, obj._lifecycle
         out._packed, out._zdict = packed, zdict
         return out
 
@@ -272,6 +284,15 @@ def uid_text(key: UidKey) -> str:
         return key
     digits = "%032x" % key
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def owned_by(objects: Iterable[StoredObject], uid: str) -> Iterator[StoredObject]:
+    """Those of `objects` with `uid` among their owners: garbage collection's pass over a logical
+    cluster's objects, which reads the slot (a property read per object doubled its time)."""
+    for obj in objects:
+        lifecycle = obj._lifecycle
+        if lifecycle is not None and uid in lifecycle[1]:
+            yield obj
 
 
 def owner_uids(metadata: dict[str, Any]) -> tuple[str, ...]:

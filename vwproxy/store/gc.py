@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from vwproxy.kube import errors
 from vwproxy.kube.resources import ResourceInfo
-from vwproxy.core.objects import StoredObject, UidKey, uid_key
+from vwproxy.core.objects import StoredObject, UidKey, owned_by, uid_key
 
 if TYPE_CHECKING:
     from vwproxy.store.shard import Shard
@@ -51,14 +51,12 @@ def finalizer_for(policy: str) -> str | None:
 
 def dependents(shard: Shard, cluster: str, owner_uid: str) -> list[tuple[str, StoredObject]]:
     """(storage key, object) of everything in `cluster` that names `owner_uid` as an owner."""
-    found = []
+    found: list[tuple[str, StoredObject]] = []
     for key, table in shard.tables():
         bucket = table.clusters.get(cluster)
         if bucket is None:
             continue
-        for obj in bucket.objects.values():
-            if owner_uid in obj.owners:
-                found.append((key, obj))
+        found += ((key, obj) for obj in owned_by(bucket.objects.values(), owner_uid))
     return found
 
 
