@@ -98,6 +98,7 @@ CANONICAL_UID = "356c2080-98d7-450e-bd15-2caf21d9e530"
     ("", False),
     ("u", False),
     (CANONICAL_UID.upper(), False),  # the same number, but not the same text
+    (CANONICAL_UID[:-1] + "E", False),
     (CANONICAL_UID.replace("-", "_"), False),
     ("0x" + CANONICAL_UID[2:], False),
     ("-" + CANONICAL_UID[1:], False),

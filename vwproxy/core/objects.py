@@ -7,6 +7,7 @@ caches its watch frames, so one encoding serves every watcher.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -262,6 +263,7 @@ def encode_json(obj: Any) -> bytes:
 
 
 UidKey = int | str
+_CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 
 
 def uid_key(uid: str) -> UidKey:
@@ -269,13 +271,8 @@ def uid_key(uid: str) -> UidKey:
     API server generates becomes its 128-bit number (44 bytes instead of the text's 85, on every
     object); any other text stays as it is. One text gives one key, and `uid_text` gives it back.
     The nil UUID stays text too, so that a key is false only when there is no uid."""
-    if len(uid) == 36:
-        try:
-            number = int(uid.replace("-", ""), 16)
-        except ValueError:
-            return uid
-        if number and uid_text(number) == uid:  # int() also takes upper case, signs, "0x" and "_"
-            return number
+    if _CANONICAL_UUID(uid):  # (int() alone would also take upper case, signs, "0x" and "_")
+        return int(uid.replace("-", ""), 16) or uid
     return uid
 
 
