@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vwproxy.core.history import EventHistory, TooOld
+from vwproxy.core.objects import ChangeEvent, ChangeHistory, StoredObject
+from vwproxy.kube import watch as wire
 from vwproxy.kube.errors import StatusError
 from vwproxy.kube.listoptions import parse_list_options
 from vwproxy.kube.resources import ResourceInfo
@@ -186,3 +188,29 @@ def test_history_boundary_is_exact() -> None:
     with pytest.raises(TooOld):
         history.since(4)  # would need event 5, which is gone
     assert history.since(9) == []
+
+
+def test_a_change_history_holds_added_events_as_their_objects_and_replays_them_as_events() -> None:
+    def stored(name: str, rv: int) -> StoredObject:
+        return StoredObject("c1", "d", name, rv, b'{"metadata":{"name":"%b","resourceVersion":"%d"}}' % (name.encode(), rv), {}, {}, False)
+
+    history = ChangeHistory(3, 0, "example.dev/widgets")
+    a, b = stored("a", 1), stored("b", 2)
+    live = [
+        ChangeEvent(wire.ADDED, a, None, "example.dev/widgets"),
+        ChangeEvent(wire.ADDED, b, None, "example.dev/widgets"),
+        ChangeEvent(wire.MODIFIED, a.at_rv(3), a, "example.dev/widgets"),
+        ChangeEvent(wire.DELETED, b.at_rv(4), b, "example.dev/widgets"),
+    ]
+    for event in live:
+        history.append(event)
+    assert (history.compacted, history.newest_rv, len(history)) == (1, 4, 3)
+    assert history._entries.since(1)[0] is b, "the ADDED event is kept as its object alone"
+    replayed = history.since(1)
+    assert replayed[1:] == live[2:], "other events are kept as they are"
+    again = replayed[0]
+    assert (again.type, again.obj, again.prev, again.storage_key, again.rv) == (wire.ADDED, b, None, "example.dev/widgets", 2)
+    assert again.frame(wire.ADDED, False, "json", lambda o: o.raw) == live[1].frame(wire.ADDED, False, "json", lambda o: o.raw)
+    assert [e.rv for e in history.since(3)] == [4]
+    with pytest.raises(TooOld):
+        history.since(0)

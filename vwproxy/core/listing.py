@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-from vwproxy.core.history import EventHistory, TooOld
-from vwproxy.core.objects import ChangeEvent, EncodedRun, ResourceTable, StoredObject
+from vwproxy.core.history import TooOld
+from vwproxy.core.objects import ChangeHistory, EncodedRun, ResourceTable, StoredObject
 from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.listoptions import CONTINUE_EXPIRED_MESSAGE, EXACT, ContinueToken, ListOptions, decode_continue, encode_continue
@@ -63,7 +63,7 @@ class Lister:
     def __init__(
         self,
         table: ResourceTable,
-        history: Callable[[], EventHistory[ChangeEvent]],
+        history: Callable[[], ChangeHistory],
         *,
         clock: Callable[[], float] = time.monotonic,
         snapshot_cache_size: int = SNAPSHOT_CACHE_SIZE,

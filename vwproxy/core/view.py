@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
-from vwproxy.core.history import EventHistory
 from vwproxy.core.listing import SNAPSHOT_CACHE_SIZE, SNAPSHOT_TTL_SECONDS, Lister, ListResult
 from vwproxy.core.watch import Watcher, WatcherSet
-from vwproxy.core.objects import ChangeEvent, ObjectKey, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import ChangeEvent, ChangeHistory, ObjectKey, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.core.rv import RVSequence
 from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
@@ -72,7 +71,7 @@ class View:
         self._engaged: set[str] = set()
         # Starting the history at the sequence's current RV makes every older RV "too old":
         # this view cannot say what happened before it existed.
-        self._history: EventHistory[ChangeEvent] = EventHistory(history_size, seq.current)
+        self._history = ChangeHistory(history_size, seq.current, self.storage_key)
         self._watchers = WatcherSet()
         self._lister = Lister(self._table, lambda: self._history, clock=clock, snapshot_cache_size=snapshot_cache_size, snapshot_ttl=snapshot_ttl)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from vwproxy.core.history import EventHistory
 from vwproxy.core.listing import Lister, ListResult, matching
 from vwproxy.kube import errors, meta, validation
 from vwproxy.kube import watch as wire
@@ -29,7 +28,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, PackedObject, ResourceTable, StoredObject, UidKey, encode_json, owner_uids, uid_key
+from vwproxy.core.objects import ChangeEvent, ChangeHistory, PackedObject, ResourceTable, StoredObject, UidKey, encode_json, owner_uids, uid_key
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -142,7 +141,7 @@ class Shard:
         self.history_size = history_size
         self.registry = ResourceRegistry()
         self._tables: dict[str, ResourceTable] = {}
-        self._histories: dict[str, EventHistory[ChangeEvent]] = {}
+        self._histories: dict[str, ChangeHistory] = {}
         self._watchers: dict[str, set[Watcher]] = {}
         self._listers: dict[str, Lister] = {}
         self.on_commit: builtins.list[Callable[[builtins.list[ChangeEvent]], None]] = []
@@ -283,10 +282,10 @@ class Shard:
     def namespace_of(self, cluster: str, namespace: str) -> StoredObject | None:
         return self.table(NAMESPACES_KEY).get(cluster, "", namespace)
 
-    def _history(self, storage_key: str) -> EventHistory[ChangeEvent]:
+    def _history(self, storage_key: str) -> ChangeHistory:
         history = self._histories.get(storage_key)
         if history is None:
-            history = EventHistory(self.history_size, self.start_revision)
+            history = ChangeHistory(self.history_size, self.start_revision, storage_key)
             self._histories[storage_key] = history
         return history
 
