@@ -8,7 +8,7 @@ each (`Shard.create`, the write path the HTTP handlers call, so the stored objec
 `managedFields`, `uid`, `kcp.io/cluster`). Then:
 
   - shard: traced bytes allocated by creating the widgets, per widget: the stored object, its
-    ADDED event in the resource's history, the uid index; SQLite's own cache is not traced;
+    ADDED event in the resource's history; SQLite's own cache is not traced;
   - view: a `View` engaged on every cluster the way the hub engages an embedded-shard workspace
     (`replace_cluster_stored` with the shard's objects), bytes per widget; and for comparison the
     decoded path a kube backend's reflector takes (`replace_cluster` with decoded objects), which
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         shard.close()
 
     rows.append(("widget JSON size (mean, as the view serves it)", f"{json_size:.0f} B", f"{n} clusters x {m} widgets = {total}"))
-    rows.append(("shard: traced bytes per widget", f"{in_shard:,.0f} B", f"{in_shard / json_size:.2f}x the JSON; object, ADDED event in the history, uid index"))
+    rows.append(("shard: traced bytes per widget", f"{in_shard:,.0f} B", f"{in_shard / json_size:.2f}x the JSON; object, ADDED event in the history"))
     rows.append(("view (embedded shard, shared bytes): bytes per widget", f"{in_view:,.0f} B", f"{in_view / json_size:.2f}x the JSON; object, ADDED event, backend RV"))
     rows.append(("view (decoded path, a kube backend's): bytes per widget", f"{in_decoded_view:,.0f} B", f"{in_decoded_view / json_size:.2f}x the JSON; its own encoding per object"))
     rows.append(("view list body joined (median)", f"{join_ms:.2f} ms", f"list + join of {total} items, {args.runs} runs"))
