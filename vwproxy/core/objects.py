@@ -269,10 +269,10 @@ _CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 
 def uid_key(uid: str) -> UidKey:
-    """`uid` as objects hold it and the shard's index keys it: a UUID in the canonical text every
-    API server generates becomes its 128-bit number (44 bytes instead of the text's 85, on every
-    object); any other text stays as it is. One text gives one key, and `uid_text` gives it back.
-    The nil UUID stays text too, so that a key is false only when there is no uid."""
+    """`uid` as objects hold, compare and index it: a UUID in the canonical text every API server
+    generates becomes its 128-bit number (44 bytes instead of the text's 85, on every object); any
+    other text stays as it is. One text gives one key, and `uid_text` gives it back. The nil UUID
+    stays text too, so that a key is false only when there is no uid."""
     if _CANONICAL_UUID(uid):  # (int() alone would also take upper case, signs, "0x" and "_")
         return int(uid.replace("-", ""), 16) or uid
     return uid
