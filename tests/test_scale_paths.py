@@ -143,3 +143,29 @@ def test_only_objects_marked_for_deletion_are_found_by_uid_also_after_a_restart(
         assert shard.marked_for_deletion("c1", owner.uid) is None and shard._marked == {}
     finally:
         shard.close()
+
+
+def test_a_listed_run_keeps_the_pieces_of_plain_objects_and_packed_ones_stay_packed() -> None:
+    from vwproxy.core.objects import PackedObject, ResourceTable
+
+    def obj(cluster: str, name: str, rv: int, spec: str = "x" * 200) -> StoredObject:
+        body = json.dumps({"metadata": {"name": name, "resourceVersion": str(rv)}, "spec": {"s": spec}}).encode()
+        return StoredObject(cluster, "", name, rv, body, {}, {}, False)
+
+    plain = [obj("c1", f"o{i}", 10 + i) for i in range(3)]
+    zdict = obj("c2", "z", 1).raw
+    packed = PackedObject.of(obj("c2", "p", 20), zdict)
+    assert isinstance(packed, PackedObject)
+    table = ResourceTable()
+    for o in plain:
+        table.bucket("c1").put(o)
+    table.bucket("c2").put(packed)
+    first, second = table.encoded(None)
+    assert first.pieces is not None and b"".join(first.pieces)[:-1] == b",".join(o.raw for o in plain)
+    assert first.size == len(b",".join(o.raw for o in plain))
+    assert second.pieces is None and second.size == len(packed.raw)
+    assert table.encoded(None)[0] is first, "an unchanged bucket keeps its run"
+    changed = obj("c1", "o1", 30, spec="changed")
+    table.bucket("c1").put(changed)
+    [again, _] = table.encoded(None)
+    assert again is not first and again.pieces is not None and b"changed" in b"".join(again.pieces)

@@ -382,19 +382,21 @@ class ChangeHistory:
 
 
 class EncodedRun:
-    """A bucket's whole listing (`objects`, in order) and the size of its items' stored JSON,
-    comma-separated: a list body's length is known without a pass over every object, and the
-    objects are at hand without a look-up each. Kept until the bucket changes."""
+    """A bucket's whole listing (`objects`, in order), its items' stored JSON as the pieces a list
+    body joins (`pieces`: each object's, then a comma) and their size without the last comma: a
+    list body's length is known before it copies a byte, and an unchanged bucket is listed again
+    without touching an object. The pieces are the objects' own bytes and each RV's digits; for
+    a packed kind they are not kept (`pieces` None), so that its objects stay deflated. Kept until
+    the bucket changes."""
 
-    __slots__ = ("objects", "size")
+    __slots__ = ("objects", "pieces", "size")
 
     def __init__(self, objects: list[StoredObject]) -> None:
         self.objects = objects
-        size = len(objects) - 1 if objects else 0  # the commas
-        for obj in objects:
-            tail = obj.tail
-            size += len(obj.head) if tail is None else len(obj.head) + len(tail) + len(b"%d" % obj.rv)
-        self.size = size
+        pieces: list[bytes] = []
+        append_encoded(pieces, objects)
+        self.size = sum(map(len, pieces)) - 1 if pieces else 0
+        self.pieces = pieces if all(type(obj) is StoredObject for obj in objects) else None
 
 
 class ClusterBucket:

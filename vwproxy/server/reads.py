@@ -89,9 +89,9 @@ SHUTDOWN_REASON = "server shutting down"
 
 class SizedListResponse(Response):
     """A long list of stored bytes whose size is known before any item is copied: a table's
-    cached runs (`EncodedRun`) carry their sizes. It goes out with a Content-Length, the head at
-    once, then `LIST_CHUNK_ITEMS` items per body message, each copied once into its message
-    (a chunked body is copied once more to frame it), with no look-up of any item on the way."""
+    cached runs (`EncodedRun`) carry their sizes and pieces. It goes out with a Content-Length,
+    the head at once, then about `LIST_CHUNK_ITEMS` items per body message, each copied once into
+    its message (a chunked body is copied once more to frame it)."""
 
     def __init__(self, head: bytes, runs: list[EncodedRun], headers: dict[str, str] | None) -> None:
         super().__init__(None, 200, headers, http.JSON)
@@ -105,19 +105,20 @@ class SizedListResponse(Response):
             await send({"type": "http.response.body", "body": b""})
             return
         await send({"type": "http.response.body", "body": self._head, "more_body": True})
+        per_message = 4 * LIST_CHUNK_ITEMS  # pieces: an object is up to four
         pending: list[bytes] = []
-        pending_items = 0
         for run in self._runs:
-            objects = run.objects
-            for start in range(0, len(objects), LIST_CHUNK_ITEMS):
-                if pending_items >= LIST_CHUNK_ITEMS:  # more items follow: the last comma stays
+            pieces = run.pieces
+            if pieces is None:  # not kept (a packed kind): this list's own
+                pieces = []
+                append_encoded(pieces, run.objects)
+            for start in range(0, len(pieces), per_message):
+                if len(pending) >= per_message:  # more items follow: the last comma stays
                     await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
-                    pending, pending_items = [], 0
-                part = objects[start : start + LIST_CHUNK_ITEMS] if start or len(objects) > LIST_CHUNK_ITEMS else objects
-                append_encoded(pending, part)
-                pending_items += len(part)
+                    pending = []
+                pending += pieces[start : start + per_message] if start or len(pieces) > per_message else pieces
         if pending:
-            pending.pop()
+            pending.pop()  # the last item's comma
         pending.append(b"]}")
         await send({"type": "http.response.body", "body": b"".join(pending)})
 
