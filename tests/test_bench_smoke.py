@@ -379,3 +379,24 @@ def test_fanout_benchmark_delivers_every_change_to_every_watcher() -> None:
     assert folder, out
     leftover = [cmd for cmd in _command_lines() if folder.group(1) in cmd or "fanout_bench.py --client-role" in cmd]
     assert not leftover, f"benchmark processes left running: {leftover}"
+
+
+FANOUT_FLOOR = Path(__file__).resolve().parent.parent / "benchmarks" / "fanout_floor.py"
+
+
+def test_fanout_floor_reads_every_byte_and_reports_its_rows() -> None:
+    """`fanout_floor.py` with tiny numbers: every reader got every byte; the rows and the command."""
+    args = ["--watchers", "6", "--rate", "50", "--interval-ms", "20", "--seconds", "0.5", "--client-procs", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(FANOUT_FLOOR), *args],
+        cwd=FANOUT_FLOOR.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    assert re.search(r"^\| load \| 6 connections, 50 changes/s of 700 B \| one write per connection every 20 ms \(300 writes/s, 1 frames each\)", out, re.M), out
+    for row in ("writer CPU", "reader CPU"):
+        assert re.search(rf"^\| {row} \| \d+\.\d\d core \|", out, re.M), out
+    assert re.search(r"^\| intervals not kept \| \d+ of 25 \|", out, re.M), out
+    assert re.search(r"^\| every byte read \| yes \|", out, re.M), out
+    assert re.search(r"^\| the proxy's watch stream, per write \| \d+\.\d us of CPU \|", out, re.M), out
+    assert re.search(r"^command: python3 benchmarks/fanout_floor\.py --watchers 6 ", out, re.M), out
