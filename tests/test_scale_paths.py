@@ -169,3 +169,77 @@ def test_a_listed_run_keeps_the_pieces_of_plain_objects_and_packed_ones_stay_pac
     table.bucket("c1").put(changed)
     [again, _] = table.encoded(None)
     assert again is not first and again.pieces is not None and b"changed" in b"".join(again.pieces)
+
+
+# Namespaces that are prefixes of each other, and a name that sorts before the other's: an
+# object's key is one string (`object_key`), which must sort as (namespace, name) does and whose
+# namespace must be told apart from a longer one that starts with it.
+_PLACES = [("a-b", "a"), ("a", "z"), ("ab", "a"), ("", "y"), ("a", "a"), ("a.b", "m"), ("b", "a"), ("", "x")]
+
+
+def _placed(cluster: str, namespace: str, name: str, rv: int) -> StoredObject:
+    md = {"name": name, "namespace": namespace, "resourceVersion": str(rv)}
+    return StoredObject(cluster, namespace, name, rv, json.dumps({"metadata": md}).encode(), {}, {"metadata.name": name, "metadata.namespace": namespace}, False)
+
+
+def test_objects_are_kept_and_listed_in_namespace_then_name_order() -> None:
+    from vwproxy.core.objects import ResourceTable, object_key
+
+    table = ResourceTable()
+    for i, (namespace, name) in enumerate(_PLACES):
+        table.bucket("c1").put(_placed("c1", namespace, name, 10 + i))
+    table.bucket("c0").put(_placed("c0", "a", "only", 1))
+    ordered = sorted(_PLACES)
+    assert [(o.namespace, o.name) for o in table.listed("c1")] == ordered
+    assert [(o.namespace, o.name) for o in table.ordered("c1")] == ordered
+    assert [o.sort_key for o in table.listed(None)] == [("c0", "a", "only"), *(("c1", ns, n) for ns, n in ordered)]
+    assert [o.sort_key for o in table.encoded(None)[1].objects] == [("c1", ns, n) for ns, n in ordered]
+    for namespace in ("a", "a-b", "ab", "", "b", "z"):
+        wanted = [p for p in ordered if p[0] == namespace] if namespace else ordered
+        assert [(o.namespace, o.name) for o in table.listed("c1", namespace)] == wanted
+        assert [(o.namespace, o.name) for o in table.ordered("c1", namespace)] == wanted
+    assert [o.name for o in table.listed("c0", "a")] == ["only"] and table.listed("c0", "a-b") == [] and list(table.ordered("c0", "ab")) == []
+    for namespace, name in _PLACES:
+        found = table.get("c1", namespace, name)
+        assert found is not None and (found.namespace, found.name) == (namespace, name) and found.key == object_key(namespace, name)
+        assert found.fields == {"metadata.name": name, "metadata.namespace": namespace}
+    assert table.get("c1", "a", "b") is None and table.get("c1", "", "a") is None and table.get("c1", "a-", "b") is None
+
+
+def test_a_view_relists_in_namespace_then_name_order() -> None:
+    from vwproxy.core.rv import RVSequence
+    from vwproxy.core.view import View
+
+    def item(namespace: str, name: str) -> tuple[dict[str, object], str]:
+        return {"metadata": {"name": name, "namespace": namespace, "uid": f"u-{namespace}-{name}"}}, "1"
+
+    view = View(RVSequence(0), "example.dev", "widgets")
+    added = view.replace_cluster("c1", [item(ns, n) for ns, n in _PLACES])
+    assert [(e.obj.namespace, e.obj.name) for e in added] == sorted(_PLACES)
+    # The stored path does the same, and drops what is gone in the same order.
+    stored = View(RVSequence(1000), "example.dev", "widgets")
+    sources = [_placed("c1", ns, n, 100 + i) for i, (ns, n) in enumerate(_PLACES)]
+    stored.replace_cluster_stored("c1", sources[3:])
+    events = stored.replace_cluster_stored("c1", sources[:6])
+    assert [(e.type, e.obj.namespace, e.obj.name) for e in events] == sorted(
+        [("ADDED", ns, n) for ns, n in _PLACES[:3]] + [("DELETED", ns, n) for ns, n in _PLACES[6:]], key=lambda e: e[1:])
+    assert view.backend_rv("c1", "a-b", "a") == "1" and view.backend_rv("c1", "a", "b") is None
+    assert [(e.obj.namespace, e.obj.name) for e in view.drop_cluster("c1")] == sorted(_PLACES)
+
+
+def test_deleting_a_namespace_leaves_one_whose_name_starts_with_it(tmp_path: Path) -> None:
+    shard = Shard(tmp_path)
+    try:
+        shard.create_logical_cluster("c1")
+        namespaces = shard.resolve("c1", "", "v1", "namespaces")
+        configmaps = shard.resolve("c1", "", "v1", "configmaps")
+        for namespace in ("team", "team-b"):
+            shard.create(namespaces, "c1", "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            shard.create(configmaps, "c1", namespace, _configmap("settings"))
+        _, gone = shard.delete(namespaces, "c1", "", "team", {})
+        assert gone, "nothing of the namespace is left, whatever a namespace named like it holds"
+        assert shard.table("/configmaps").get("c1", "team", "settings") is None
+        kept = shard.table("/configmaps").get("c1", "team-b", "settings")
+        assert kept is not None and not kept.deleting and shard.namespace_of("c1", "team-b") is not None
+    finally:
+        shard.close()

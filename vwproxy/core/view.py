@@ -24,7 +24,7 @@ from typing import Any
 
 from vwproxy.core.listing import SNAPSHOT_CACHE_SIZE, SNAPSHOT_TTL_SECONDS, Lister, ListResult
 from vwproxy.core.watch import Watcher, WatcherSet
-from vwproxy.core.objects import ChangeEvent, ChangeHistory, ObjectKey, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import ChangeEvent, ChangeHistory, ObjectKey, ResourceTable, StoredObject, encode_json, object_key, owner_uids
 from vwproxy.core.rv import RVSequence
 from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
@@ -100,7 +100,7 @@ class View:
 
     def backend_rv(self, cluster: str, namespace: str, name: str) -> str | None:
         """The backend's resourceVersion of the object as held, for translating preconditions."""
-        found = self._backend_rvs.get(cluster, {}).get((namespace, name))
+        found = self._backend_rvs.get(cluster, {}).get(object_key(namespace, name))
         return None if found is None else str(found)
 
     def translate_precondition(self, cluster: str, namespace: str, name: str, proxy_rv: str) -> str:
@@ -196,15 +196,15 @@ class View:
         self._engaged.add(cluster)
         incoming: dict[ObjectKey, tuple[Obj, str]] = {}
         for obj, backend_rv in objects:
-            incoming[_key_of(obj)] = (obj, backend_rv)  # a duplicate key: the later one wins
+            incoming[object_key(*_key_of(obj))] = (obj, backend_rv)  # a duplicate key: the later one wins
         held_keys = set(self._backend_rvs.get(cluster, {}))
         events: builtins.list[ChangeEvent] = []
-        for key in sorted(held_keys | set(incoming)):
+        for key in sorted(held_keys | set(incoming)):  # (keys sort in (namespace, name) order)
             if key in incoming:
                 obj, backend_rv = incoming[key]
                 self._upsert(cluster, obj, backend_rv, events)
             else:
-                held = self._table.get(cluster, key[0], key[1])
+                held = self._table.get_key(cluster, key)
                 assert held is not None, "backend RVs are kept for exactly the held objects"
                 self._remove(held, events)
         return events
@@ -212,7 +212,7 @@ class View:
     def replace_cluster_stored(self, cluster: str, objects: builtins.list[StoredObject]) -> builtins.list[ChangeEvent]:
         """`replace_cluster` with an embedded shard's objects of `cluster` (see `upsert_stored`)."""
         self._engaged.add(cluster)
-        incoming = {(o.namespace, o.name): o for o in objects}
+        incoming = {o.key: o for o in objects}
         held_keys = self._backend_rvs.get(cluster, {}).keys()
         events: builtins.list[ChangeEvent] = []
         keys = sorted(held_keys | incoming.keys()) if held_keys else sorted(incoming)
@@ -221,7 +221,7 @@ class View:
             if source is not None:
                 self._upsert_stored(source, events)
             else:
-                held = self._table.get(cluster, key[0], key[1])
+                held = self._table.get_key(cluster, key)
                 assert held is not None, "backend RVs are kept for exactly the held objects"
                 self._remove(held, events)
         return events
@@ -266,12 +266,12 @@ class View:
                 # Unchanged apart from the RVs (a relist, a re-delivered event): no event, but the
                 # backend RV may have moved and is what a precondition must now carry. Comparing
                 # costs one throwaway encoding; the bytes kept are still encoded once, below.
-                self._backend_rvs[cluster][(namespace, name)] = backend_rv
+                self._backend_rvs[cluster][held.key] = backend_rv
                 return events
         rv = self.seq.next()
         stored = _stored(cluster, namespace, name, rv, _stamped_bytes(obj, cluster, rv), obj)
         self._table.bucket(cluster).put(stored)
-        self._backend_rvs.setdefault(cluster, {})[(namespace, name)] = backend_rv
+        self._backend_rvs.setdefault(cluster, {})[stored.key] = backend_rv  # (the object's own key string)
         self._append(ChangeEvent(wire.MODIFIED if held else wire.ADDED, stored, held, self.storage_key), events)
         return events
 
@@ -299,8 +299,8 @@ class View:
         gone = held.at_rv(rv)  # its last state at the deletion's RV
         bucket = self._table.clusters.get(held.cluster)
         if bucket is not None:
-            bucket.remove((held.namespace, held.name))
-        self._backend_rvs.get(held.cluster, {}).pop((held.namespace, held.name), None)
+            bucket.remove(held.key)
+        self._backend_rvs.get(held.cluster, {}).pop(held.key, None)
         self._append(ChangeEvent(wire.DELETED, gone, held, self.storage_key), events)
 
     def _append(self, event: ChangeEvent, events: builtins.list[ChangeEvent]) -> None:

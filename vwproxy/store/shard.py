@@ -349,7 +349,7 @@ class Shard:
         for p in pending:
             bucket = self.table(p.storage_key).bucket(p.obj.cluster)
             if p.event_type == wire.DELETED:
-                bucket.remove((p.obj.namespace, p.obj.name))
+                bucket.remove(p.obj.key)
             else:
                 bucket.put(p.obj)
             self._index_marked(p.storage_key, None if p.event_type == wire.DELETED else p.obj, p.prev)
@@ -595,9 +595,10 @@ class Shard:
         """A terminating namespace stays while it still contains objects."""
         if info.storage_key != NAMESPACES_KEY:
             return False
+        prefix = f"{name}\0"  # the keys of the namespace's objects start so (`object_key`)
         for key, table in self._tables.items():
             bucket = table.clusters.get(cluster)
-            if bucket and key != NAMESPACES_KEY and any(k[0] == name for k in bucket.objects):
+            if bucket and key != NAMESPACES_KEY and any(k.startswith(prefix) for k in bucket.objects):
                 return True
         return False
 
