@@ -1,6 +1,6 @@
 """Paths that keep a process of thousands of workspaces cheap: manifests written as JSON read
 without YAML's constructor, one parsed CRD per distinct spec, label maps shared between objects,
-uids held as numbers and indexed only while their objects are marked for deletion."""
+uids read from the objects' bytes and indexed only while their objects are marked for deletion."""
 
 from __future__ import annotations
 
@@ -91,24 +91,52 @@ def test_objects_with_the_same_labels_share_one_map() -> None:
 CANONICAL_UID = "356c2080-98d7-450e-bd15-2caf21d9e530"
 
 
-@pytest.mark.parametrize(("uid", "compact"), [
-    (CANONICAL_UID, True),
-    ("00000000-0000-0000-0000-000000000001", True),
-    ("00000000-0000-0000-0000-000000000000", False),  # a false key would read as no uid
-    ("", False),
-    ("u", False),
-    (CANONICAL_UID.upper(), False),  # the same number, but not the same text
-    (CANONICAL_UID[:-1] + "E", False),
-    (CANONICAL_UID.replace("-", "_"), False),
-    ("0x" + CANONICAL_UID[2:], False),
-    ("-" + CANONICAL_UID[1:], False),
-    (CANONICAL_UID.replace("-", "") + "0000", False),
+OWNER_UID = "0b5c1fd4-7d8e-4c2a-9a57-3f0f64c1e2a1"
+
+
+def _encoded(metadata: list[tuple[str, object]], spec: dict[str, object] | None = None) -> bytes:
+    body: dict[str, object] = {"metadata": dict(metadata)}
+    if spec is not None:
+        body["spec"] = spec
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # (as orjson writes it)
+
+
+_REF = ("ownerReferences", [{"kind": "ConfigMap", "name": "o", "uid": OWNER_UID}])
+
+
+@pytest.mark.parametrize(("raw", "uid", "owners", "kept"), [
+    # The two orders objects come in: the shard's (uid after a client's fields, before the RV)
+    # and an API server's (name, namespace, uid, resourceVersion, then the rest).
+    (_encoded([("name", "a"), ("labels", {"uid": "x"}), _REF, ("uid", CANONICAL_UID), ("resourceVersion", "5")]), CANONICAL_UID, (OWNER_UID,), False),
+    (_encoded([("name", "a"), ("uid", CANONICAL_UID), ("resourceVersion", "5"), _REF]), CANONICAL_UID, (OWNER_UID,), False),
+    (_encoded([("name", "a"), ("uid", CANONICAL_UID), ("resourceVersion", "5")], {"uid": "x"}), CANONICAL_UID, (), False),
+    (_encoded([("uid", "not a uuid ü"), ("resourceVersion", "5")]), "not a uuid ü", (), False),
+    (_encoded([("name", "a"), ("resourceVersion", "5")]), "", (), False),
+    # An owner's uid, a label or a field named "uid" between the uid and the RV, a uid after the
+    # RV or not in the bytes at all, an escaped uid: the object keeps its uid.
+    (_encoded([("uid", CANONICAL_UID), _REF, ("resourceVersion", "5")]), CANONICAL_UID, (OWNER_UID,), True),
+    (_encoded([("uid", CANONICAL_UID), ("labels", {"uid": "x"}), ("resourceVersion", "5")]), CANONICAL_UID, (), True),
+    (_encoded([("name", "a"), ("resourceVersion", "5"), ("uid", CANONICAL_UID)]), CANONICAL_UID, (), True),
+    (_encoded([("name", "a"), ("resourceVersion", "5")]), CANONICAL_UID, (), True),
+    (_encoded([("labels", {"uid": "x"}), ("resourceVersion", "5")]), "", (), True),
+    (_encoded([("uid", 'a"uid":"b'), ("resourceVersion", "5")]), 'a"uid":"b', (), True),
+    (b'{"metadata":{"uid":"not a uuid \\u00fc","resourceVersion":"5"}}', "not a uuid ü", (), True),
+    # The RV is not where it can be cut (the bytes are kept whole): the whole JSON is searched.
+    (_encoded([("uid", CANONICAL_UID), ("resourceVersion", "5")], {"resourceVersion": "5"}), CANONICAL_UID, (), False),
+    (_encoded([("uid", CANONICAL_UID), ("resourceVersion", "5")], {"resourceVersion": "5", "uid": "x"}), CANONICAL_UID, (), True),
 ])
-def test_uids_are_held_as_numbers_when_that_gives_the_same_text_back(uid: str, compact: bool) -> None:
-    obj = StoredObject("c1", "d", "a", 5, b'{"metadata":{"resourceVersion":"5"}}', {}, {}, False, uid)
-    assert obj.uid == uid and obj.at_rv(6).uid == uid
-    assert isinstance(obj.uid_key, int) == compact
-    assert bool(obj.uid_key) == bool(uid)
+def test_uids_are_read_from_the_bytes_or_kept_where_the_bytes_do_not_give_them(raw: bytes, uid: str, owners: tuple[str, ...], kept: bool) -> None:
+    from vwproxy.core.objects import PackedObject
+
+    obj = StoredObject("c1", "d", "a", 5, raw, {}, {}, False, uid, owners)
+    assert obj.uid == uid and obj.at_rv(6).uid == uid and obj.at_rv(123456).uid == uid
+    assert obj.owners == owners and not obj.deleting
+    assert (obj._rare is not None and obj._rare[2] is not None) == kept
+    assert (obj._rare is None) == (not owners and not kept), "most objects keep nothing but their bytes"
+    marked = StoredObject("c1", "d", "a", 5, raw, {}, {}, True, uid, owners)
+    assert marked.deleting and marked.uid == uid and marked.owners == owners
+    packed = PackedObject.of(obj, raw.replace(b"5", b"4"))
+    assert isinstance(packed, PackedObject) and packed.uid == uid and packed.at_rv(7).uid == uid
 
 
 def _configmap(name: str, owner: StoredObject | None = None, finalizers: list[str] | None = None) -> dict[str, object]:

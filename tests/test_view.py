@@ -935,6 +935,25 @@ def test_a_shard_object_is_held_with_the_shards_bytes_and_the_views_rv() -> None
     assert gone.type == "DELETED" and gone.obj.head is source.head
 
 
+def test_a_shard_object_created_again_under_its_name_is_deleted_then_added() -> None:
+    def source(uid: str, rv: int, v: int = 1) -> StoredObject:
+        # The shard's order: a client's ownerReferences, then the uid it assigns, then the RV.
+        md = {"name": "a", "namespace": "d", "labels": {"sel": "x"}, "ownerReferences": [{"kind": "Widget", "name": "o", "uid": "owner-uid"}],
+              "uid": uid, "resourceVersion": str(rv), "annotations": {"kcp.io/cluster": "c1"}}
+        return StoredObject("c1", "d", "a", rv, orjson.dumps({**widget("d", "a", v=v), "metadata": md}), {"sel": "x"}, {}, False, uid, ("owner-uid",))
+
+    view = make_view()
+    first = source("uid-1", 7)
+    [added] = view.upsert_stored(first)
+    assert added.type == "ADDED" and added.obj.uid == "uid-1"
+    assert view.upsert_stored(first) == [] and view.replace_cluster_stored("c1", [first]) == [], "the same object again: nothing"
+    [modified] = view.upsert_stored(source("uid-1", 8, v=2))
+    assert modified.type == "MODIFIED" and modified.obj.uid == "uid-1" and view.backend_rv("c1", "d", "a") == "8"
+    deleted, again = view.replace_cluster_stored("c1", [source("uid-2", 9, v=2)])
+    assert (deleted.type, deleted.obj.uid, again.type, again.obj.uid) == ("DELETED", "uid-1", "ADDED", "uid-2")
+    assert deleted.prev is modified.obj and view.get("c1", "d", "a").uid == "uid-2"  # type: ignore[union-attr]
+
+
 def test_bytes_whose_rv_cannot_be_located_are_kept_whole() -> None:
     # The RV's text occurs twice: the bytes are not cut, and another RV means a new encoding.
     raw = orjson.dumps({"metadata": {"name": "a", "resourceVersion": "5"}, "spec": {"ref": {"resourceVersion": "5"}}})

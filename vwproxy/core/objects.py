@@ -8,7 +8,6 @@ ADDED event as its object alone (`ChangeHistory`).
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -59,7 +58,7 @@ class StoredObject:
     Writers of list bodies and frames append `head`, the RV's digits and `tail` (`append_encoded`).
     """
 
-    __slots__ = ("cluster", "key", "rv", "head", "tail", "labels", "_extra_fields", "uid_key", "_lifecycle")
+    __slots__ = ("cluster", "key", "rv", "head", "tail", "labels", "_extra_fields", "_rare")
 
     def __init__(
         self,
@@ -86,9 +85,9 @@ class StoredObject:
         # thousands of objects a dict each is a measurable share of memory.
         extra = {k: v for k, v in fields.items() if k not in _NAME_FIELDS}
         self._extra_fields: dict[str, str] | None = extra or None
-        self.uid_key = uid_key(uid)  # what garbage collection and views compare
-        # Most objects are neither marked for deletion nor owned: then one slot holds None.
-        self._lifecycle: tuple[bool, tuple[str, ...]] | None = (deleting, owners) if deleting or owners else None
+        # Most objects are neither marked for deletion nor owned, and their uid is in their bytes
+        # where `uid` reads it: then one slot holds None (`_rare_of`).
+        self._rare = _rare_of(deleting, owners, uid, self.head)
 
     @property
     def namespace(self) -> str:
@@ -102,19 +101,23 @@ class StoredObject:
 
     @property
     def uid(self) -> str:
-        return uid_text(self.uid_key)
+        """`metadata.uid`, read from the bytes (`uid_in`) unless the object keeps it (`_rare_of`)."""
+        rare = self._rare
+        if rare is None or rare[2] is None:
+            return uid_in(self.head)
+        return rare[2]
 
     @property
     def deleting(self) -> bool:
         """Whether the object is marked for deletion (has a `deletionTimestamp`)."""
-        lifecycle = self._lifecycle
-        return lifecycle is not None and lifecycle[0]
+        rare = self._rare
+        return rare is not None and rare[0]
 
     @property
     def owners(self) -> tuple[str, ...]:
         """The uids in `metadata.ownerReferences`, for garbage collection."""
-        lifecycle = self._lifecycle
-        return lifecycle[1] if lifecycle is not None else ()
+        rare = self._rare
+        return rare[1] if rare is not None else ()
 
     @property
     def raw(self) -> bytes:
@@ -136,7 +139,7 @@ class StoredObject:
         copy = StoredObject.__new__(StoredObject)
         copy.cluster, copy.key, copy.rv = self.cluster, self.key, rv
         copy.head, copy.tail = self.head, self.tail
-        copy.labels, copy._extra_fields, copy.uid_key, copy._lifecycle = self.labels, self._extra_fields, self.uid_key, self._lifecycle
+        copy.labels, copy._extra_fields, copy._rare = self.labels, self._extra_fields, self._rare
         return copy
 
     def with_bytes(self, rv: int, raw: bytes) -> StoredObject:
@@ -144,7 +147,8 @@ class StoredObject:
         copy = StoredObject.__new__(StoredObject)
         copy.cluster, copy.key, copy.rv = self.cluster, self.key, rv
         copy.head, copy.tail = _split_at_rv(raw, rv)
-        copy.labels, copy._extra_fields, copy.uid_key, copy._lifecycle = self.labels, self._extra_fields, self.uid_key, self._lifecycle
+        copy.labels, copy._extra_fields = self.labels, self._extra_fields
+        copy._rare = _rare_of(self.deleting, self.owners, self.uid, copy.head)  # (other bytes: look for the uid again)
         return copy
 
     def same_bytes(self, other: StoredObject) -> bool:
@@ -200,7 +204,8 @@ class PackedObject(StoredObject):
             return obj
         out = cls.__new__(cls)
         out.cluster, out.key, out.rv = obj.cluster, obj.key, obj.rv
-        out.labels, out._extra_fields, out.uid_key, out._lifecycle = obj.labels, obj._extra_fields, obj.uid_key, obj._lifecycle
+        out.labels, out._extra_fields = obj.labels, obj._extra_fields
+        out._rare = obj._rare  # (`uid` reads the same `head`, inflated)
         out._packed, out._zdict = packed, zdict
         return out
 
@@ -278,33 +283,46 @@ def encode_json(obj: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(obj)))
 
 
-UidKey = int | str
-_CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+_UID_AT = b'"uid":"'
 
 
-def uid_key(uid: str) -> UidKey:
-    """`uid` as objects hold, compare and index it: a UUID in the canonical text every API server
-    generates becomes its 128-bit number (44 bytes instead of the text's 85, on every object); any
-    other text stays as it is. One text gives one key, and `uid_text` gives it back. The nil UUID
-    stays text too, so that a key is false only when there is no uid."""
-    if _CANONICAL_UUID(uid):  # (int() alone would also take upper case, signs, "0x" and "_")
-        return int(uid.replace("-", ""), 16) or uid
-    return uid
+def uid_in(head: bytes) -> str:
+    """The text of the last `"uid":"<text>"` in `head` ("" if there is none): where
+    `StoredObject.uid` reads an object's uid, in the JSON before its RV's digits.
+
+    An encoding keeps `metadata.uid` as such text, and in both orders objects come in it is the
+    last before the RV: the shard adds uid, creationTimestamp, generation and resourceVersion at
+    the end of metadata (after a client's labels, managedFields and ownerReferences), an API
+    server writes name, namespace, uid, resourceVersion first (ownerReferences after). Where this
+    does not find the object's uid (a label or a field named "uid" in between, an escaped uid, no
+    uid in the bytes), the object keeps it itself: `_rare_of` checks when the object is made, and
+    its bytes do not change. Holding no uid saves each object 52 B (a 128-bit number and its slot);
+    reading one searches its JSON back from the RV."""
+    at = head.rfind(_UID_AT)
+    if at < 0:
+        return ""
+    start = at + len(_UID_AT)
+    end = head.find(b'"', start)
+    return head[start:end].decode(errors="surrogateescape") if end >= 0 else ""
 
 
-def uid_text(key: UidKey) -> str:
-    if isinstance(key, str):
-        return key
-    digits = f"{key:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+_Rare = tuple[bool, tuple[str, ...], str | None]
+
+
+def _rare_of(deleting: bool, owners: tuple[str, ...], uid: str, head: bytes) -> _Rare | None:
+    """What an object keeps in its `_rare` slot: None for most objects, neither marked for deletion
+    nor owned and with `uid` where `uid_in` reads it in `head`; otherwise (deleting, owners, the
+    uid when `uid_in` does not read it, else None)."""
+    kept = None if uid_in(head) == uid else uid
+    return (deleting, owners, kept) if deleting or owners or kept is not None else None
 
 
 def owned_by(objects: Iterable[StoredObject], uid: str) -> Iterator[StoredObject]:
     """Those of `objects` with `uid` among their owners: garbage collection's pass over a logical
     cluster's objects, which reads the slot (a property read per object doubled its time)."""
     for obj in objects:
-        lifecycle = obj._lifecycle
-        if lifecycle is not None and uid in lifecycle[1]:
+        rare = obj._rare
+        if rare is not None and uid in rare[1]:
             yield obj
 
 

@@ -258,8 +258,8 @@ class View:
         namespace, name = _key_of(obj)
         held = self._table.get(cluster, namespace, name)
         if held is not None:
-            uid = _text(_metadata(obj).get("uid"))
-            if held.uid and uid and held.uid != uid:
+            uid, held_uid = _text(_metadata(obj).get("uid")), held.uid
+            if held_uid and uid and held_uid != uid:
                 self._remove(held, events)
                 held = None
             elif _stamped_bytes(obj, cluster, held.rv) == held.raw:
@@ -278,10 +278,16 @@ class View:
     def _upsert_stored(self, source: StoredObject, events: builtins.list[ChangeEvent]) -> builtins.list[ChangeEvent]:
         if source.tail is None:  # its RV could not be located in its bytes: stamp a decoded copy
             return self._upsert(source.cluster, source.decode(), str(source.rv), events)
-        cluster, namespace, name = source.cluster, source.namespace, source.name
-        held = self._table.get(cluster, namespace, name)
+        cluster = source.cluster
+        held = self._table.get_key(cluster, source.key)
         if held is not None:
-            if held.uid_key and source.uid_key and held.uid_key != source.uid_key:
+            if held.head is source.head and held.tail is source.tail and held._rare is source._rare:
+                # A copy of the source's bytes (a relist of what the view took): nothing changed,
+                # and no uid to compare.
+                self._backend_rvs[cluster][source.key] = source.rv
+                return events
+            held_uid, uid = held.uid, source.uid
+            if held_uid and uid and held_uid != uid:
                 self._remove(held, events)
                 held = None
             elif held.same_bytes(source):

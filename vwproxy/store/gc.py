@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from vwproxy.kube import errors
 from vwproxy.kube.resources import ResourceInfo
-from vwproxy.core.objects import StoredObject, UidKey, owned_by, uid_key
+from vwproxy.core.objects import StoredObject, owned_by
 
 if TYPE_CHECKING:
     from vwproxy.store.shard import Shard
@@ -117,16 +117,17 @@ def _finish(shard: Shard, storage_key: str, owner: StoredObject, finalizer: str)
 
 def after_delete(shard: Shard, gone: StoredObject) -> None:
     """`gone` was deleted for good: collect its orphans, and let waiting foreground owners go."""
-    if gone.uid:
-        living: set[UidKey] | None = None
-        for key, dependent in dependents(shard, gone.cluster, gone.uid):
-            if dependent.deleting:
-                continue
-            if living is None:
-                # Taken once: an object that goes while this loop runs (a dependent deleted, a
-                # foreground owner let go) has its own `after_delete`, which sees its dependents.
-                living = _uid_keys(shard, gone.cluster)
-            if not any(uid_key(uid) in living for uid in dependent.owners):
+    gone_uid = gone.uid
+    if gone_uid:
+        found = [(key, dependent) for key, dependent in dependents(shard, gone.cluster, gone_uid) if not dependent.deleting]
+        # Which of their other owners live is taken once: an object that goes while the loop
+        # below runs (a dependent deleted, a foreground owner let go) has its own `after_delete`,
+        # which sees its dependents. `gone` is no longer stored (and uids are unique), so a
+        # dependent it alone owned goes without a look at the other objects.
+        others = {uid for _, dependent in found for uid in dependent.owners if uid != gone_uid}
+        living = _living(shard, gone.cluster, others) if others else set()
+        for key, dependent in found:
+            if not any(uid in living for uid in dependent.owners):
                 _delete(shard, key, dependent)
     for owner_uid in gone.owners:
         located = shard.marked_for_deletion(gone.cluster, owner_uid)  # a waiting owner is marked
@@ -138,6 +139,12 @@ def after_delete(shard: Shard, gone: StoredObject) -> None:
                 _finish(shard, key, owner, FOREGROUND_FINALIZER)
 
 
-def _uid_keys(shard: Shard, cluster: str) -> set[UidKey]:
-    """The uids of everything in `cluster`, as objects hold them."""
-    return {obj.uid_key for _, table in shard.tables() if (bucket := table.clusters.get(cluster)) for obj in bucket.objects.values()}
+def _living(shard: Shard, cluster: str, uids: set[str]) -> set[str]:
+    """Those of `uids` that an object in `cluster` has (objects read their uid from their bytes,
+    ~0.2 µs each: this pass is taken only for dependents with other owners)."""
+    found: set[str] = set()
+    for _, table in shard.tables():
+        bucket = table.clusters.get(cluster)
+        if bucket is not None:
+            found.update(uid for obj in bucket.objects.values() if (uid := obj.uid) in uids)
+    return found

@@ -28,7 +28,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, ChangeHistory, PackedObject, ResourceTable, StoredObject, UidKey, encode_json, owner_uids, uid_key
+from vwproxy.core.objects import ChangeEvent, ChangeHistory, PackedObject, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -149,7 +149,7 @@ class Shard:
         # Objects marked for deletion (a deletionTimestamp), by cluster and uid: garbage collection
         # looks an owner up by uid only to let a waiting foreground owner go, and that one is
         # marked. (An index of every object's uid cost each object ~46 bytes.)
-        self._marked: dict[str, dict[UidKey, tuple[str, StoredObject]]] = {}
+        self._marked: dict[str, dict[str, tuple[str, StoredObject]]] = {}
         self._paths: dict[str, str] = {}  # workspace path → logical cluster
         self._zdicts: dict[str, bytes] = {}  # storage key → the encoding its other objects are packed against
         self._path_of: dict[str, str] = {}  # and back
@@ -377,17 +377,17 @@ class Shard:
 
     def _index_marked(self, storage_key: str, current: StoredObject | None, prev: StoredObject | None) -> None:
         """Keep `_marked` up to date with a write: `current` is what is now stored (None: gone)."""
-        if current is not None and current.deleting and current.uid_key:
-            self._marked.setdefault(current.cluster, {})[current.uid_key] = (storage_key, current)
+        if current is not None and current.deleting and (uid := current.uid):
+            self._marked.setdefault(current.cluster, {})[uid] = (storage_key, current)
         elif prev is not None and prev.deleting:
             marked = self._marked.get(prev.cluster, {})
-            marked.pop(prev.uid_key, None)
+            marked.pop(prev.uid, None)
             if not marked:
                 self._marked.pop(prev.cluster, None)
 
     def marked_for_deletion(self, cluster: str, uid: str) -> tuple[str, StoredObject] | None:
         """(storage key, object) of the object with `uid` in `cluster`, if it is marked for deletion."""
-        return self._marked.get(cluster, {}).get(uid_key(uid))
+        return self._marked.get(cluster, {}).get(uid)
 
     def tables(self) -> builtins.list[tuple[str, ResourceTable]]:
         return builtins.list(self._tables.items())
