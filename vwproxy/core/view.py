@@ -326,7 +326,7 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _key_of(obj: Obj) -> ObjectKey:
+def _key_of(obj: Obj) -> tuple[str, str]:
     md = _metadata(obj)
     name = md.get("name")
     if not isinstance(name, str) or not name:
