@@ -271,3 +271,63 @@ def test_deleting_a_namespace_leaves_one_whose_name_starts_with_it(tmp_path: Pat
         assert kept is not None and not kept.deleting and shard.namespace_of("c1", "team-b") is not None
     finally:
         shard.close()
+
+
+@pytest.mark.parametrize("keeps_uid", [False, True])
+def test_a_dependent_stays_while_another_owner_lives_however_its_uid_is_had(tmp_path: Path, keeps_uid: bool) -> None:
+    shard = Shard(tmp_path)
+    try:
+        shard.create_logical_cluster("c1")
+        info = shard.resolve("c1", "", "v1", "configmaps")
+        for i in range(20):
+            shard.create(info, "c1", "default", _configmap(f"bystander-{i}"))
+        first = shard.create(info, "c1", "default", _configmap("first"))
+        # The dependent comes before its second owner in the bucket, so a search of the bytes for
+        # the second owner's uid meets it in the dependent's ownerReferences first.
+        shard.create(info, "c1", "default", _configmap("shared", first))
+        shard.create(info, "c1", "default", _configmap("first-only", first))
+        second = shard.create(info, "c1", "default", _configmap("second"))
+        if keeps_uid:  # a label named "uid" after its uid: the bytes give the label's, it keeps its own
+            body = second.decode()
+            md = body["metadata"]
+            body["metadata"] = {"name": md["name"], "uid": md["uid"], "labels": {"uid": "not-it"}, **md}
+            second = shard.update(info, "c1", "default", "second", body)
+        assert (second._rare is not None and second._rare[2] == second.uid) == keeps_uid
+        shared = shard.get(info, "c1", "default", "shared").decode()
+        shared["metadata"]["ownerReferences"].append({"apiVersion": "v1", "kind": "ConfigMap", "name": "second", "uid": second.uid})
+        shard.update(info, "c1", "default", "shared", shared)
+        shard.delete(info, "c1", "default", "first", {})
+        table = shard.table("/configmaps")
+        assert table.get("c1", "default", "first-only") is None, "a dependent only the deleted owner owned goes"
+        assert table.get("c1", "default", "shared") is not None, "its other owner lives"
+        shard.delete(info, "c1", "default", "second", {})
+        assert table.get("c1", "default", "shared") is None
+        assert len(table.listed("c1")) == 20
+    finally:
+        shard.close()
+
+
+def test_garbage_collection_finds_living_uids_in_the_bytes_or_kept(tmp_path: Path) -> None:
+    from vwproxy.store import gc
+
+    def stored(name: str, metadata: list[tuple[str, object]], uid: str, owners: tuple[str, ...] = ()) -> StoredObject:
+        return StoredObject("c1", "default", name, 7, _encoded([("name", name), *metadata, ("resourceVersion", "7")]), {}, {}, False, uid, owners)
+
+    escaped = 'q"uid":"' + OWNER_UID  # held escaped in the bytes, so kept; its text is another's
+    objects = [
+        stored("dependent", [_REF, ("uid", "d-uid")], "d-uid", (OWNER_UID,)),
+        stored("plain", [("uid", CANONICAL_UID)], CANONICAL_UID),
+        stored("odd", [("uid", escaped)], escaped),
+        stored("elsewhere", [], "not-in-the-bytes"),
+    ]
+    assert [o._rare is not None and o._rare[2] is not None for o in objects] == [False, False, True, True]
+    shard = Shard(tmp_path)
+    try:
+        bucket = shard.table("/configmaps").bucket("c1")
+        for obj in objects:
+            bucket.put(obj)
+        assert gc._living(shard, "c1", {OWNER_UID}) == set(), "an owner's uid in another's bytes is not a living object"
+        assert gc._living(shard, "c1", {CANONICAL_UID, escaped, "not-in-the-bytes", "d-uid"}) == {CANONICAL_UID, escaped, "not-in-the-bytes", "d-uid"}
+        assert gc._living(shard, "c1", {"\ud800", CANONICAL_UID}) == {CANONICAL_UID} and gc._living(shard, "c2", {CANONICAL_UID}) == set()
+    finally:
+        shard.close()

@@ -20,6 +20,8 @@ marked for deletion, which the shard does index.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from vwproxy.kube import errors
@@ -140,11 +142,41 @@ def after_delete(shard: Shard, gone: StoredObject) -> None:
 
 
 def _living(shard: Shard, cluster: str, uids: set[str]) -> set[str]:
-    """Those of `uids` that an object in `cluster` has (objects read their uid from their bytes,
-    ~0.2 µs each: this pass is taken only for dependents with other owners)."""
+    """Those of `uids` that an object in `cluster` has.
+
+    Objects do not hold their uid: most read it from their bytes (`uid_in`), where it is then the
+    text `"uid":"<uid>"`. So the pass looks for that text in each bucket's objects' bytes, joined,
+    and reads the uid only of the few that hold it (an object also holds its owners' uids). At
+    5,000 config maps (1 MB of JSON before their RVs) a pass took 0.6 ms, where reading every uid
+    took 3.0 ms and the uids held as numbers 0.1 ms: so it is taken only for dependents with other
+    owners (`after_delete`).
+    """
+    needles: list[tuple[bytes, str]] = []
+    for uid in uids:
+        try:
+            needles.append((b'"uid":"%b"' % uid.encode("utf-8", "surrogateescape"), uid))
+        except UnicodeEncodeError:  # no bytes read back as this text: only a kept uid can be it
+            pass
     found: set[str] = set()
     for _, table in shard.tables():
         bucket = table.clusters.get(cluster)
-        if bucket is not None:
-            found.update(uid for obj in bucket.objects.values() if (uid := obj.uid) in uids)
+        if not bucket:
+            continue
+        objects = list(bucket.objects.values())
+        found.update(rare[2] for obj in objects if (rare := obj._rare) is not None and rare[2] in uids)  # kept uids
+        if not needles:
+            continue
+        heads = [obj.head for obj in objects]
+        joined = b"".join(heads)
+        ends: list[int] | None = None
+        for needle, uid in needles:
+            at = joined.find(needle)
+            while at >= 0:
+                if ends is None:
+                    ends = list(accumulate(map(len, heads)))
+                i = bisect_right(ends, at)  # the object the text starts in, whose uid tells
+                if objects[i].uid == uid:
+                    found.add(uid)
+                    break
+                at = joined.find(needle, ends[i])
     return found
