@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -126,7 +127,7 @@ _REF = ("ownerReferences", [{"kind": "ConfigMap", "name": "o", "uid": OWNER_UID}
     (_encoded([("uid", CANONICAL_UID), ("resourceVersion", "5")], {"resourceVersion": "5", "uid": "x"}), CANONICAL_UID, (), True),
 ])
 def test_uids_are_read_from_the_bytes_or_kept_where_the_bytes_do_not_give_them(raw: bytes, uid: str, owners: tuple[str, ...], kept: bool) -> None:
-    from vwproxy.core.objects import PackedObject
+    from vwproxy.core.objects import PackedObject, Packing
 
     obj = StoredObject("c1", "d", "a", 5, raw, {}, {}, False, uid, owners)
     assert obj.uid == uid and obj.at_rv(6).uid == uid and obj.at_rv(123456).uid == uid
@@ -135,7 +136,7 @@ def test_uids_are_read_from_the_bytes_or_kept_where_the_bytes_do_not_give_them(r
     assert (obj._rare is None) == (not owners and not kept), "most objects keep nothing but their bytes"
     marked = StoredObject("c1", "d", "a", 5, raw, {}, {}, True, uid, owners)
     assert marked.deleting and marked.uid == uid and marked.owners == owners
-    packed = PackedObject.of(obj, raw.replace(b"5", b"4"))
+    packed = PackedObject.of(obj, Packing(raw.replace(b"5", b"4")))
     assert isinstance(packed, PackedObject) and packed.uid == uid and packed.at_rv(7).uid == uid
 
 
@@ -174,7 +175,7 @@ def test_only_objects_marked_for_deletion_are_found_by_uid_also_after_a_restart(
 
 
 def test_a_listed_run_keeps_the_pieces_of_plain_objects_and_packed_ones_stay_packed() -> None:
-    from vwproxy.core.objects import PackedObject, ResourceTable
+    from vwproxy.core.objects import PackedObject, Packing, ResourceTable
 
     def obj(cluster: str, name: str, rv: int, spec: str = "x" * 200) -> StoredObject:
         body = json.dumps({"metadata": {"name": name, "resourceVersion": str(rv)}, "spec": {"s": spec}}).encode()
@@ -182,7 +183,7 @@ def test_a_listed_run_keeps_the_pieces_of_plain_objects_and_packed_ones_stay_pac
 
     plain = [obj("c1", f"o{i}", 10 + i) for i in range(3)]
     zdict = obj("c2", "z", 1).raw
-    packed = PackedObject.of(obj("c2", "p", 20), zdict)
+    packed = PackedObject.of(obj("c2", "p", 20), Packing(zdict))
     assert isinstance(packed, PackedObject)
     table = ResourceTable()
     for o in plain:
@@ -331,3 +332,71 @@ def test_garbage_collection_finds_living_uids_in_the_bytes_or_kept(tmp_path: Pat
         assert gc._living(shard, "c1", {"\ud800", CANONICAL_UID}) == {CANONICAL_UID} and gc._living(shard, "c2", {CANONICAL_UID}) == set()
     finally:
         shard.close()
+
+
+def test_packed_kinds_are_held_packed_and_read_back_byte_for_byte_also_after_a_restart(tmp_path: Path) -> None:
+    """Logical clusters (a packed kind) of many workspaces: held as `PackedObject`s but for the
+    kind's first one, much smaller than their JSON; each reads back as written (its path, its
+    owner) and as the bytes SQLite keeps; the same after a restart, which packs them again."""
+    from vwproxy.core.objects import PackedObject
+    from vwproxy.store.shard import LOGICAL_CLUSTERS_KEY
+
+    def held_and_stored(shard: Shard) -> tuple[dict[tuple[str, str], StoredObject], dict[tuple[str, str], bytes]]:
+        held = {(o.cluster, o.name): o for o in shard.table(LOGICAL_CLUSTERS_KEY).ordered(None)}
+        stored = {(cluster, name): body for cluster, key, _, name, _, body in shard._db.row_tuples() if key == LOGICAL_CLUSTERS_KEY}
+        return held, stored
+
+    shard = Shard(tmp_path)
+    try:
+        for i in range(40):
+            shard.create_logical_cluster(f"ws-{i:03d}", path=f"root:team-{i:03d}", spec={"owner": {"name": f"user-{i}"}})
+        held, stored = held_and_stored(shard)
+    finally:
+        shard.close()
+    assert len(held) == 41 and held.keys() == stored.keys()
+    packed = [o for o in held.values() if isinstance(o, PackedObject)]
+    assert len(packed) == 40, "all but the kind's first object are packed"
+    assert sum(len(o._packed) for o in packed) * 3 < sum(len(o.raw) for o in packed)
+    for i in range(40):
+        written = orjson.loads(held[(f"ws-{i:03d}", "cluster")].raw)
+        assert written["metadata"]["annotations"]["kcp.io/path"] == f"root:team-{i:03d}"
+        assert written["spec"] == {"owner": {"name": f"user-{i}"}}
+    for key, obj in held.items():
+        assert obj.raw == stored[key], key
+        assert obj.at_rv(obj.rv + 1).raw == stored[key].replace(b'"resourceVersion":"%d"' % obj.rv, b'"resourceVersion":"%d"' % (obj.rv + 1))
+    shard = Shard(tmp_path)
+    try:
+        held_again, stored_again = held_and_stored(shard)
+    finally:
+        shard.close()
+    assert stored_again == stored
+    assert {key: obj.raw for key, obj in held_again.items()} == stored
+    assert sum(isinstance(o, PackedObject) for o in held_again.values()) == 40
+
+
+def test_a_packed_object_holds_its_packed_size_not_the_compressors_worst_case() -> None:
+    """Traced bytes per packed object stay near its packed length (a compressor's output can keep
+    the allocation of the worst case, ten times what it holds)."""
+    import tracemalloc
+
+    from vwproxy.core.objects import PackedObject, Packing
+
+    def body(i: int) -> bytes:
+        return json.dumps({"apiVersion": "core.kcp.io/v1alpha1", "kind": "LogicalCluster",
+                           "metadata": {"name": "cluster", "annotations": {"kcp.io/path": f"root:team-{i:04d}"}, "resourceVersion": str(i + 1)},
+                           "spec": {"initializers": ["root:universal"] * 20}, "status": {"phase": "Ready", "conditions": [{"type": "Ready"}] * 10}}).encode()
+
+    packing = Packing(body(0))
+    plain = [StoredObject(f"c{i}", "", "cluster", i + 1, body(i), {}, {}, False) for i in range(1, 301)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        packed = [PackedObject.of(obj, packing) for obj in plain]
+        traced = (tracemalloc.get_traced_memory()[0] - before) / len(packed)
+    finally:
+        tracemalloc.stop()
+    assert all(isinstance(p, PackedObject) for p in packed)
+    mean_packed = sum(len(p._packed) for p in packed) / len(packed)  # type: ignore[attr-defined]
+    mean_raw = sum(len(p.raw) for p in plain) / len(plain)
+    assert mean_packed * 4 < mean_raw
+    assert traced < mean_packed + 250, f"{traced:.0f} B traced per packed object of {mean_packed:.0f} B (JSON {mean_raw:.0f} B)"

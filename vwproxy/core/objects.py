@@ -8,11 +8,11 @@ ADDED event as its object alone (`ChangeHistory`).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
+import zstandard
 
 from vwproxy.core.history import EventHistory
 from vwproxy.kube import watch as wire
@@ -178,42 +178,59 @@ class StoredObject:
         return out
 
 
-# Raw deflate with an 8 KiB window and little state: setting up zlib's defaults for each object
-# cost five times the compressing of a 2 KB one (measured), for the same size packed.
-_PACK_WBITS = -13
-_PACK_MEMLEVEL = 3
+class Packing:
+    """How the objects of one kind are packed: zstd against a dictionary, an encoding of another
+    object of the kind, which shares most of their bytes. The dictionary is digested once for
+    every object it packs: deflate against a preset dictionary hashes it again for each object,
+    which cost 13–17 µs per 1.4–2 KB object where this takes 3–7 µs (measured on the logical
+    clusters, workspaces and CRDs of 10,000 workspaces, which it also packs 3–30% smaller)."""
+
+    __slots__ = ("_compressor", "_decompressor")
+
+    def __init__(self, dictionary: bytes) -> None:
+        digested = zstandard.ZstdCompressionDict(dictionary, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        digested.precompute_compress(level=1)
+        self._compressor = zstandard.ZstdCompressor(dict_data=digested, write_checksum=False, write_content_size=True, write_dict_id=False)
+        self._decompressor = zstandard.ZstdDecompressor(dict_data=digested)
+
+    def pack(self, raw: bytes) -> bytes:
+        # A copy: the compressor's bytes keep the allocation of the worst case (the input's size
+        # and more), ten times what they hold; 30,000 of them held 50 MB too much.
+        return memoryview(self._compressor.compress(raw)).tobytes()
+
+    def unpack(self, packed: bytes) -> bytes:
+        raw: bytes = self._decompressor.decompress(packed)
+        return raw
 
 
 class PackedObject(StoredObject):
-    """A stored object whose JSON is kept deflated against a dictionary: an encoding of another
-    object of its kind, which shares most of its bytes (at 10,000 workspaces, their logical
-    clusters, workspaces and bound CRDs deflate to a tenth). Reading `head`, `tail` or `raw`
-    inflates it (a few µs), so only kinds that are read far less often than they are held are
-    packed; everything else about it is a `StoredObject`'s, and copies at another RV are plain."""
+    """A stored object whose JSON is kept packed against its kind's dictionary (`Packing`: at
+    10,000 workspaces, their logical clusters, workspaces and bound CRDs pack to a tenth).
+    Reading `head`, `tail` or `raw` unpacks it (a few µs), so only kinds that are read far less
+    often than they are held are packed; everything else about it is a `StoredObject`'s, and
+    copies at another RV are plain."""
 
-    __slots__ = ("_packed", "_zdict")
+    __slots__ = ("_packed", "_packing")
     _packed: bytes
-    _zdict: bytes
+    _packing: Packing
 
     @classmethod
-    def of(cls, obj: StoredObject, zdict: bytes) -> StoredObject:
-        """`obj` packed against `zdict` (`obj` itself when that would not save anything)."""
+    def of(cls, obj: StoredObject, packing: Packing) -> StoredObject:
+        """`obj` packed with `packing` (`obj` itself when that would not save anything)."""
         raw = obj.raw
-        deflate = zlib.compressobj(1, zlib.DEFLATED, _PACK_WBITS, _PACK_MEMLEVEL, zlib.Z_DEFAULT_STRATEGY, zdict)
-        packed = deflate.compress(raw) + deflate.flush()
+        packed = packing.pack(raw)
         if len(packed) * 2 > len(raw):
             return obj
         out = cls.__new__(cls)
         out.cluster, out.key, out.rv = obj.cluster, obj.key, obj.rv
         out.labels, out._extra_fields = obj.labels, obj._extra_fields
-        out._rare = obj._rare  # (`uid` reads the same `head`, inflated)
-        out._packed, out._zdict = packed, zdict
+        out._rare = obj._rare  # (`uid` reads the same `head`, unpacked)
+        out._packed, out._packing = packed, packing
         return out
 
     @property
     def raw(self) -> bytes:
-        inflate = zlib.decompressobj(_PACK_WBITS, zdict=self._zdict)
-        return inflate.decompress(self._packed)
+        return self._packing.unpack(self._packed)
 
     @property
     def head(self) -> bytes:  # type: ignore[override]
@@ -419,7 +436,7 @@ class EncodedRun:
     body joins (`pieces`: each object's, then a comma) and their size without the last comma: a
     list body's length is known before it copies a byte, and an unchanged bucket is listed again
     without touching an object. The pieces are the objects' own bytes and each RV's digits; for
-    a packed kind they are not kept (`pieces` None), so that its objects stay deflated. Kept until
+    a packed kind they are not kept (`pieces` None), so that its objects stay packed. Kept until
     the bucket changes."""
 
     __slots__ = ("objects", "pieces", "size")

@@ -28,7 +28,7 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, ChangeHistory, PackedObject, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import ChangeEvent, ChangeHistory, PackedObject, Packing, ResourceTable, StoredObject, encode_json, owner_uids
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -41,7 +41,7 @@ DEFAULT_HISTORY_SIZE = 10_000
 LOGICAL_CLUSTERS_KEY = "core.kcp.io/logicalclusters"
 NAMESPACES_KEY = "/namespaces"
 WORKSPACES_KEY = "tenancy.kcp.io/workspaces"
-# Kinds held deflated (`PackedObject`): one or more per workspace, read by reconcilers and lists
+# Kinds held packed (`PackedObject`): one or more per workspace, read by reconcilers and lists
 # far less often than they are held. At 10,000 workspaces their JSON is a third of the shard's.
 PACKED_KEYS = frozenset({CRD_STORAGE_KEY, LOGICAL_CLUSTERS_KEY, WORKSPACES_KEY})
 DEFAULT_NAMESPACE = "default"
@@ -151,7 +151,7 @@ class Shard:
         # marked. (An index of every object's uid cost each object ~46 bytes.)
         self._marked: dict[str, dict[str, tuple[str, StoredObject]]] = {}
         self._paths: dict[str, str] = {}  # workspace path → logical cluster
-        self._zdicts: dict[str, bytes] = {}  # storage key → the encoding its other objects are packed against
+        self._packings: dict[str, Packing] = {}  # storage key → how its objects are packed (against its first one)
         self._path_of: dict[str, str] = {}  # and back
         self._load()
         self._bootstrap()
@@ -195,15 +195,15 @@ class Shard:
                 self.registry.set_crd(cluster, name, obj)
 
     def packed(self, storage_key: str, obj: StoredObject) -> StoredObject:
-        """`obj` as held: deflated when its kind is packed, against the first object of its kind
+        """`obj` as held: packed when its kind is, against the first object of its kind
         this process held (which stays plain)."""
         if storage_key not in PACKED_KEYS:
             return obj
-        zdict = self._zdicts.get(storage_key)
-        if zdict is None:
-            self._zdicts[storage_key] = obj.raw
+        packing = self._packings.get(storage_key)
+        if packing is None:
+            self._packings[storage_key] = Packing(obj.raw)
             return obj
-        return PackedObject.of(obj, zdict)
+        return PackedObject.of(obj, packing)
 
     def _bootstrap(self) -> None:
         """`root` exists from the start, like kcp's root workspace; every cluster has `default`."""
