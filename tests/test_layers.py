@@ -30,7 +30,7 @@ def _design_table() -> dict[str, set[str]]:
 
 ALLOWED = _design_table()
 # Third-party packages the pure layers may use (DESIGN.md: kube and core do no I/O).
-PURE_THIRD_PARTY = {"orjson", "jsonschema", "cachetools"}  # pure computation: CRD schemas, TTL caches
+PURE_THIRD_PARTY = {"orjson", "jsonschema", "cachetools", "zstandard"}  # pure computation: CRD schemas, TTL caches, packing
 PURE_LAYERS = {"kube", "core"}
 
 
