@@ -400,3 +400,21 @@ def test_fanout_floor_reads_every_byte_and_reports_its_rows() -> None:
     assert re.search(r"^\| every byte read \| yes \|", out, re.M), out
     assert re.search(r"^\| the proxy's watch stream, per write \| \d+\.\d us of CPU \|", out, re.M), out
     assert re.search(r"^command: python3 benchmarks/fanout_floor\.py --watchers 6 ", out, re.M), out
+
+
+PACK_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "pack_bench.py"
+
+
+def test_pack_benchmark_runs_and_reports() -> None:
+    """`pack_bench.py` on 30 logical clusters: both packings' rows (each checked to unpack to the
+    same bytes inside the script), the load row and the command."""
+    proc = subprocess.run(
+        [sys.executable, str(PACK_BENCH), "--clusters", "30", "--runs", "1"],
+        cwd=PACK_BENCH.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    for name in ("zstd, dictionary digested once", "deflate, preset dictionary"):
+        assert re.search(rf"^\| {name} \| \d+\.\d us \| \d+\.\d us \| \d+ B \(0\.\d\dx its \d+-byte JSON\) \|$", out, re.M), out
+    assert re.search(r"^\| `Shard` loading the data dir again \(31 logical clusters and their namespaces\), median of 1 \| \d+ ms \|$", out, re.M), out
+    assert re.search(r"^command: python3 benchmarks/pack_bench\.py --clusters 30 --runs 1$", out, re.M), out
