@@ -21,7 +21,12 @@ but bookmarks. A stream the server ends (a watcher that fell behind is closed) i
 from its last resourceVersion, as an informer does, and counted. Delivery latency is per (event,
 watcher): the time the chunk holding the event was read minus the time its write was sent.
 
-    python benchmarks/fanout_bench.py [--watchers 1000] [--rate 1000] [--seconds 60] [--client-procs 4]
+With `--client go` the watches are opened by the Go watcher in `go/fanoutwatch` instead (standard
+library only, built on first use into ~/.cache/vwproxy-bench), which checks the same things in the
+same way and reports the same lines; it costs a fraction of aiohttp's CPU per event, so on a small
+machine more of it is left to the proxy.
+
+    python benchmarks/fanout_bench.py [--watchers 1000] [--rate 1000] [--seconds 60] [--client python|go] [--client-procs 4]
                                       [--workspaces 10] [--objects 100] [--gets 5] [--profile FILE] [--quick]
 
 Exits 1 if a request fails, a bounded wait runs out or a watcher did not get every change exactly
@@ -32,11 +37,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -233,15 +240,46 @@ async def client_main(url: str, rv: str, watchers: int, expect: int, first: int,
 # -- the driver -----------------------------------------------------------------------------
 
 
-class WatchClients:
-    """The P client processes, each with its share of the watchers."""
+GO_WATCHER = Path(__file__).resolve().parent / "go" / "fanoutwatch"
 
-    def __init__(self, url: str, rv: str, watchers: int, procs: int, expect: int, sample_every: int) -> None:
+
+def go_watcher() -> Path:
+    """The Go watcher (`go/fanoutwatch`, standard library only), built once per source and
+    toolchain into a cache folder; BenchError without a Go toolchain."""
+    try:
+        version = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BenchError(f"--client go needs the Go toolchain on PATH: {exc}") from exc
+    digest = hashlib.sha256(version.encode())
+    for name in ("go.mod", "main.go"):
+        digest.update((GO_WATCHER / name).read_bytes())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vwproxy-bench"
+    binary = cache / f"fanoutwatch-{digest.hexdigest()[:16]}"
+    if not binary.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        building = binary.with_name(f"{binary.name}.{os.getpid()}")
+        built = subprocess.run(["go", "build", "-o", str(building), "."], cwd=GO_WATCHER, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"})
+        if built.returncode != 0:
+            raise BenchError(f"go build in {GO_WATCHER} exited {built.returncode}: {built.stderr.strip()[:500]}")
+        building.replace(binary)
+    return binary
+
+
+class WatchClients:
+    """The P client processes, each with its share of the watchers: this file in its client role
+    (aiohttp), or the Go watcher, which speaks the same lines."""
+
+    def __init__(self, url: str, rv: str, watchers: int, procs: int, expect: int, sample_every: int, go: Path | None = None) -> None:
         self.shares = [watchers // procs + (1 if j < watchers % procs else 0) for j in range(procs)]
         firsts = [sum(self.shares[:j]) for j in range(procs)]
-        self.args = [[sys.executable, str(Path(__file__).resolve()), "--client-role", url, "--rv", rv, "--watchers", str(n), "--expect", str(expect),
-                      "--first", str(f), "--sample-every", str(sample_every)]
-                     for n, f in zip(self.shares, firsts) if n]
+        if go is None:
+            self.args = [[sys.executable, str(Path(__file__).resolve()), "--client-role", url, "--rv", rv, "--watchers", str(n), "--expect", str(expect),
+                          "--first", str(f), "--sample-every", str(sample_every)]
+                         for n, f in zip(self.shares, firsts) if n]
+        else:
+            self.args = [[str(go), "-url", url, "-rv", rv, "-watchers", str(n), "-expect", str(expect), "-first", str(f), "-sample-every", str(sample_every)]
+                         for n, f in zip(self.shares, firsts) if n]
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
@@ -365,7 +403,10 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     clients: WatchClients | None = None
     total_writes = int(args.rate * args.seconds)
     print(f"command: {command}")
-    print(f"client:  aiohttp {aiohttp.__version__} on {type(asyncio.get_running_loop()).__module__} loop; {args.client_procs} watch client processes; writers and GETs in this one")
+    go = go_watcher() if args.client == "go" else None
+    watch_side = (f"the Go watcher ({go.name}, {subprocess.run(['go', 'env', 'GOVERSION'], capture_output=True, text=True).stdout.strip()})" if go else "aiohttp")
+    print(f"client:  watches: {watch_side}, {args.client_procs} processes; writers and GETs: aiohttp {aiohttp.__version__} on "
+          f"{type(asyncio.get_running_loop()).__module__} loop in this one")
     print(f"machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"stack:   {_versions()}")
     print(f"load:    {args.watchers} VW watchers; {total_writes} changes at {args.rate:g}/s for {args.seconds:g} s over {args.workspaces} x {args.objects} widgets; {args.gets:g} GETs/s")
@@ -398,7 +439,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
             rss_before, _ = server.rss_kib()
         results.add("setup", f"{args.workspaces * args.objects} widgets", f"{args.workspaces} workspaces bound; server RSS {rss_before / 1024:.1f} MiB before the watchers")
 
-        clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16, args.sample_every)
+        clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16, args.sample_every, go)
         started = time.perf_counter()
         await clients.start()
         opened = time.perf_counter() - started
@@ -509,7 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watchers", type=int, default=None, help="concurrent VW wildcard watchers (default 1000; --quick: 20)")
     parser.add_argument("--rate", type=float, default=None, help="changes per second (default 1000; --quick: 50)")
     parser.add_argument("--seconds", type=float, default=None, help="how long the changes go on (default 60; --quick: 2)")
-    parser.add_argument("--client-procs", type=int, default=None, help="processes the watchers are spread over (default 4; --quick: 2)")
+    parser.add_argument("--client", choices=("python", "go"), default="python",
+                        help="what watches: this file's aiohttp watcher, or the Go one in go/fanoutwatch (built on first use; "
+                             "a fraction of the CPU per event, so more of a small machine is left to the proxy) (default python)")
+    parser.add_argument("--client-procs", type=int, default=None, help="processes the watchers are spread over (default 4, with --client go 1; --quick: 2)")
     parser.add_argument("--workspaces", type=int, default=None, help="consumer workspaces (default 10; --quick: 2)")
     parser.add_argument("--objects", type=int, default=None, help="widgets per workspace, the ones the changes go to (default 100; --quick: 5)")
     parser.add_argument("--writers", type=int, default=16, help="keep-alive connections the changes are made over (default 16)")
@@ -539,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     args.watchers = pick(args.watchers, 1000, 20)
     args.rate = pick(args.rate, 1000.0, 50.0)
     args.seconds = pick(args.seconds, 60.0, 2.0)
-    args.client_procs = pick(args.client_procs, 4, 2)
+    args.client_procs = pick(args.client_procs, 4 if args.client == "python" else 1, 2)
     args.workspaces = pick(args.workspaces, 10, 2)
     args.objects = pick(args.objects, 100, 5)
     args.in_process = pick(args.in_process, 2000, 100)

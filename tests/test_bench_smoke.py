@@ -381,6 +381,27 @@ def test_fanout_benchmark_delivers_every_change_to_every_watcher() -> None:
     assert not leftover, f"benchmark processes left running: {leftover}"
 
 
+@pytest.mark.timeout(400)
+def test_fanout_benchmark_with_the_go_watcher_checks_the_same() -> None:
+    """`fanout_bench.py --client go`: the Go watcher (built from benchmarks/go/fanoutwatch, standard
+    library only) opens the watches and checks every change once and in order, as the Python one does."""
+    args = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client", "go", "--client-procs", "2", "--workspaces", "2", "--objects", "3",
+            "--sample-every", "2", "--in-process", "0"]
+    proc = subprocess.run(
+        [sys.executable, str(FANOUT_BENCH), *args],
+        cwd=FANOUT_BENCH.parent.parent, capture_output=True, text=True, timeout=380, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    assert re.search(r"^client: +watches: the Go watcher \(fanoutwatch-[0-9a-f]{16}, go[0-9.]+\), 2 processes", out, re.M), out
+    assert re.search(r"^\| delivered +\| 6/6 watchers complete OK +\| 240 events; 3/3 checked event by event \(every 2nd: missing 0, "
+                     r"duplicates 0, unexpected 0, out of RV order 0\), 3/3 others received the same bytes", out, re.M), out
+    assert re.search(r"^\| delivery latency p50 / p99 / max +\| [0-9.]+ / [0-9.]+ / [0-9.]+ ms +\| .* over 120 \(event, checked watcher\) pairs", out, re.M), out
+    assert "result: OK" in out
+    leftover = [cmd for cmd in _command_lines() if "fanoutwatch-" in cmd]
+    assert not leftover, f"Go watchers left running: {leftover}"
+
+
 FANOUT_FLOOR = Path(__file__).resolve().parent.parent / "benchmarks" / "fanout_floor.py"
 
 

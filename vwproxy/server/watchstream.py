@@ -89,6 +89,11 @@ def stream_watch(
     api_version, kind = bookmark_as
 
     waiting: list[asyncio.Future[None]] = []  # the future the stream waits on, while it waits
+    # The timer that ends a wait, and the loop time it is set for. It stays set from one wait to
+    # the next (a stream waits at every write) and is moved only when the time it ends a wait at
+    # changes: after a bookmark.
+    alarm: list[asyncio.TimerHandle | None] = [None]
+    alarm_at = [0.0]
 
     def wakeup() -> None:
         if waiting and not waiting[0].done():
@@ -96,16 +101,24 @@ def stream_watch(
 
     watcher.wakeup = wakeup
 
-    async def next_frames(loop: asyncio.AbstractEventLoop, timeout: float) -> bytes:
-        """Frames buffered so far as one chunk, waiting up to `timeout` seconds for the first."""
+    def ring() -> None:
+        alarm[0] = None
+        if waiting:
+            _resolve(waiting[0])
+
+    async def next_frames(loop: asyncio.AbstractEventLoop, until: float) -> bytes:
+        """Frames buffered so far as one chunk, waiting until loop time `until` for the first."""
         if watcher.idle and not watcher.closed:
+            if alarm[0] is None or alarm_at[0] != until:
+                if alarm[0] is not None:
+                    alarm[0].cancel()
+                alarm[0] = loop.call_at(until, ring)
+                alarm_at[0] = until
             fut = loop.create_future()
             waiting.append(fut)
-            timer = loop.call_later(timeout, _resolve, fut)
             try:
                 await fut
             finally:
-                timer.cancel()
                 waiting.clear()
         return watcher.drain_bytes()
 
@@ -115,11 +128,10 @@ def stream_watch(
         next_bookmark = loop.time() + bookmark_interval
         try:
             while True:
-                now = loop.time()
-                if now >= deadline:
+                if loop.time() >= deadline:
                     return
-                wait = min(deadline, next_bookmark) - now if opts.allow_bookmarks else deadline - now
-                batch = watcher.drain_bytes() if not watcher.idle else await next_frames(loop, max(wait, 0.0))
+                until = min(deadline, next_bookmark) if opts.allow_bookmarks else deadline
+                batch = watcher.drain_bytes() if not watcher.idle else await next_frames(loop, until)
                 if batch:
                     yield batch
                 if watcher.closed:
@@ -129,6 +141,8 @@ def stream_watch(
                     yield wire.bookmark_frame(api_version, kind, current_rv())
                     next_bookmark = loop.time() + bookmark_interval
         finally:
+            if alarm[0] is not None:
+                alarm[0].cancel()
             stop()
 
     return StreamingResponse(frames(), media_type=http.JSON, headers=headers)

@@ -1,0 +1,3 @@
+module vwproxy.dev/benchmarks/fanoutwatch
+
+go 1.22
