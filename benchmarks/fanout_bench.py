@@ -409,6 +409,8 @@ async def run(args: argparse.Namespace, command: str) -> Results:
           f"{type(asyncio.get_running_loop()).__module__} loop in this one")
     print(f"machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"stack:   {_versions()}")
+    if args.server_cpus is not None:
+        print(f"cpus:    the server on {sorted(args.server_cpus)}, this process and the watch clients on {sorted(args.other_cpus)}")
     print(f"load:    {args.watchers} VW watchers; {total_writes} changes at {args.rate:g}/s for {args.seconds:g} s over {args.workspaces} x {args.objects} widgets; {args.gets:g} GETs/s")
     print("running:", flush=True)
     try:
@@ -420,6 +422,9 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         workspaces = [ws_name(i) for i in range(args.workspaces)]
         write_config(tmp / "config", workspaces)
         server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", args.profile)
+        if args.server_cpus is not None:
+            server.cpus = args.server_cpus
+            os.sched_setaffinity(0, args.other_cpus)  # this process, and the clients it starts
         owned.append(server)
         print(f"server:  {shlex.join(server.cmd)}")
         async with _session(4) as session:
@@ -545,6 +550,18 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     return results
 
 
+def _cpu_list(text: str) -> set[int]:
+    """`1`, `0,2`, `2-3` → the CPU numbers (ValueError when malformed)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        first, last = int(low), int(high or low)
+        if not 0 <= first <= last < 4096:
+            raise ValueError(text)
+        cpus.update(range(first, last + 1))
+    return cpus
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--watchers", type=int, default=None, help="concurrent VW wildcard watchers (default 1000; --quick: 20)")
@@ -563,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
                              "which must equal the checked ones' (default 10; 1: all in full)")
     parser.add_argument("--in-process", type=int, default=None, metavar="N",
                         help="first time N changes fanned out to --watchers watchers of a view in this process, without HTTP (default 2000; --quick: 100; 0: skip)")
+    parser.add_argument("--server-cpus", default=None, metavar="LIST",
+                        help="run the server on these CPUs only (e.g. 1, or 2-3), this process and the watch clients on the others: "
+                             "what the proxy does with cores of its own, the load elsewhere (default: every process on every CPU)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="run the proxy under cProfile, writing FILE (timings are then not comparable)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, data, server log)")
@@ -592,6 +612,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.profile is not None:
         args.profile = args.profile.resolve()
+    if args.server_cpus is not None:
+        mine = os.sched_getaffinity(0)
+        try:
+            args.server_cpus = _cpu_list(args.server_cpus)
+        except ValueError:
+            parser.error(f"--server-cpus {args.server_cpus!r}: a CPU list such as 1 or 0,2 or 2-3")
+        args.other_cpus = mine - args.server_cpus
+        if not args.server_cpus <= mine or not args.other_cpus:
+            parser.error(f"--server-cpus {sorted(args.server_cpus)}: must be some, not all, of the CPUs this process may use, {sorted(mine)}")
     command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/fanout_bench.py", *argv])
     return run_and_report(run(args, command), command, BenchError, _STARTED)
 

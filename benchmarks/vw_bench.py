@@ -128,6 +128,7 @@ class Process(ProcessStats):
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.cpus: set[int] | None = None  # the CPUs it may run on (all when None)
         # uvicorn re-raises the SIGTERM it handled, which ends the process before cProfile writes
         # its file; SIGINT surfaces as KeyboardInterrupt, and cProfile writes the file on the way out.
         self.stop_signal = signal.SIGINT if profile else signal.SIGTERM
@@ -141,6 +142,9 @@ class Process(ProcessStats):
             self.started_at = time.perf_counter()
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env())
         _STARTED.append(self.proc)
+        if self.cpus is not None:
+            # At once, while the interpreter starts: the threads it makes later inherit the set.
+            os.sched_setaffinity(self.proc.pid, self.cpus)
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> float:
         """Seconds from spawn until /readyz answers 200 (bounded)."""
