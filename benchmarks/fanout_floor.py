@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         ("intervals not kept", f"{r['late']} of {r['ticks']}", "the writer finished an interval's writes after it was over"),
         ("every byte read", "yes" if r["complete"] else "NO", ""),
         ("the proxy's watch stream, per write", f"{per_write * 1e6:.1f} us of CPU",
-         f"in process, no socket: {args.watchers} streams written 100 times each, from the wake-up through starlette's "
-         f"StreamingResponse (without the middleware and uvicorn above it); at {writes:,.0f} writes/s: {per_write * writes:.2f} core"),
+         f"in process, no socket: {args.watchers} streams written 100 times each, from the wake-up through "
+         f"the stream's response (without the middleware and uvicorn above it); at {writes:,.0f} writes/s: {per_write * writes:.2f} core"),
     ]
     print("| metric | value | note |\n|---|---|---|")
     for name, value, note in rows:
