@@ -28,7 +28,9 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, ChangeHistory, PackedObject, Packing, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import (
+    ChangeEvent, ChangeHistory, PackedObject, Packing, Reloader, ResourceTable, StoredObject, encode_json, owner_uids, stored_attributes,
+)
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -67,6 +69,16 @@ class _Pending:
     event_type: str
     obj: StoredObject
     prev: StoredObject | None
+
+
+def _decoded(storage_key: str, cluster: str, namespace: str, name: str, rv: int, body: bytes, obj: Obj) -> StoredObject:
+    """The stored object of a row, from its decoded JSON `obj` (what `Reloader` does without it)."""
+    md = obj.get("metadata") or {}
+    fields = strategy.selectable_fields(storage_key, obj, namespace, name)
+    return StoredObject(
+        cluster, namespace, name, rv, body, md.get("labels") or {}, fields,
+        bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
+    )
 
 
 def _stamp(obj: Obj, cluster: str, rv: int) -> None:
@@ -173,14 +185,17 @@ class Shard:
         # Rows come ordered by (cluster, storage key): consecutive rows share a bucket.
         where: tuple[str, str] | None = None
         bucket = None
-        for cluster, storage_key, namespace, name, rv, body in self._db.row_tuples():
-            obj = orjson.loads(body)
-            md = obj.get("metadata") or {}
-            fields = strategy.selectable_fields(storage_key, obj, namespace, name)
-            stored = StoredObject(
-                cluster, namespace, name, rv, body, md.get("labels") or {}, fields,
-                bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
-            )
+        reload = Reloader()
+        # (rv_at, attrs, and the row's key) of rows stored without what `reload` needs (written
+        # before the shard kept it, schema 1), or with attributes that do not fit their bytes.
+        filled: builtins.list[tuple[int, bytes | None, str, str, str, str]] = []
+        for cluster, storage_key, namespace, name, rv, body, rv_at, attrs in self._db.row_tuples():
+            obj = None
+            stored = None if attrs is None or rv_at is None else reload(cluster, namespace, name, rv, body, rv_at, attrs)
+            if stored is None:
+                obj = orjson.loads(body)
+                stored = _decoded(storage_key, cluster, namespace, name, rv, body, obj)
+                filled.append((*stored_attributes(stored, body), cluster, storage_key, namespace, name))
             if storage_key in PACKED_KEYS:
                 stored = self.packed(storage_key, stored)
             if where != (cluster, storage_key):
@@ -192,7 +207,12 @@ class Shard:
             if storage_key == LOGICAL_CLUSTERS_KEY:
                 self._index_path(storage_key, stored, False)
             elif storage_key == CRD_STORAGE_KEY:
-                self.registry.set_crd(cluster, name, obj)
+                self.registry.set_crd(cluster, name, obj if obj is not None else orjson.loads(body))
+        if filled:
+            try:
+                self._db.fill_attributes(filled)
+            except StorageError as exc:  # the objects are loaded all the same; the next start tries again
+                log.warning("could not keep the attributes of %d loaded objects: %s", len(filled), exc)
 
     def packed(self, storage_key: str, obj: StoredObject) -> StoredObject:
         """`obj` as held: packed when its kind is, against the first object of its kind
@@ -338,7 +358,8 @@ class Shard:
                 changes.append(Remove(p.obj.cluster, p.storage_key, p.obj.namespace, p.obj.name))
             else:
                 o = p.obj
-                changes.append(Put(Row(o.cluster, p.storage_key, o.namespace, o.name, o.rv, o.raw)))
+                raw = o.raw
+                changes.append(Put(Row(o.cluster, p.storage_key, o.namespace, o.name, o.rv, raw, *stored_attributes(o, raw))))
         try:
             self._db.commit(revision, changes)
         except StorageError as exc:
