@@ -254,7 +254,8 @@ def stored_attributes(obj: StoredObject, raw: bytes) -> tuple[int, bytes | None]
     else:
         head, tail = obj.head, obj.tail
     try:
-        attributes = encode_json([obj.labels or None, obj._extra_fields, obj._rare])  # (a load keeps many at once)
+        # Exact-size bytes: a load of rows stored without them holds one per row until it writes them back.
+        attributes = encode_json([obj.labels or None, obj._extra_fields, obj._rare])
     except orjson.JSONEncodeError:
         attributes = None
     return (len(head) if tail is not None else -1), attributes

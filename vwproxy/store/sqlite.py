@@ -1,10 +1,11 @@
 """The embedded shard's durable storage: one SQLite database in WAL mode.
 
 One row per object (its JSON as the client will see it, and beside it what loading it needs
-besides the JSON, which the shard encodes) and one revision counter, written in the same transaction, so after any crash the database holds exactly the acknowledged writes
-and the revision sequence continues where it stopped. In WAL mode a committed transaction is in
-the operating system's hands before `commit()` returns, so it survives `kill -9` of the
-process; `durable=True` (synchronous=FULL) also makes it survive power loss, at an fsync a write.
+besides the JSON: `rv_at`, `attrs`) and one revision counter, written in the same transaction,
+so after any crash the database holds exactly the acknowledged writes and the revision sequence
+continues where it stopped. In WAL mode a committed transaction is in the operating system's
+hands before `commit()` returns, so it survives `kill -9` of the process; `durable=True`
+(synchronous=FULL) also makes it survive power loss, at an fsync a write.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +142,7 @@ class SqliteStore:
             "SELECT cluster, storage_key, namespace, name, rv, body, rv_at, attrs FROM objects ORDER BY cluster, storage_key, namespace, name"
         ))
 
-    def fill_attributes(self, filled: Sequence[tuple[int, bytes | None, str, str, str, str]]) -> None:
+    def fill_attributes(self, filled: Iterable[tuple[int, bytes | None, str, str, str, str]]) -> None:
         """Set (rv_at, attrs) of rows (cluster, storage key, namespace, name) in one transaction:
         a load keeps what it derived from rows stored without them, so the next start need not."""
         db = self._db
