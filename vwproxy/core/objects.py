@@ -254,7 +254,7 @@ def stored_attributes(obj: StoredObject, raw: bytes) -> tuple[int, bytes | None]
     else:
         head, tail = obj.head, obj.tail
     try:
-        # Exact-size bytes: a load of rows stored without them holds one per row until it writes them back.
+        # Exact-size bytes (`encode_json`), however long a caller holds them.
         attributes = encode_json([obj.labels or None, obj._extra_fields, obj._rare])
     except orjson.JSONEncodeError:
         attributes = None
