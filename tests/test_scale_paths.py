@@ -343,7 +343,7 @@ def test_packed_kinds_are_held_packed_and_read_back_byte_for_byte_also_after_a_r
 
     def held_and_stored(shard: Shard) -> tuple[dict[tuple[str, str], StoredObject], dict[tuple[str, str], bytes]]:
         held = {(o.cluster, o.name): o for o in shard.table(LOGICAL_CLUSTERS_KEY).ordered(None)}
-        stored = {(cluster, name): body for cluster, key, _, name, _, body in shard._db.row_tuples() if key == LOGICAL_CLUSTERS_KEY}
+        stored = {(cluster, name): body for cluster, key, _, name, _, body, *_ in shard._db.row_tuples() if key == LOGICAL_CLUSTERS_KEY}
         return held, stored
 
     shard = Shard(tmp_path)

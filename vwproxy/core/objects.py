@@ -244,6 +244,67 @@ class PackedObject(StoredObject):
         return self.with_bytes(self.rv, self.raw).at_rv(rv)
 
 
+def stored_attributes(obj: StoredObject, raw: bytes) -> tuple[int, bytes | None]:
+    """What loading `obj` again takes besides its JSON `raw` (`Reloader`), to be stored beside it:
+    where its RV's digits start in `raw` (-1: the bytes are not cut, `tail` is None), and its
+    labels, kind-specific fields and rare slot as JSON, which a load would otherwise decode the
+    object to find. None for the JSON when it cannot be encoded: a load then decodes the object."""
+    if isinstance(obj, PackedObject):
+        head, tail = _split_at_rv(raw, obj.rv)  # (its `head` would unpack it again)
+    else:
+        head, tail = obj.head, obj.tail
+    try:
+        # Exact-size bytes (`encode_json`), however long a caller holds them.
+        attributes = encode_json([obj.labels or None, obj._extra_fields, obj._rare])
+    except orjson.JSONEncodeError:
+        attributes = None
+    return (len(head) if tail is not None else -1), attributes
+
+
+# Distinct attributes `Reloader` remembers before it starts over: most objects of a kind share a
+# few (labels set by one controller, no extra fields, nothing rare), some kinds have one each.
+_RELOADED_LIMIT = 50_000
+
+
+class Reloader:
+    """Makes the objects of a loading shard from their bytes and their `stored_attributes`,
+    without decoding them (at 10,000 workspaces decoding and deriving was most of a restart).
+
+    Objects with equal attributes share what they are decoded to (labels, fields, rare slot; none
+    is changed in place), so each distinct set is decoded once. The object comes out as
+    `StoredObject` would have made it from the decoded JSON; the cut is checked against the RV's
+    text, and attributes that do not fit give None: the caller decodes that object.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, tuple[dict[str, str], dict[str, str] | None, _Rare | None]] = {}
+
+    def __call__(self, cluster: str, namespace: str, name: str, rv: int, raw: bytes, rv_at: int, attributes: bytes) -> StoredObject | None:
+        seen = self._seen.get(attributes)
+        if seen is None:
+            try:
+                labels, extra, rare = orjson.loads(attributes)
+                seen = (_shared_labels(labels or {}), extra or None, None if rare is None else (bool(rare[0]), tuple(rare[1]), rare[2]))
+            except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError):
+                return None
+            if len(self._seen) >= _RELOADED_LIMIT:
+                self._seen.clear()
+            self._seen[attributes] = seen
+        obj = StoredObject.__new__(StoredObject)
+        if rv_at < 0:
+            obj.head, obj.tail = raw, None
+        else:
+            quoted = b'%d"' % rv
+            if not (raw.startswith(quoted, rv_at) and rv_at >= len(_RV_KEY) and raw.startswith(_RV_KEY, rv_at - len(_RV_KEY))):
+                return None
+            obj.head, obj.tail = raw[:rv_at], raw[rv_at + len(quoted) - 1:]
+        obj.cluster, obj.key, obj.rv = _intern(cluster), f"{namespace}\0{name}", rv
+        obj.labels, obj._extra_fields, obj._rare = seen
+        return obj
+
+
 def append_encoded(parts: list[bytes], objects: Iterable[StoredObject], separator: bytes = b",") -> None:
     """Append each object's JSON (its pieces), followed by `separator`, to `parts` for one `b"".join`."""
     extend = parts.extend

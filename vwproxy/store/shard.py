@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import gc as cyclic_gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ from vwproxy.kube.listoptions import NOT_OLDER_THAN, ListOptions
 from vwproxy.kube.resources import BUILTIN_RESOURCES, ResourceInfo
 from vwproxy.kube.selectors import FieldSelector
 from vwproxy.store import gc, strategy
-from vwproxy.core.objects import ChangeEvent, ChangeHistory, PackedObject, Packing, ResourceTable, StoredObject, encode_json, owner_uids
+from vwproxy.core.objects import (
+    ChangeEvent, ChangeHistory, PackedObject, Packing, Reloader, ResourceTable, StoredObject, encode_json, owner_uids, stored_attributes,
+)
 from vwproxy.store.registry import CRD_STORAGE_KEY, ResourceRegistry
 from vwproxy.store.sqlite import Change, Put, Remove, Row, SqliteStore, StorageError
 from vwproxy.core.watch import Watcher
@@ -67,6 +69,24 @@ class _Pending:
     event_type: str
     obj: StoredObject
     prev: StoredObject | None
+
+
+def _decoded(storage_key: str, cluster: str, namespace: str, name: str, rv: int, body: bytes, obj: Obj) -> StoredObject:
+    """The stored object of a row, from its decoded JSON `obj` (what `Reloader` does without it)."""
+    md = obj.get("metadata") or {}
+    fields = strategy.selectable_fields(storage_key, obj, namespace, name)
+    return StoredObject(
+        cluster, namespace, name, rv, body, md.get("labels") or {}, fields,
+        bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
+    )
+
+
+def _attribute_rows(objects: Iterable[StoredObject], storage_keys: Iterable[str]) -> Iterator[tuple[int, bytes | None, str, str, str, str]]:
+    """(rv_at, attrs, cluster, storage key, namespace, name) of `objects` for
+    `SqliteStore.fill_attributes`, made one at a time as SQLite takes them."""
+    for obj, storage_key in zip(objects, storage_keys):
+        raw = obj.raw
+        yield (*stored_attributes(obj, raw), obj.cluster, storage_key, obj.namespace, obj.name)
 
 
 def _stamp(obj: Obj, cluster: str, rv: int) -> None:
@@ -173,16 +193,25 @@ class Shard:
         # Rows come ordered by (cluster, storage key): consecutive rows share a bucket.
         where: tuple[str, str] | None = None
         bucket = None
-        for cluster, storage_key, namespace, name, rv, body in self._db.row_tuples():
-            obj = orjson.loads(body)
-            md = obj.get("metadata") or {}
-            fields = strategy.selectable_fields(storage_key, obj, namespace, name)
-            stored = StoredObject(
-                cluster, namespace, name, rv, body, md.get("labels") or {}, fields,
-                bool(md.get("deletionTimestamp")), str(md.get("uid") or ""), owner_uids(md),
-            )
+        reload = Reloader()
+        # The objects of rows stored without what `reload` needs (written before the shard kept
+        # it, schema 1) or with attributes that do not fit their bytes, in row order, and their
+        # storage keys (one string each): only what stays. At 150,000 rows, a tuple and strings
+        # each, freed after the load among the objects kept, left the process 40 MiB larger.
+        unfilled: builtins.list[StoredObject] = []
+        unfilled_keys: builtins.list[str] = []
+        storage_keys: dict[str, str] = {}
+        for cluster, storage_key, namespace, name, rv, body, rv_at, attrs in self._db.row_tuples():
+            obj = None
+            stored = None if attrs is None or rv_at is None else reload(cluster, namespace, name, rv, body, rv_at, attrs)
+            if stored is None:
+                obj = orjson.loads(body)
+                stored = _decoded(storage_key, cluster, namespace, name, rv, body, obj)
             if storage_key in PACKED_KEYS:
                 stored = self.packed(storage_key, stored)
+            if obj is not None:  # decoded: its row gets its attributes
+                unfilled.append(stored)
+                unfilled_keys.append(storage_keys.setdefault(storage_key, storage_key))
             if where != (cluster, storage_key):
                 where = (cluster, storage_key)
                 bucket = self.table(storage_key).bucket(stored.cluster)  # the interned name, not the row's
@@ -192,7 +221,12 @@ class Shard:
             if storage_key == LOGICAL_CLUSTERS_KEY:
                 self._index_path(storage_key, stored, False)
             elif storage_key == CRD_STORAGE_KEY:
-                self.registry.set_crd(cluster, name, obj)
+                self.registry.set_crd(cluster, name, obj if obj is not None else orjson.loads(body))
+        if unfilled:
+            try:
+                self._db.fill_attributes(_attribute_rows(unfilled, unfilled_keys))
+            except StorageError as exc:  # the objects are loaded all the same; the next start tries again
+                log.warning("could not keep the attributes of %d loaded objects: %s", len(unfilled), exc)
 
     def packed(self, storage_key: str, obj: StoredObject) -> StoredObject:
         """`obj` as held: packed when its kind is, against the first object of its kind
@@ -338,7 +372,8 @@ class Shard:
                 changes.append(Remove(p.obj.cluster, p.storage_key, p.obj.namespace, p.obj.name))
             else:
                 o = p.obj
-                changes.append(Put(Row(o.cluster, p.storage_key, o.namespace, o.name, o.rv, o.raw)))
+                raw = o.raw
+                changes.append(Put(Row(o.cluster, p.storage_key, o.namespace, o.name, o.rv, raw, *stored_attributes(o, raw))))
         try:
             self._db.commit(revision, changes)
         except StorageError as exc:

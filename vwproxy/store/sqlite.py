@@ -1,10 +1,11 @@
 """The embedded shard's durable storage: one SQLite database in WAL mode.
 
-One row per object (its JSON as the client will see it) and one revision counter, written in
-the same transaction, so after any crash the database holds exactly the acknowledged writes
-and the revision sequence continues where it stopped. In WAL mode a committed transaction is in
-the operating system's hands before `commit()` returns, so it survives `kill -9` of the
-process; `durable=True` (synchronous=FULL) also makes it survive power loss, at an fsync a write.
+One row per object (its JSON as the client will see it, and beside it what loading it needs
+besides the JSON: `rv_at`, `attrs`) and one revision counter, written in the same transaction,
+so after any crash the database holds exactly the acknowledged writes and the revision sequence
+continues where it stopped. In WAL mode a committed transaction is in the operating system's
+hands before `commit()` returns, so it survives `kill -9` of the process; `durable=True`
+(synchronous=FULL) also makes it survive power loss, at an fsync a write.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,18 @@ LOCK_FILE = "lock"
 # How long a write waits for a lock held by another connection (a backup, an inspecting sqlite3
 # shell) before failing, instead of failing at once.
 BUSY_TIMEOUT_MS = 5000
-SCHEMA_VERSION = 1
+# 2: `rv_at` and `attrs` beside each body (NULL in rows written at 1: the load decodes those).
+SCHEMA_VERSION = 2
+# What brings a database from a version to the next, in one transaction with the new version.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE objects ADD COLUMN rv_at INTEGER", "ALTER TABLE objects ADD COLUMN attrs BLOB"),
+}
 
 
 @dataclass(frozen=True)
 class Row:
-    """One stored object: where it lives, its revision and its encoded JSON."""
+    """One stored object: where it lives, its revision and its encoded JSON; `rv_at` and `attrs`
+    are what loading it needs besides the JSON (`core.objects.stored_attributes`; None: decode it)."""
 
     cluster: str
     storage_key: str
@@ -35,6 +42,8 @@ class Row:
     name: str
     rv: int
     body: bytes
+    rv_at: int | None = None
+    attrs: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -78,15 +87,31 @@ class SqliteStore:
         db.execute(
             "CREATE TABLE IF NOT EXISTS objects ("
             " cluster TEXT NOT NULL, storage_key TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,"
-            " rv INTEGER NOT NULL, body BLOB NOT NULL,"
+            " rv INTEGER NOT NULL, body BLOB NOT NULL, rv_at INTEGER, attrs BLOB,"
             " PRIMARY KEY (cluster, storage_key, namespace, name)) WITHOUT ROWID"
         )
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0)")
         db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         (schema,) = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if schema != SCHEMA_VERSION:
-            raise StorageError(f"{self.path} has schema version {schema}; this vwproxy reads {SCHEMA_VERSION}")
+        if schema == SCHEMA_VERSION:
+            return
+        if schema > SCHEMA_VERSION:
+            # A newer vwproxy's database may hold what this one would lose by writing to it.
+            raise StorageError(f"{self.path} has schema version {schema}, of a newer vwproxy; this one reads up to {SCHEMA_VERSION}")
+        if schema not in _MIGRATIONS:
+            raise StorageError(f"{self.path} has schema version {schema}; this vwproxy reads {min(_MIGRATIONS)} to {SCHEMA_VERSION}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for version in range(schema, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def revision(self) -> int:
         (value,) = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
@@ -110,12 +135,30 @@ class SqliteStore:
         for cluster, key, namespace, name, rv, body in cursor:
             yield Row(cluster, key, namespace, name, rv, bytes(body))
 
-    def row_tuples(self) -> Iterator[tuple[str, str, str, str, int, bytes]]:
-        """`rows` as plain tuples (cluster, storage key, namespace, name, rv, body), for loading
-        a whole shard: at 150,000 rows, building a `Row` each is a measurable share of a start."""
+    def row_tuples(self) -> Iterator[tuple[str, str, str, str, int, bytes, int | None, bytes | None]]:
+        """`rows` as plain tuples (cluster, storage key, namespace, name, rv, body, rv_at, attrs),
+        for loading a whole shard: at 150,000 rows, building a `Row` each is a measurable share of a start."""
         return iter(self._db.execute(
-            "SELECT cluster, storage_key, namespace, name, rv, body FROM objects ORDER BY cluster, storage_key, namespace, name"
+            "SELECT cluster, storage_key, namespace, name, rv, body, rv_at, attrs FROM objects ORDER BY cluster, storage_key, namespace, name"
         ))
+
+    def fill_attributes(self, filled: Iterable[tuple[int, bytes | None, str, str, str, str]]) -> None:
+        """Set (rv_at, attrs) of rows (cluster, storage key, namespace, name) in one transaction:
+        a load keeps what it derived from rows stored without them, so the next start need not."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "UPDATE objects SET rv_at = ?, attrs = ? WHERE cluster = ? AND storage_key = ? AND namespace = ? AND name = ?", filled,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"write to {self.path} failed: {exc}") from exc
 
     def commit(self, revision: int, changes: Sequence[Change]) -> None:
         """Apply `changes` and set the revision atomically; raises StorageError, leaving nothing applied."""
@@ -127,8 +170,8 @@ class SqliteStore:
                     if isinstance(change, Put):
                         r = change.row
                         db.execute(
-                            "INSERT OR REPLACE INTO objects (cluster, storage_key, namespace, name, rv, body) VALUES (?, ?, ?, ?, ?, ?)",
-                            (r.cluster, r.storage_key, r.namespace, r.name, r.rv, r.body),
+                            "INSERT OR REPLACE INTO objects (cluster, storage_key, namespace, name, rv, body, rv_at, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (r.cluster, r.storage_key, r.namespace, r.name, r.rv, r.body, r.rv_at, r.attrs),
                         )
                     else:
                         db.execute(
