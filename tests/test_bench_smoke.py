@@ -402,6 +402,21 @@ def test_fanout_benchmark_with_the_go_watcher_checks_the_same() -> None:
     assert not leftover, f"Go watchers left running: {leftover}"
 
 
+@pytest.mark.parametrize(("value", "said"), [
+    ("x", "--server-cpus 'x': a CPU list such as 1 or 0,2 or 2-3"),
+    ("3-1", "--server-cpus '3-1': a CPU list such as 1 or 0,2 or 2-3"),
+    ("4096", "--server-cpus '4096': a CPU list such as 1 or 0,2 or 2-3"),
+    ("99", "--server-cpus [99]: must be some, not all, of the CPUs this process may use"),
+])
+def test_fanout_benchmark_refuses_a_bad_cpu_list_in_one_line(value: str, said: str) -> None:
+    """`--server-cpus` is checked before anything starts: one usage line naming the option, exit 2."""
+    proc = subprocess.run([sys.executable, str(FANOUT_BENCH), "--server-cpus", value, "--quick"], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc
+    assert said in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stdout, proc
+
+
 FANOUT_FLOOR = Path(__file__).resolve().parent.parent / "benchmarks" / "fanout_floor.py"
 
 
