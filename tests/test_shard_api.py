@@ -344,6 +344,43 @@ def test_crd_serves_its_resource_with_status_and_generation(api: httpx.Client) -
     assert api.get("/apis/example.dev").json()["preferredVersion"]["version"] == "v1"
 
 
+def _gadget_crd(maximum: int) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer", "maximum": maximum}}}}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "gadgets.example.dev"},
+        "spec": {"group": "example.dev", "scope": "Namespaced", "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}]},
+    }
+
+
+def test_an_update_that_changes_only_metadata_is_not_validated_again_as_kube_ratchets(api: httpx.Client) -> None:
+    """The schema tightened after the object was written: a metadata-only write still goes
+    through, as kube-apiserver's ratcheting lets it; a write that changes the spec is checked
+    whole, and `true` is not taken for the `1` it equals in Python."""
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    assert api.post(crds, json=_gadget_crd(5)).status_code == 201
+    path = "/apis/example.dev/v1/namespaces/default/gadgets"
+    gadget = {"apiVersion": "example.dev/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 3}}
+    assert api.post(path, json=gadget).status_code == 201, "valid when written"
+    crd = api.get(f"{crds}/gadgets.example.dev").json()
+    tightened = _gadget_crd(2)
+    tightened["metadata"]["resourceVersion"] = crd["metadata"]["resourceVersion"]
+    assert api.put(f"{crds}/gadgets.example.dev", json=tightened).status_code == 200
+    merge = {"content-type": "application/merge-patch+json"}
+
+    labelled = api.patch(f"{path}/g", content=b'{"metadata":{"labels":{"a":"b"}}}', headers=merge)
+    assert labelled.status_code == 200, labelled.text
+    assert labelled.json()["spec"] == {"size": 3} and labelled.json()["metadata"]["labels"] == {"a": "b"}
+
+    grown = api.patch(f"{path}/g", content=b'{"spec":{"size":4}}', headers=merge)
+    assert grown.status_code == 422, grown.text
+    assert "spec.size" in grown.text
+    kept = api.patch(f"{path}/g", content=b'{"spec":{"size":3},"metadata":{"annotations":{"x":"y"}}}', headers=merge)
+    assert kept.status_code == 200, kept.text
+    assert api.patch(f"{path}/g", content=b'{"spec":{"size":1}}', headers=merge).status_code == 200
+    assert api.patch(f"{path}/g", content=b'{"spec":{"size":true}}', headers=merge).status_code == 422  # True == 1 in Python
+
+
 def test_crd_deletion_removes_its_objects(api: httpx.Client) -> None:
     _install_widgets(api)
     api.post("/apis/example.dev/v1/namespaces/default/widgets", json=widget("w"))

@@ -66,7 +66,9 @@ Not supported or simplified
   * `x-kubernetes-validations` (CEL rules) are ignored: no rule is evaluated.
   * `metadata` inside an embedded resource is kept as it is: not pruned to ObjectMeta's fields
     and not validated.
-  * Validation ratcheting (unchanged invalid values tolerated on update) is not done.
+  * Validation ratcheting (unchanged invalid values tolerated on update) is done for the whole
+    object only: an update that changes nothing outside metadata is not validated again (the
+    shard's `_schema_checks`); one that changes a field has every field checked.
   * `pattern` runs on Python's `re`, not Go's RE2: the usual syntax agrees, a pattern Python cannot
     compile is ignored, and Python's backtracking engine is not linear-time.
   * `anyOf`/`oneOf`/`not` failures are reported as one cause at the value, without the branches'

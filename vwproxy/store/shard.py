@@ -95,6 +95,21 @@ def _stamp(obj: Obj, cluster: str, rv: int) -> None:
     meta.set_annotation(obj, CLUSTER_ANNOTATION, cluster)
 
 
+def _same_but_metadata(obj: Obj, old: Obj) -> bool:
+    """Whether `obj` holds what `old` holds outside `metadata`, with the same JSON: true is not 1,
+    1.0 is not 1, members in the same order (a merge patch keeps the order it found), and the
+    same metadata name and generateName, the only metadata a CRD schema may constrain."""
+    md, old_md = obj.get("metadata") or {}, old.get("metadata") or {}
+    if md.get("name") != old_md.get("name") or md.get("generateName") != old_md.get("generateName") or len(obj) != len(old):
+        return False
+    try:
+        return all(
+            key in old and (key == "metadata" or value is old[key] or orjson.dumps(value) == orjson.dumps(old[key])) for key, value in obj.items()
+        )
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits: validated
+        return False
+
+
 def _spec_part(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
@@ -487,13 +502,13 @@ class Shard:
                     info.resource, info.group,
                 )
 
-    def _validate(self, info: ResourceInfo, obj: Obj, name: str, checks: WriteChecks | None = None) -> None:
+    def _validate(self, info: ResourceInfo, obj: Obj, name: str, checks: WriteChecks | None = None, old: Obj | None = None) -> None:
         if info.crd:  # a built-in was pruned in its served form, before conversion to storage
             self.drop_unknown_fields(info, obj, checks or WriteChecks())
         causes = validation.validate_metadata(obj["metadata"], strategy.name_rule(info), info.namespaced)
         causes += strategy.validate(info, obj)
         if info.crd:
-            causes += self._schema_checks(info, obj)
+            causes += self._schema_checks(info, obj, old)
         if causes:
             raise errors.invalid(info.kind, name, causes, info.group)
 
@@ -513,12 +528,18 @@ class Shard:
             if checks.field_validation != "Ignore":
                 checks.warnings.extend(unknown)
 
-    def _schema_checks(self, info: ResourceInfo, obj: Obj) -> builtins.list[Cause]:
-        """A custom resource against its CRD schema (already pruned): default, validate."""
+    def _schema_checks(self, info: ResourceInfo, obj: Obj, old: Obj | None = None) -> builtins.list[Cause]:
+        """A custom resource against its CRD schema (already pruned): default, validate. An update
+        (`old`) that leaves all but the object's metadata as it was is not validated again: kube-
+        apiserver ratchets (since 1.30) and tolerates what the write did not change, here for the
+        whole object only (one changed field has the rest checked too). The metadata is checked
+        on its own (`validation.validate_metadata`); a schema may constrain only its name."""
         schema = self.registry.schema_for(info)
         if not schema.enabled:
             return []
         schema.default(obj)
+        if old is not None and _same_but_metadata(obj, old):
+            return []
         return schema.validate(obj)
 
     def create(self, info: ResourceInfo, cluster: str, namespace: str, obj: Obj, dry_run: bool = False, checks: WriteChecks | None = None) -> StoredObject:
@@ -614,7 +635,7 @@ class Shard:
             added = set(md.get("finalizers") or []) - set(old_md.get("finalizers") or [])
             if added:
                 raise errors.invalid(info.kind, name, [Cause("FieldValueForbidden", "Forbidden: no new finalizers can be added if the object is being deleted", "metadata.finalizers")], info.group)
-        self._validate(info, obj, name, checks)
+        self._validate(info, obj, name, checks, old)
         if _comparable(obj) == _comparable(old):
             return current  # a no-op update writes nothing, as in Kubernetes
         tx = self.transaction(dry_run)
