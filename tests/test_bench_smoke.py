@@ -15,6 +15,17 @@ import pytest
 from vwproxy.testing.process import child_env, stop_child
 from support import eventually, free_port
 
+
+def _run_script(script: Path, args: list[str], timeout: float) -> str:
+    """Run a benchmark script from the checkout's root; its standard output, once it exited 0."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=script.parent.parent, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, f"{script.name} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "shard_bench.py"
 
 RESULT_ROWS = [
@@ -32,12 +43,7 @@ RESULT_ROWS = [
 
 @pytest.mark.timeout(120)
 def test_quick_benchmark_runs_and_reports() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(BENCH, ["--quick"], 100)
     table = [line for line in out.splitlines() if line.startswith("| ")]
     for row in RESULT_ROWS:
         assert any(line.startswith(f"| {row} ") for line in table), f"no table row {row!r} in:\n{out}"
@@ -83,12 +89,7 @@ VW_RESULT_ROWS = [
 @pytest.mark.timeout(180)
 def test_quick_vw_benchmark_runs_and_reports() -> None:
     """`vw_bench.py --quick`: the proxy, the scale phases and their backend processes, end to end."""
-    proc = subprocess.run(
-        [sys.executable, str(VW_BENCH), "--quick"],
-        cwd=VW_BENCH.parent.parent, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(VW_BENCH, ["--quick"], 150)
     table = [line for line in out.splitlines() if line.startswith("| ")]
     for row in VW_RESULT_ROWS:
         assert any(line.startswith(f"| {row} ") for line in table), f"no table row {row!r} in:\n{out}"
@@ -118,12 +119,7 @@ MEMORY_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_b
 
 def test_memory_benchmark_runs_and_reports() -> None:
     """`memory_bench.py` on a tiny shard: bytes per widget in the shard and the views, the list join."""
-    proc = subprocess.run(
-        [sys.executable, str(MEMORY_BENCH), "--clusters", "3", "--objects", "20", "--runs", "3"],
-        cwd=MEMORY_BENCH.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(MEMORY_BENCH, ["--clusters", "3", "--objects", "20", "--runs", "3"], 100)
     number = r"[\d.,]+"
     for row in ("shard: traced bytes per widget", "view (embedded shard, shared bytes): bytes per widget",
                 "view (decoded path, a kube backend's): bytes per widget"):
@@ -137,12 +133,7 @@ WRITE_CPU = Path(__file__).resolve().parent.parent / "benchmarks" / "write_cpu.p
 
 def test_write_cpu_benchmark_runs_and_reports() -> None:
     """`write_cpu.py` on 20 PATCHes: the server CPU per write row and its command."""
-    proc = subprocess.run(
-        [sys.executable, str(WRITE_CPU), "--patches", "20", "--runs", "2"],
-        cwd=WRITE_CPU.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(WRITE_CPU, ["--patches", "20", "--runs", "2"], 100)
     assert re.search(r"^\| server CPU per merge PATCH, min / median of 2 runs \| \d+ / \d+ us \| runs \d+, \d+ us; 10 PATCHes each", out, re.M), out
     assert re.search(r"^command: python3 benchmarks/write_cpu\.py --patches 20 --runs 2$", out, re.M), out
 
@@ -360,12 +351,7 @@ def test_fanout_benchmark_delivers_every_change_to_every_watcher() -> None:
     """`fanout_bench.py` with tiny numbers: every watcher got every change once, in RV order (half of
     them checked event by event, the others by the same bytes); no timing is judged."""
     args = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client-procs", "2", "--workspaces", "2", "--objects", "3", "--sample-every", "2"]
-    proc = subprocess.run(
-        [sys.executable, str(FANOUT_BENCH), *args],
-        cwd=FANOUT_BENCH.parent.parent, capture_output=True, text=True, timeout=130, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(FANOUT_BENCH, args, 130)
     table = [line for line in out.splitlines() if line.startswith("| ")]
     for row in ("watchers opened", "changes committed", "delivered", "delivery latency p50 / p99 / max", "concurrent GET p50 / p99 / max",
                 "server CPU", "server RSS", "client CPU", "load average"):
@@ -387,12 +373,7 @@ def test_fanout_benchmark_with_the_go_watcher_checks_the_same() -> None:
     library only) opens the watches and checks every change once and in order, as the Python one does."""
     args = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client", "go", "--client-procs", "2", "--workspaces", "2", "--objects", "3",
             "--sample-every", "2", "--in-process", "0"]
-    proc = subprocess.run(
-        [sys.executable, str(FANOUT_BENCH), *args],
-        cwd=FANOUT_BENCH.parent.parent, capture_output=True, text=True, timeout=380, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(FANOUT_BENCH, args, 380)
     assert re.search(r"^client: +watches: the Go watcher \(fanoutwatch-[0-9a-f]{16}, go[0-9.]+\), 2 processes", out, re.M), out
     assert re.search(r"^\| delivered +\| 6/6 watchers complete OK +\| 240 events; 3/3 checked event by event \(every 2nd: missing 0, "
                      r"duplicates 0, unexpected 0, out of RV order 0\), 3/3 others received the same bytes", out, re.M), out
@@ -423,12 +404,7 @@ FANOUT_FLOOR = Path(__file__).resolve().parent.parent / "benchmarks" / "fanout_f
 def test_fanout_floor_reads_every_byte_and_reports_its_rows() -> None:
     """`fanout_floor.py` with tiny numbers: every reader got every byte; the rows and the command."""
     args = ["--watchers", "6", "--rate", "50", "--interval-ms", "20", "--seconds", "0.5", "--client-procs", "2"]
-    proc = subprocess.run(
-        [sys.executable, str(FANOUT_FLOOR), *args],
-        cwd=FANOUT_FLOOR.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(FANOUT_FLOOR, args, 100)
     assert re.search(r"^\| load \| 6 connections, 50 changes/s of 700 B \| one write per connection every 20 ms \(300 writes/s, 1 frames each\)", out, re.M), out
     for row in ("writer CPU", "reader CPU"):
         assert re.search(rf"^\| {row} \| \d+\.\d\d core \|", out, re.M), out
@@ -444,12 +420,7 @@ PACK_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "pack_bench
 def test_pack_benchmark_runs_and_reports() -> None:
     """`pack_bench.py` on 30 logical clusters: both packings' rows (each checked to unpack to the
     same bytes inside the script), the load row and the command."""
-    proc = subprocess.run(
-        [sys.executable, str(PACK_BENCH), "--clusters", "30", "--runs", "1"],
-        cwd=PACK_BENCH.parent.parent, capture_output=True, text=True, timeout=100, stdin=subprocess.DEVNULL,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{proc.stderr}"
+    out = _run_script(PACK_BENCH, ["--clusters", "30", "--runs", "1"], 100)
     for name in ("zstd, dictionary digested once", "deflate, preset dictionary"):
         assert re.search(rf"^\| {name} \| \d+\.\d us \| \d+\.\d us \| \d+ B \(0\.\d\dx its \d+-byte JSON\) \|$", out, re.M), out
     assert re.search(r"^\| `Shard` loading the data dir again \(31 logical clusters and their namespaces\), median of 1 \| \d+ ms \|$", out, re.M), out
