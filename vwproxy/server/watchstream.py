@@ -8,6 +8,7 @@ served between slices instead of after the whole fan-out."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import weakref
 from collections import deque
@@ -21,6 +22,8 @@ from vwproxy.kube import watch as wire
 from vwproxy.kube.listoptions import ListOptions
 from vwproxy.server import http
 from vwproxy.core.watch import Watcher
+
+log = logging.getLogger(__name__)
 
 # A watch without timeoutSeconds ends after a random 30-60 minutes, as kube-apiserver does
 # (--min-request-timeout=1800), so reconnects of many clients do not line up.
@@ -97,8 +100,11 @@ class WatchResponse(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
         async def listen() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # a server that can no longer receive has lost the client too
+                log.debug("a watch stream's receive failed; ending the stream", exc_info=True)
             self._gone()
 
         listener = asyncio.ensure_future(listen())
