@@ -345,40 +345,61 @@ def test_crd_serves_its_resource_with_status_and_generation(api: httpx.Client) -
 
 
 def _gadget_crd(maximum: int) -> dict[str, Any]:
-    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer", "maximum": maximum}}}}}
+    port = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "port": {"type": "integer", "maximum": maximum}}}
+    spec = {"type": "object", "properties": {
+        "size": {"type": "integer", "maximum": maximum},
+        "color": {"type": "string"},
+        "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": port},
+        "sizes": {"type": "array", "items": {"type": "integer", "maximum": maximum}},
+    }}
     return {
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "gadgets.example.dev"},
         "spec": {"group": "example.dev", "scope": "Namespaced", "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
-                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}]},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}}}]},
     }
 
 
-def test_an_update_that_changes_only_metadata_is_not_validated_again_as_kube_ratchets(api: httpx.Client) -> None:
-    """The schema tightened after the object was written: a metadata-only write still goes
-    through, as kube-apiserver's ratcheting lets it; a write that changes the spec is checked
-    whole, and `true` is not taken for the `1` it equals in Python."""
+def test_an_update_keeps_what_it_did_not_change_valid_as_kube_ratchets(api: httpx.Client) -> None:
+    """The schema tightened (maximum 5 to 2) after the object was written. kube-apiserver ratchets
+    validation: a problem with a value the update did not change is tolerated; a changed value is
+    checked. Map members correlate by name, items of a list of type map by their keys, other
+    lists only as a whole; `true` is not taken for the `1` it equals in Python."""
     crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     assert api.post(crds, json=_gadget_crd(5)).status_code == 201
     path = "/apis/example.dev/v1/namespaces/default/gadgets"
-    gadget = {"apiVersion": "example.dev/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 3}}
+    spec = {"size": 3, "color": "red", "ports": [{"name": "a", "port": 3}, {"name": "b", "port": 1}], "sizes": [3, 1]}
+    gadget = {"apiVersion": "example.dev/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": spec}
     assert api.post(path, json=gadget).status_code == 201, "valid when written"
     crd = api.get(f"{crds}/gadgets.example.dev").json()
     tightened = _gadget_crd(2)
     tightened["metadata"]["resourceVersion"] = crd["metadata"]["resourceVersion"]
     assert api.put(f"{crds}/gadgets.example.dev", json=tightened).status_code == 200
-    merge = {"content-type": "application/merge-patch+json"}
 
-    labelled = api.patch(f"{path}/g", content=b'{"metadata":{"labels":{"a":"b"}}}', headers=merge)
+    def patch(body: bytes) -> httpx.Response:
+        return api.patch(f"{path}/g", content=body, headers={"content-type": "application/merge-patch+json"})
+
+    labelled = patch(b'{"metadata":{"labels":{"a":"b"}}}')
     assert labelled.status_code == 200, labelled.text
-    assert labelled.json()["spec"] == {"size": 3} and labelled.json()["metadata"]["labels"] == {"a": "b"}
+    assert labelled.json()["spec"] == spec and labelled.json()["metadata"]["labels"] == {"a": "b"}
+    recolored = patch(b'{"spec":{"color":"blue"}}')
+    assert recolored.status_code == 200, ("size, ports and sizes did not change", recolored.text)
 
-    grown = api.patch(f"{path}/g", content=b'{"spec":{"size":4}}', headers=merge)
+    grown = patch(b'{"spec":{"size":4}}')
     assert grown.status_code == 422, grown.text
-    assert "spec.size" in grown.text
-    kept = api.patch(f"{path}/g", content=b'{"spec":{"size":3},"metadata":{"annotations":{"x":"y"}}}', headers=merge)
-    assert kept.status_code == 200, kept.text
-    assert api.patch(f"{path}/g", content=b'{"spec":{"size":1}}', headers=merge).status_code == 200
-    assert api.patch(f"{path}/g", content=b'{"spec":{"size":true}}', headers=merge).status_code == 422  # True == 1 in Python
+    assert [c["field"] for c in grown.json()["details"]["causes"]] == ["spec.size"], "only the changed value is held against the schema"
+
+    # A list of type map: port a (still 3) is matched by its name even when it moves.
+    reordered = patch(b'{"spec":{"ports":[{"name":"c","port":2},{"name":"b","port":1},{"name":"a","port":3}]}}')
+    assert reordered.status_code == 200, reordered.text
+    raised = patch(b'{"spec":{"ports":[{"name":"c","port":2},{"name":"b","port":4},{"name":"a","port":3}]}}')
+    assert raised.status_code == 422 and [c["field"] for c in raised.json()["details"]["causes"]] == ["spec.ports[1].port"], raised.text
+    # Any other list only as a whole: one item changed, every item checked.
+    assert patch(b'{"spec":{"sizes":[3,2]}}').status_code == 422
+    assert patch(b'{"spec":{"sizes":[1,2]}}').status_code == 200
+
+    assert patch(b'{"spec":{"size":1}}').status_code == 200
+    assert patch(b'{"spec":{"size":true}}').status_code == 422  # True == 1 in Python
 
 
 def test_crd_deletion_removes_its_objects(api: httpx.Client) -> None:

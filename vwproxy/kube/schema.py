@@ -66,9 +66,9 @@ Not supported or simplified
   * `x-kubernetes-validations` (CEL rules) are ignored: no rule is evaluated.
   * `metadata` inside an embedded resource is kept as it is: not pruned to ObjectMeta's fields
     and not validated.
-  * Validation ratcheting (unchanged invalid values tolerated on update) is done for the whole
-    object only: an update that changes nothing outside metadata is not validated again (the
-    shard's `_schema_checks`); one that changes a field has every field checked.
+  * Validation ratcheting (a problem with a value an update did not change is tolerated) follows
+    kube-apiserver's correlation: map members by name, items of lists of type map by their keys,
+    other lists only as a whole; CEL rules are not evaluated at all, so none is ratcheted.
   * `pattern` runs on Python's `re`, not Go's RE2: the usual syntax agrees, a pattern Python cannot
     compile is ignored, and Python's backtracking engine is not linear-time.
   * `anyOf`/`oneOf`/`not` failures are reported as one cause at the value, without the branches'
@@ -137,6 +137,8 @@ class _Node:
     nullable: bool = False
     preserve: bool = False
     embedded: bool = False
+    list_type: str = ""  # x-kubernetes-list-type of an array
+    map_keys: tuple[str, ...] = ()  # x-kubernetes-list-map-keys of a list of type map
 
 
 def _build_node(schema: Mapping[str, Any]) -> _Node:
@@ -160,6 +162,8 @@ def _build_node(schema: Mapping[str, Any]) -> _Node:
         nullable=schema.get("nullable") is True,
         preserve=schema.get("x-kubernetes-preserve-unknown-fields") is True,
         embedded=schema.get("x-kubernetes-embedded-resource") is True,
+        list_type=list_type if isinstance(list_type := schema.get("x-kubernetes-list-type"), str) else "",
+        map_keys=tuple(k for k in keys if isinstance(k, str)) if isinstance(keys := schema.get("x-kubernetes-list-map-keys"), list) else (),
     )
 
 
@@ -716,6 +720,47 @@ def _quote_all(values: Iterable[Any]) -> str:
     return ", ".join(quoted)
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    """The same JSON: `true` is not `1`, `1.0` is not `1`, members in the same order (an update
+    keeps the order of what it did not touch); integers beyond 64 bits count as different."""
+    if a is b:
+        return True
+    try:
+        return orjson.dumps(a) == orjson.dumps(b)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+
+
+def _ratchets(path: Iterable[Any], new: Any, old: Any, node: _Node | None) -> bool:
+    """Whether a problem at `path` of `new` is tolerated on an update from `old`, as kube-apiserver
+    ratchets validation: the value there has a counterpart in `old` and is the same JSON. Members
+    of a map correlate by name, items of a list of type map by their keys; the items of any other
+    list only through the list as a whole (unchanged list, tolerated problem)."""
+    for step in path:
+        if isinstance(step, str):
+            if not isinstance(new, dict) or not isinstance(old, dict) or step not in new or step not in old:
+                return False
+            new, old = new[step], old[step]
+            node = None if node is None else node.properties.get(step) or node.additional_node
+        elif isinstance(step, int):
+            if node is None or node.list_type != "map" or not node.map_keys:
+                return _same_json(new, old)
+            if not isinstance(new, list) or not isinstance(old, list) or not 0 <= step < len(new) or not isinstance(new[step], dict):
+                return False
+            keys = node.map_keys
+            try:
+                wanted = orjson.dumps([new[step].get(k) for k in keys])
+                matches = [item for item in old if isinstance(item, dict) and orjson.dumps([item.get(k) for k in keys]) == wanted]
+            except (TypeError, orjson.JSONEncodeError):
+                return False
+            if len(matches) != 1:
+                return False
+            new, old, node = new[step], matches[0], node.items
+        else:
+            return False
+    return _same_json(new, old)
+
+
 def _to_cause(error: Any) -> Cause:
     path = _field_path(error.absolute_path)
     if isinstance(error.cause, _Kube):
@@ -822,14 +867,17 @@ class CRSchema:
         removed.sort()
         return removed
 
-    def validate(self, obj: Any) -> list[Cause]:
-        """One `Cause` per problem, in schema order; an empty list when `obj` is valid."""
+    def validate(self, obj: Any, old: Any = None) -> list[Cause]:
+        """One `Cause` per problem, in schema order; an empty list when `obj` is valid. With `old`
+        (an update), a problem with a value the update did not change is tolerated (`_ratchets`)."""
         if self._validator is None:
             return []
         causes: list[Cause] = []
         seen: set[Cause] = set()
         try:
             for error in self._validator.iter_errors(obj):
+                if old is not None and _ratchets(error.absolute_path, obj, old, self._node):
+                    continue
                 cause = _to_cause(error)
                 if cause not in seen:
                     seen.add(cause)

@@ -529,18 +529,18 @@ class Shard:
                 checks.warnings.extend(unknown)
 
     def _schema_checks(self, info: ResourceInfo, obj: Obj, old: Obj | None = None) -> builtins.list[Cause]:
-        """A custom resource against its CRD schema (already pruned): default, validate. An update
-        (`old`) that leaves all but the object's metadata as it was is not validated again: kube-
-        apiserver ratchets (since 1.30) and tolerates what the write did not change, here for the
-        whole object only (one changed field has the rest checked too). The metadata is checked
-        on its own (`validation.validate_metadata`); a schema may constrain only its name."""
+        """A custom resource against its CRD schema (already pruned): default, validate. On an
+        update (`old`) a problem with a value the write did not change is tolerated, as kube-
+        apiserver ratchets validation (since 1.30; `CRSchema.validate`); an update that leaves
+        all but the metadata as it was is not validated at all. The metadata is checked on its
+        own (`validation.validate_metadata`); a schema may constrain only its name."""
         schema = self.registry.schema_for(info)
         if not schema.enabled:
             return []
         schema.default(obj)
         if old is not None and _same_but_metadata(obj, old):
-            return []
-        return schema.validate(obj)
+            return []  # nothing it could ratchet changed: no need to look
+        return schema.validate(obj, old)
 
     def create(self, info: ResourceInfo, cluster: str, namespace: str, obj: Obj, dry_run: bool = False, checks: WriteChecks | None = None) -> StoredObject:
         self._admit(info, cluster, namespace, creating=True)
