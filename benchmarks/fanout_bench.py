@@ -26,8 +26,14 @@ library only, built on first use into ~/.cache/vwproxy-bench), which checks the 
 same way and reports the same lines; it costs a fraction of aiohttp's CPU per event, so on a small
 machine more of it is left to the proxy.
 
+With `--proxy-shard` the proxy is two processes, as DESIGN §7 scales it out: a control plane that
+serves no virtual workspace (`--partition none`) takes the writes (and the widgets' creation), and
+a proxy shard joined to it (`serve --join`, partition all; the endpoint slice names only its URL)
+serves the watches and the GETs, fed by one wildcard watch of the control plane. Both run in open
+mode; the join secrets (CA, signing key, admin token) are made in the control plane's data dir first.
+
     python benchmarks/fanout_bench.py [--watchers 1000] [--rate 1000] [--seconds 60] [--client python|go] [--client-procs 4]
-                                      [--workspaces 10] [--objects 100] [--gets 5] [--profile FILE] [--quick]
+                                      [--workspaces 10] [--objects 100] [--gets 5] [--proxy-shard] [--profile FILE] [--quick]
 
 Exits 1 if a request fails, a bounded wait runs out or a watcher did not get every change exactly
 once in order. Timings are never judged. Every process it starts is stopped at the end.
@@ -59,8 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from running import keep_or_remove, loop_factory, run_and_report  # noqa: E402
 from procstats import Results  # noqa: E402
 from vw_bench import (  # noqa: E402
-    _STARTED, WIDGETS, BenchError, Process, _expect, _pct, _session, _versions, create_widgets, serve_process,
-    stop_all, vw_url, wait_bindings_ready, write_config, ws_name,
+    _STARTED, WIDGETS, BenchError, NotYet, Process, _expect, _pct, _session, _versions, create_widgets, eventually, make_join_secrets,
+    serve_process, stop_all, vw_url, wait_bindings_ready, write_config, ws_name,
 )
 
 INDEX_KEY = "fanout-i"
@@ -421,46 +427,62 @@ async def run(args: argparse.Namespace, command: str) -> Results:
                         f"every 20 changes; {per_change / args.watchers * 1e9:,.0f} ns per (change, watcher); {sent / args.in_process:,.0f} bytes per frame")
         workspaces = [ws_name(i) for i in range(args.workspaces)]
         write_config(tmp / "config", workspaces)
-        server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", args.profile)
+        if args.proxy_shard:
+            make_join_secrets(tmp / "data")
+        server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", args.profile,
+                               extra=["--partition", "none"] if args.proxy_shard else [])
+        servers = [server]
+        if args.proxy_shard:
+            servers.append(Process(["serve", "--insecure-open", "--join", server.url, "--join-secrets", str(tmp / "data"), "--shard-name", "s1",
+                                    "--partition", "all", "--data-dir", str(tmp / "shard")], tmp / "shard.log", None, args.profile and args.profile.with_suffix(".shard")))
         if args.server_cpus is not None:
-            server.cpus = args.server_cpus
+            for s in servers:
+                s.cpus = args.server_cpus
             os.sched_setaffinity(0, args.other_cpus)  # this process, and the clients it starts
-        owned.append(server)
-        print(f"server:  {shlex.join(server.cmd)}")
+        owned.extend(servers)
+        for s in servers:
+            print(f"server:  {shlex.join(s.cmd)}")
         async with _session(4) as session:
-            server.spawn()
-            await server.wait_ready(session, 60)
+            for s in servers:
+                s.spawn()
+                await s.wait_ready(session, 60)
             await wait_bindings_ready(session, server.url, args.workspaces, 60 + args.workspaces * 0.1)
             list_url = await vw_url(session, server.url, 30)
+            print(f"watches: {list_url}", flush=True)
+            if args.proxy_shard and not list_url.startswith(servers[1].url + "/"):
+                raise BenchError(f"the endpoint slice names {list_url}, not the proxy shard at {servers[1].url}")
             await create_widgets(server.url, workspaces, args.objects, 8)
-            async with session.get(list_url) as r:
-                listed = orjson.loads(await _expect(r, 200, "VW list"))
-            if len(listed["items"]) != args.workspaces * args.objects:
-                raise BenchError(f"the VW list holds {len(listed['items'])} widgets, not {args.workspaces * args.objects}")
+
+            async def all_listed() -> dict[str, Any] | str:
+                async with session.get(list_url) as r:
+                    found = orjson.loads(await _expect(r, 200, "VW list"))
+                return found if len(found["items"]) == args.workspaces * args.objects else NotYet(f"{len(found['items'])} widgets")
+
+            # A proxy shard has them once its feed brought them in.
+            listed = await eventually(all_listed, f"the VW list holding {args.workspaces * args.objects} widgets", 30)
             rv = listed["metadata"]["resourceVersion"]
             first = listed["items"][0]["metadata"]
             vw_base = list_url[: list_url.index("/clusters/*")]
             get_url = f"{vw_base}/clusters/{first['annotations']['kcp.io/cluster']}{WIDGETS}/namespaces/default/widgets/{first['name']}"
-            rss_before, _ = server.rss_kib()
-        results.add("setup", f"{args.workspaces * args.objects} widgets", f"{args.workspaces} workspaces bound; server RSS {rss_before / 1024:.1f} MiB before the watchers")
+            rss_before = _rss(servers)
+        results.add("setup", f"{args.workspaces * args.objects} widgets", f"{args.workspaces} workspaces bound; server RSS {rss_before} before the watchers")
 
         clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16, args.sample_every, go)
         started = time.perf_counter()
         await clients.start()
         opened = time.perf_counter() - started
-        rss_open, _ = server.rss_kib()
-        results.add("watchers opened", f"{args.watchers}", f"in {opened:.2f} s by {len(clients.procs)} client processes; server RSS {rss_open / 1024:.1f} MiB")
+        rss_open = _rss(servers)
+        results.add("watchers opened", f"{args.watchers}", f"in {opened:.2f} s by {len(clients.procs)} client processes; server RSS {rss_open}")
 
         write_rtt: list[float] = []
         get_rtt: list[float] = []
         loads: list[float] = []
-        rss_peak = rss_open
+        rss_peak = [s.rss_kib()[0] for s in servers]
         next_index = 0
         writing = True
         async with _session(args.writers) as wsession, _session(1) as gsession:
-            server_cpu0, clients_cpu0, own_cpu0 = server.cpu_seconds(), clients.cpu_seconds(), time.process_time()
-            assert server.proc is not None
-            server_wait0 = _sched_wait(server.proc.pid)
+            server_cpu0, clients_cpu0, own_cpu0 = [s.cpu_seconds() for s in servers], clients.cpu_seconds(), time.process_time()
+            server_wait0 = [_sched_wait(_pid(s)) for s in servers]
             t0 = time.perf_counter()
 
             async def writer() -> None:
@@ -492,23 +514,24 @@ async def run(args: argparse.Namespace, command: str) -> Results:
                     get_rtt.append(time.perf_counter() - sent)
 
             async def sampler() -> None:
-                nonlocal rss_peak
                 while writing:
                     await asyncio.sleep(1.0)
-                    rss_peak = max(rss_peak, server.rss_kib()[0])
+                    for j, s in enumerate(servers):
+                        rss_peak[j] = max(rss_peak[j], s.rss_kib()[0])
                     loads.append(os.getloadavg()[0])
 
             side = [asyncio.create_task(getter()), asyncio.create_task(sampler())] if args.gets > 0 else [asyncio.create_task(sampler())]
             await asyncio.gather(*(writer() for _ in range(args.writers)))
             write_secs = time.perf_counter() - t0
             writing = False
-            server_cpu = server.cpu_seconds() - server_cpu0
-            server_wait = _sched_wait(server.proc.pid) - server_wait0
+            server_cpu = [s.cpu_seconds() - c for s, c in zip(servers, server_cpu0)]
+            server_wait = [_sched_wait(_pid(s)) - w for s, w in zip(servers, server_wait0)]
             await asyncio.gather(*side)
         clients_cpu = clients.cpu_seconds() - clients_cpu0
         own_cpu = time.process_time() - own_cpu0
         reports = await clients.finish(total_writes)
-        rss_after, hwm = server.rss_kib()
+        rss_after = _rss(servers)
+        hwm = [s.rss_kib()[1] for s in servers]
 
         hist: Counter[int] = Counter()
         for rep in reports:
@@ -536,9 +559,11 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         if get_rtt:
             results.add("concurrent GET p50 / p99 / max", f"{_pct(get_rtt, 50) * 1000:.1f} / {_pct(get_rtt, 99) * 1000:.1f} / {max(get_rtt) * 1000:.1f} ms",
                         f"{len(get_rtt)} GETs of one widget through the VW, {args.gets:g}/s; target p99 <= 20 ms")
-        results.add("server CPU", f"{server_cpu:.1f} s", f"{server_cpu / write_secs * 100:.0f}% of one core over the {write_secs:.1f} s of writes; "
-                    f"its event loop waited {server_wait:.1f} s for a CPU while runnable (/proc schedstat: the machine's contention)")
-        results.add("server RSS", f"{rss_after / 1024:.1f} MiB", f"{rss_open / 1024:.1f} MiB with the watchers open, peak sampled {rss_peak / 1024:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB")
+        for role, cpu, wait in zip(_roles(servers), server_cpu, server_wait):
+            results.add(f"{role} CPU", f"{cpu:.1f} s", f"{cpu / write_secs * 100:.0f}% of one core over the {write_secs:.1f} s of writes; "
+                        f"its event loop waited {wait:.1f} s for a CPU while runnable (/proc schedstat: the machine's contention)")
+        results.add("server RSS", rss_after, f"{rss_open} with the watchers open; peak sampled {' + '.join(f'{k / 1024:.1f}' for k in rss_peak)} MiB, "
+                    f"VmHWM {' + '.join(f'{k / 1024:.1f}' for k in hwm)} MiB")
         per_client = ", ".join(f"{rep['cpu']:.1f}" for rep in reports)
         results.add("client CPU", f"{clients_cpu + own_cpu:.1f} s", f"watch clients {clients_cpu:.1f} s ({per_client} s each), writers and GETs {own_cpu:.1f} s")
         results.add("load average", f"{max(loads) if loads else os.getloadavg()[0]:.2f} max", f"1-minute load sampled each second during the writes; {os.cpu_count()} CPUs")
@@ -548,6 +573,21 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         stop_all(owned)
         keep_or_remove(tmp, args.keep)
     return results
+
+
+def _pid(server: Process) -> int:
+    assert server.proc is not None
+    return server.proc.pid
+
+
+def _roles(servers: list[Process]) -> list[str]:
+    return ["server"] if len(servers) == 1 else ["control plane", "proxy shard"]
+
+
+def _rss(servers: list[Process]) -> str:
+    """The servers' resident memory now, e.g. `61.2 MiB` or `control plane 70.1 MiB + proxy shard 58.3 MiB`."""
+    sizes = [f"{s.rss_kib()[0] / 1024:.1f} MiB" for s in servers]
+    return sizes[0] if len(sizes) == 1 else " + ".join(f"{role} {size}" for role, size in zip(_roles(servers), sizes))
 
 
 def _cpu_list(text: str) -> set[int]:
@@ -583,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", default=None, metavar="LIST",
                         help="run the server on these CPUs only (e.g. 1, or 2-3), this process and the watch clients on the others: "
                              "what the proxy does with cores of its own, the load elsewhere (default: every process on every CPU)")
+    parser.add_argument("--proxy-shard", action="store_true",
+                        help="two server processes: a control plane that serves no virtual workspace (--partition none) takes the writes, "
+                             "and a proxy shard joined to it (partition all) serves the watches and GETs: the streams on one event loop, "
+                             "the writes on another (default: one process does all)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="run the proxy under cProfile, writing FILE (timings are then not comparable)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, data, server log)")

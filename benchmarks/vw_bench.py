@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -216,10 +216,22 @@ def stop_all(processes: list[Process], timeout: float = 15.0) -> None:
             p.proc.wait(10)
 
 
-def serve_process(config: Path, data_dir: Path, log_path: Path, profile: Path | None, port: int | None = None) -> Process:
+def serve_process(config: Path, data_dir: Path, log_path: Path, profile: Path | None, port: int | None = None, extra: Sequence[str] = ()) -> Process:
     # Open mode (plain HTTP, no authentication): this measures the views and the read path; what
     # authentication adds per request is measured in tests/test_auth_* (microseconds, cached).
-    return Process(["serve", "--insecure-open", "--config", str(config), "--data-dir", str(data_dir)], log_path, port, profile)
+    return Process(["serve", "--insecure-open", "--config", str(config), "--data-dir", str(data_dir), *extra], log_path, port, profile)
+
+
+def make_join_secrets(data_dir: Path) -> None:
+    """What a proxy shard copies from its control plane's data dir (`--join-secrets`): the CA, the
+    ServiceAccount signing key and the admin token. A control plane in open mode makes none."""
+    from vwproxy.auth.keys import load_or_create_signing_key
+    from vwproxy.auth.tls import ensure_admin_token, ensure_serving_certificate
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_serving_certificate(data_dir, ["127.0.0.1"])
+    ensure_admin_token(data_dir)
+    load_or_create_signing_key(data_dir)
 
 
 # -- the generated config -------------------------------------------------------------------
@@ -289,8 +301,17 @@ async def _expect(resp: aiohttp.ClientResponse, status: int | tuple[int, ...], w
     return body
 
 
+class NotYet(str):
+    """What a check of `eventually` returns while it is not done: what it saw, false as a condition
+    (a plain string would be true and end the wait at once)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy (bounded); returns that."""
+    """Poll `check` until it returns something truthy (bounded); returns that. A check says what it
+    saw meanwhile with a `NotYet`, quoted when the time runs out."""
     deadline = time.perf_counter() + timeout
     last: Any = None
     while time.perf_counter() < deadline:
@@ -306,7 +327,7 @@ async def wait_bindings_ready(session: aiohttp.ClientSession, base: str, expecte
         async with session.get(f"{base}/clusters/*{KCP}/apibindings") as r:
             items = orjson.loads(await _expect(r, 200, "list APIBindings"))["items"]
         count = sum(1 for b in items if any(c.get("type") == "Ready" and c.get("status") == "True" for c in (b.get("status") or {}).get("conditions") or []))
-        return count >= expected or f"{count}/{expected} Ready"
+        return count >= expected or NotYet(f"{count}/{expected} Ready")
 
     await eventually(ready, f"{expected} APIBindings Ready", timeout, 0.2)
 
@@ -350,7 +371,7 @@ async def wait_synced_view(session: aiohttp.ClientSession, base: str, expected: 
         async with session.get(url, params={"limit": "1"}) as r:
             page = orjson.loads(await _expect(r, 200, "VW wildcard list"))
         count = len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
-        return count >= expected or f"{count}/{expected} widgets"  # (e1) with --scale-data: plus the w-new of earlier runs
+        return count >= expected or NotYet(f"{count}/{expected} widgets")  # (e1) with --scale-data: plus the w-new of earlier runs
 
     await eventually(synced, f"a VW list of {expected} widgets", timeout, 0.02)
     synced_at = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import ssl
@@ -381,6 +382,58 @@ def test_fanout_benchmark_with_the_go_watcher_checks_the_same() -> None:
     assert "result: OK" in out
     leftover = [cmd for cmd in _command_lines() if "fanoutwatch-" in cmd]
     assert not leftover, f"Go watchers left running: {leftover}"
+
+
+@pytest.mark.timeout(150)
+def test_fanout_benchmark_through_a_proxy_shard_writes_to_the_control_plane_and_watches_the_shard() -> None:
+    """`fanout_bench.py --proxy-shard`: a control plane serving no VW and a proxy shard joined to it;
+    the watches go to the shard's URL from the endpoint slice, the changes to the control plane, and
+    every change reaches every watcher once and in order; both processes are measured and stopped."""
+    args = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client-procs", "2", "--workspaces", "2", "--objects", "3", "--sample-every", "2",
+            "--in-process", "0", "--proxy-shard"]
+    out = _run_script(FANOUT_BENCH, args, 130)
+    servers = re.findall(r"^server: +(.*)$", out, re.M)
+    assert len(servers) == 2, out
+    control, shard = servers
+    assert "--partition none" in control and "--join" not in control, control
+    plane_port = re.search(r"--port (\d+)", control)
+    shard_port = re.search(r"--port (\d+)", shard)
+    assert plane_port and shard_port, servers
+    assert f"--join http://127.0.0.1:{plane_port.group(1)} " in shard and "--partition all" in shard, shard
+    watches = re.search(r"^watches: (\S+)$", out, re.M)
+    assert watches and watches.group(1).startswith(f"http://127.0.0.1:{shard_port.group(1)}/services/apiexport/"), out
+    assert re.search(r"^\| delivered +\| 6/6 watchers complete OK +\| 240 events; 3/3 checked event by event \(every 2nd: missing 0, "
+                     r"duplicates 0, unexpected 0, out of RV order 0\), 3/3 others received the same bytes", out, re.M), out
+    for row in ("control plane CPU", "proxy shard CPU"):
+        assert re.search(rf"^\| {row} +\| [0-9.]+ s ", out, re.M), out
+    assert re.search(r"^\| server RSS +\| control plane [0-9.]+ MiB \+ proxy shard [0-9.]+ MiB ", out, re.M), out
+    assert "result: OK" in out
+    folder = re.search(r"--config (\S*/vwproxy-fanout-[^/\s]+)/", control)
+    assert folder, control
+    leftover = [cmd for cmd in _command_lines() if folder.group(1) in cmd or "fanout_bench.py --client-role" in cmd]
+    assert not leftover, f"benchmark processes left running: {leftover}"
+
+
+def test_eventually_waits_while_a_check_says_not_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks' bounded poll: a check that says what it saw (`NotYet`) is not done, though a
+    string is true; the wait ends with what it returns when done, or names the last `NotYet`."""
+    monkeypatch.syspath_prepend(str(FANOUT_BENCH.parent))
+    from vw_bench import BenchError, NotYet, eventually
+
+    polls: list[int] = []
+
+    async def check() -> object:
+        polls.append(1)
+        return len(polls) >= 3 or NotYet(f"{len(polls)}/3 polls")
+
+    assert asyncio.run(eventually(check, "three polls", 5, 0.001)) is True
+    assert len(polls) == 3
+
+    async def never() -> object:
+        return NotYet("0/10 Ready")
+
+    with pytest.raises(BenchError, match=r"waiting for ten; last saw 0/10 Ready"):
+        asyncio.run(eventually(never, "ten", 0.05, 0.01))
 
 
 @pytest.mark.parametrize(("value", "said"), [
