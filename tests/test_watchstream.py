@@ -6,12 +6,17 @@ going away through uvicorn; these show the ends uvicorn does not produce on dema
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 from typing import Any
+
+import httpx
 
 from vwproxy.core.watch import Watcher
 from vwproxy.kube.listoptions import ListOptions
 from vwproxy.kube.selectors import FieldSelector, LabelSelector
-from vwproxy.server import watchstream
+from vwproxy.server import serving, watchstream
+from vwproxy.testing.shard import EmbeddedShard
 
 
 def _stream(timeout_seconds: int) -> tuple[Watcher, list[str], Any]:
@@ -69,3 +74,91 @@ def test_a_stream_ends_its_body_at_its_timeout_with_the_frames_it_had() -> None:
     assert [m["body"] for m in bodies] == [b'{"type":"ADDED","object":{}}\n', b""]
     assert [m["more_body"] for m in bodies] == [True, False]
     assert stopped == ["stop"]
+
+
+class _Connection:
+    """Stands in for `serving.DirectBody`: takes chunks while `open`, refuses them otherwise."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return self.open
+
+    def write(self, chunk: bytes) -> None:
+        assert self.open, "written to while it said it was not writable"
+        self.chunks.append(chunk)
+
+
+def test_frames_go_straight_to_the_connection_while_it_takes_them_and_through_send_when_it_does_not() -> None:
+    """A flush writes a waiting stream's frames to its connection without waking the coroutine;
+    a connection that cannot take them (paused, gone) hands them to the coroutine, whose `send`
+    waits for it; nothing is lost or reordered either way, and the body ends through `send`."""
+    watcher, stopped, response = _stream(timeout_seconds=1)
+    sent: list[dict[str, Any]] = []
+    connection = _Connection()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def frame(i: int) -> bytes:
+        return b'{"type":"ADDED","object":{"i":%d}}\n' % i
+
+    async def run() -> None:
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "extensions": {serving.DIRECT_BODY: connection}}
+        task = asyncio.ensure_future(response(scope, receive, send))
+        await asyncio.sleep(0.05)
+        watcher.push(frame(1))
+        watcher.push(frame(2))
+        await asyncio.sleep(0.05)
+        connection.open = False
+        watcher.push(frame(3))
+        await asyncio.sleep(0.05)
+        connection.open = True
+        watcher.push(frame(4))
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(run())
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert connection.chunks == [frame(1) + frame(2), frame(4)]
+    assert bodies == [frame(3), b""]
+    assert stopped == ["stop"]
+
+
+def test_a_watch_client_that_stops_reading_leaves_its_frames_in_the_watcher_not_in_the_server(shard: EmbeddedShard, api: httpx.Client) -> None:
+    """A client that stops reading fills the socket; the connection then pauses, and the frames
+    stay with the watcher (bounded by its limit) instead of piling up in the connection's buffer."""
+    big = "x" * 200_000
+    rv = api.get("/api/v1/namespaces/default/configmaps").json()["metadata"]["resourceVersion"]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's sends stall soon
+    path = f"/clusters/root/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+    try:
+        sock.connect((shard.server.host, shard.server.port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        sock.settimeout(5)
+        assert sock.recv(64).startswith(b"HTTP/1.1 200 "), "the watch started"
+
+        for i in range(40):  # 8 MB of events
+            created = api.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": f"big-{i}"}, "data": {"v": big}})
+            assert created.status_code == 201, created.text
+
+        def buffered() -> list[tuple[int, int]]:
+            found = []
+            for o in gc.get_objects():
+                if isinstance(o, serving.DirectBody) and o._cycle.scope.get("query_string", b"").startswith(b"watch=true"):
+                    found.append((o._cycle.transport.get_write_buffer_size(), o._cycle.flow.write_paused))
+            return found
+
+        held = shard.server.call(buffered)
+        assert len(held) == 1, held
+        size, paused = held[0]
+        assert paused, "the connection's writes are paused"
+        assert size < 1_000_000, f"{size:,} bytes piled up in the server for a client that does not read"
+    finally:
+        sock.close()

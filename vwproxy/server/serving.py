@@ -16,7 +16,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,9 +30,42 @@ REQUEST_HEAD_SECONDS = 30.0
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
+# The scope's extension under which a request finds its `DirectBody`.
+DIRECT_BODY = "vwproxy.direct_body"
+
+
+class DirectBody:
+    """Chunks of a started chunked response body, written straight to the connection.
+
+    A watch stream writes thousands of times a second to a thousand connections; through the ASGI
+    `send` each write also passes every middleware's wrapper and uvicorn's checks, and uvicorn
+    copies the chunk to frame it. Written here, a chunk costs its framing and the system call:
+    `transport.writelines` hands the three pieces to the kernel in one `writev`. A caller checks
+    `writable()` first and uses `send` otherwise (not started, finished, client gone, or the
+    connection's write buffer past its high-water mark: `send` then waits for it to drain, so
+    what a slow client is owed stays bounded as before). The response is ended through `send`,
+    as always, so uvicorn's own view of it stays right: these chunks sit inside the body it
+    started and it ends."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle  # uvicorn's RequestResponseCycle
+
+    def writable(self) -> bool:
+        cycle = self._cycle
+        return bool(cycle.response_started and cycle.chunked_encoding and not cycle.response_complete and not cycle.disconnected
+                    and not cycle.flow.write_paused and not cycle.transport.is_closing())
+
+    def write(self, chunk: bytes) -> None:
+        """One chunk (not empty: an empty chunk ends the body); only after `writable()`."""
+        self._cycle.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol plus a deadline on each request head and on a new
-    connection's first byte (uvicorn arms its keep-alive timer only after a response)."""
+    connection's first byte (uvicorn arms its keep-alive timer only after a response), and each
+    request's `DirectBody` in its scope's extensions."""
 
     head_seconds = REQUEST_HEAD_SECONDS
 
@@ -51,6 +84,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_head_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # not an upgrade: the request's own cycle (its task has not run yet)
+            extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
+            extensions[DIRECT_BODY] = DirectBody(cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()

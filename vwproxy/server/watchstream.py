@@ -1,9 +1,12 @@
 """Streaming a registered watcher to the client: frames as they come, periodic bookmarks, the
-timeout, and clean-up the moment the client goes away (starlette cancels the generator).
+timeout, and clean-up the moment the client goes away.
 
-A change offered to a thousand waiting watchers wakes their streams a slice at a time, one slice
-per turn of the event loop, so requests that arrive meanwhile (a GET, a write) are read and
-served between slices instead of after the whole fan-out."""
+A change offered to a thousand waiting watchers flushes their streams a slice at a time, one
+slice per turn of the event loop, so requests that arrive meanwhile (a GET, a write) are read and
+served between slices instead of after the whole fan-out. A flush writes what the watcher has
+straight to its connection (`serving.DirectBody`) while the stream's coroutine stays asleep; the
+coroutine is woken only for what needs it: a client that is gone, a closed watcher, a bookmark,
+the timeout, or a connection that must drain first."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from vwproxy.kube import errors
 from vwproxy.kube import watch as wire
 from vwproxy.kube.listoptions import ListOptions
 from vwproxy.server import http
+from vwproxy.server.serving import DIRECT_BODY, DirectBody
 from vwproxy.core.watch import Watcher
 
 log = logging.getLogger(__name__)
@@ -28,31 +32,28 @@ log = logging.getLogger(__name__)
 # A watch without timeoutSeconds ends after a random 30-60 minutes, as kube-apiserver does
 # (--min-request-timeout=1800), so reconnects of many clients do not line up.
 MIN_WATCH_SECONDS = 1800
-# Watch streams woken per turn of the event loop.
+# Watch streams flushed per turn of the event loop.
 WAKE_SLICE = 50
 
 
 class _Waker:
-    """Wakes waiting watch streams in slices, one slice per turn of the loop (the loop is taken
-    from the futures, so a waker keeps no loop alive)."""
+    """Flushes waiting watch streams in slices, one slice per turn of the loop (the loop is
+    passed in, so a waker keeps no loop alive)."""
 
     def __init__(self) -> None:
-        self.queue: deque[asyncio.Future[None]] = deque()
+        self.queue: deque[Callable[[], None]] = deque()
         self.scheduled = False
 
-    def add(self, fut: asyncio.Future[None]) -> None:
-        self.queue.append(fut)
+    def add(self, flush: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
+        self.queue.append(flush)
         if not self.scheduled:
             self.scheduled = True
-            loop = fut.get_loop()
             loop.call_soon(self._run, loop)
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         queue = self.queue
         for _ in range(min(WAKE_SLICE, len(queue))):
-            fut = queue.popleft()
-            if not fut.done():
-                fut.set_result(None)
+            queue.popleft()()
         if queue:
             loop.call_soon(self._run, loop)
         else:
@@ -89,7 +90,8 @@ class WatchResponse(Response):
 
     media_type = http.JSON
 
-    def __init__(self, stream: Callable[[Send], Awaitable[None]], gone: Callable[[], None], headers: dict[str, str] | None = None) -> None:
+    def __init__(self, stream: Callable[[Send, DirectBody | None], Awaitable[None]], gone: Callable[[], None],
+                 headers: dict[str, str] | None = None) -> None:
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
@@ -109,7 +111,7 @@ class WatchResponse(Response):
 
         listener = asyncio.ensure_future(listen())
         try:
-            await self._stream(send)
+            await self._stream(send, (scope.get("extensions") or {}).get(DIRECT_BODY))
         finally:
             listener.cancel()
 
@@ -129,6 +131,8 @@ def stream_watch(
 
     waiting: list[asyncio.Future[None]] = []  # the future the stream waits on, while it waits
     waker: list[_Waker] = []  # this loop's, once known
+    direct: list[DirectBody | None] = [None]  # the connection, to write to while the coroutine waits
+    queued = [False]  # a flush is in the waker's queue
     gone = [False]  # the client went away
     # The timer that ends a wait, and the loop time it is set for. It stays set from one wait to
     # the next (a stream waits at every write) and is moved only when the time it ends a wait at
@@ -137,8 +141,21 @@ def stream_watch(
     alarm_at = [0.0]
 
     def wakeup() -> None:
-        if waiting and not waiting[0].done():
-            waker[0].add(waiting[0])
+        if waiting and not queued[0] and not waiting[0].done():
+            queued[0] = True
+            waker[0].add(flush, waiting[0].get_loop())
+
+    def flush() -> None:
+        queued[0] = False
+        if not waiting or waiting[0].done():
+            return
+        body = direct[0]
+        if gone[0] or watcher.closed or body is None or not body.writable():
+            _resolve(waiting[0])  # the coroutine's part
+            return
+        batch = watcher.drain_bytes()  # caught up again: the next frame calls wakeup()
+        if batch:
+            body.write(batch)
 
     watcher.wakeup = wakeup
 
@@ -152,9 +169,10 @@ def stream_watch(
         if waiting:
             _resolve(waiting[0])
 
-    async def stream(send: Send) -> None:
+    async def stream(send: Send, body: DirectBody | None) -> None:
         loop = asyncio.get_running_loop()
         waker.append(_waker(loop))
+        direct[0] = body
         deadline = loop.time() + timeout
         next_bookmark = loop.time() + bookmark_interval
         try:
