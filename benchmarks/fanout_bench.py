@@ -26,13 +26,17 @@ library only, built on first use into ~/.cache/vwproxy-bench), which checks the 
 same way and reports the same lines; it costs a fraction of aiohttp's CPU per event, so on a small
 machine more of it is left to the proxy.
 
+With `--writer go` the changes and the GETs are made by the same Go binary in its writer role
+(`-write-base`), in the same way and order, and timed the same way, so the proxy's machine is not
+also running aiohttp for them.
+
 With `--proxy-shard` the proxy is two processes, as DESIGN §7 scales it out: a control plane that
 serves no virtual workspace (`--partition none`) takes the writes (and the widgets' creation), and
 a proxy shard joined to it (`serve --join`, partition all; the endpoint slice names only its URL)
 serves the watches and the GETs, fed by one wildcard watch of the control plane. Both run in open
 mode; the join secrets (CA, signing key, admin token) are made in the control plane's data dir first.
 
-    python benchmarks/fanout_bench.py [--watchers 1000] [--rate 1000] [--seconds 60] [--client python|go] [--client-procs 4]
+    python benchmarks/fanout_bench.py [--watchers 1000] [--rate 1000] [--seconds 60] [--client python|go] [--writer python|go] [--client-procs 4]
                                       [--workspaces 10] [--objects 100] [--gets 5] [--proxy-shard] [--profile FILE] [--quick]
 
 Exits 1 if a request fails, a bounded wait runs out or a watcher did not get every change exactly
@@ -257,8 +261,8 @@ def go_watcher() -> Path:
     except (OSError, subprocess.SubprocessError) as exc:
         raise BenchError(f"--client go needs the Go toolchain on PATH: {exc}") from exc
     digest = hashlib.sha256(version.encode())
-    for name in ("go.mod", "main.go"):
-        digest.update((GO_WATCHER / name).read_bytes())
+    for source in sorted([GO_WATCHER / "go.mod", *GO_WATCHER.glob("*.go")]):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vwproxy-bench"
     binary = cache / f"fanoutwatch-{digest.hexdigest()[:16]}"
     if not binary.exists():
@@ -376,6 +380,28 @@ def in_process(watchers: int, events: int, every: int) -> tuple[float, int]:
     return cpu / events, sent // watchers
 
 
+async def go_writes(go: Path, front: str, workspaces: list[str], args: argparse.Namespace, total: int, get_url: str) -> tuple[float, list[float], list[float], float]:
+    """The changes and the GETs made by the Go binary in its writer role, as `writer()` and
+    `getter()` make them: (seconds of writes, write round trips, GET round trips (s), its CPU)."""
+    cmd = [str(go), "-write-base", front, "-workspaces", ",".join(workspaces), "-objects", str(args.objects), "-rate", repr(args.rate),
+           "-count", str(total), "-conns", str(args.writers), "-get-url", get_url, "-gets", repr(args.gets)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=1 << 26)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), total / args.rate + 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    try:
+        said = json.loads(out.splitlines()[-1]) if out.strip() else {}
+    except ValueError:
+        said = {}
+    if proc.returncode != 0 or said.get("failed") or "writes" not in said:
+        raise BenchError(f"the Go writer exited {proc.returncode}: {said.get('failed') or err.decode(errors='replace').strip()[:500]}")
+    if said["writes"] != total:
+        raise BenchError(f"the Go writer made {said['writes']} changes, not {total}")
+    return float(said["seconds"]), [ms / 1000 for ms in said["write_ms"]], [ms / 1000 for ms in said["get_ms"]], float(said["cpu"])
+
+
 def _nth(n: int) -> str:
     return "one" if n == 1 else f"{n}{'nd' if n % 10 == 2 and n % 100 != 12 else 'rd' if n % 10 == 3 and n % 100 != 13 else 'th'}"
 
@@ -409,10 +435,12 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     clients: WatchClients | None = None
     total_writes = int(args.rate * args.seconds)
     print(f"command: {command}")
-    go = go_watcher() if args.client == "go" else None
-    watch_side = (f"the Go watcher ({go.name}, {subprocess.run(['go', 'env', 'GOVERSION'], capture_output=True, text=True).stdout.strip()})" if go else "aiohttp")
-    print(f"client:  watches: {watch_side}, {args.client_procs} processes; writers and GETs: aiohttp {aiohttp.__version__} on "
-          f"{type(asyncio.get_running_loop()).__module__} loop in this one")
+    go = go_watcher() if "go" in (args.client, args.writer) else None
+    watch_side = (f"the Go watcher ({go.name}, {subprocess.run(['go', 'env', 'GOVERSION'], capture_output=True, text=True).stdout.strip()})"
+                  if go and args.client == "go" else "aiohttp")
+    write_side = (f"the Go writer (the same binary, -write-base)" if args.writer == "go" else
+                  f"aiohttp {aiohttp.__version__} on {type(asyncio.get_running_loop()).__module__} loop in this one")
+    print(f"client:  watches: {watch_side}, {args.client_procs} processes; writers and GETs: {write_side}")
     print(f"machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"stack:   {_versions()}")
     if args.server_cpus is not None:
@@ -520,15 +548,21 @@ async def run(args: argparse.Namespace, command: str) -> Results:
                         rss_peak[j] = max(rss_peak[j], s.rss_kib()[0])
                     loads.append(os.getloadavg()[0])
 
-            side = [asyncio.create_task(getter()), asyncio.create_task(sampler())] if args.gets > 0 else [asyncio.create_task(sampler())]
-            await asyncio.gather(*(writer() for _ in range(args.writers)))
-            write_secs = time.perf_counter() - t0
+            side = [asyncio.create_task(sampler())]
+            if args.writer == "go":
+                assert go is not None
+                write_secs, write_rtt, get_rtt, writer_cpu = await go_writes(go, server.url, workspaces, args, total_writes, get_url)
+            else:
+                if args.gets > 0:
+                    side.append(asyncio.create_task(getter()))
+                await asyncio.gather(*(writer() for _ in range(args.writers)))
+                write_secs = time.perf_counter() - t0
             writing = False
             server_cpu = [s.cpu_seconds() - c for s, c in zip(servers, server_cpu0)]
             server_wait = [_sched_wait(_pid(s)) - w for s, w in zip(servers, server_wait0)]
             await asyncio.gather(*side)
         clients_cpu = clients.cpu_seconds() - clients_cpu0
-        own_cpu = time.process_time() - own_cpu0
+        own_cpu = time.process_time() - own_cpu0 + (writer_cpu if args.writer == "go" else 0.0)
         reports = await clients.finish(total_writes)
         rss_after = _rss(servers)
         hwm = [s.rss_kib()[1] for s in servers]
@@ -610,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=("python", "go"), default="python",
                         help="what watches: this file's aiohttp watcher, or the Go one in go/fanoutwatch (built on first use; "
                              "a fraction of the CPU per event, so more of a small machine is left to the proxy) (default python)")
+    parser.add_argument("--writer", choices=("python", "go"), default="python",
+                        help="what makes the changes and the GETs: aiohttp in this process, or the Go binary of --client go in its writer "
+                             "role (a fraction of the CPU per request) (default python)")
     parser.add_argument("--client-procs", type=int, default=None, help="processes the watchers are spread over (default 4, with --client go 1; --quick: 2)")
     parser.add_argument("--workspaces", type=int, default=None, help="consumer workspaces (default 10; --quick: 2)")
     parser.add_argument("--objects", type=int, default=None, help="widgets per workspace, the ones the changes go to (default 100; --quick: 5)")

@@ -370,12 +370,15 @@ def test_fanout_benchmark_delivers_every_change_to_every_watcher() -> None:
 
 @pytest.mark.timeout(400)
 def test_fanout_benchmark_with_the_go_watcher_checks_the_same() -> None:
-    """`fanout_bench.py --client go`: the Go watcher (built from benchmarks/go/fanoutwatch, standard
-    library only) opens the watches and checks every change once and in order, as the Python one does."""
-    args = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client", "go", "--client-procs", "2", "--workspaces", "2", "--objects", "3",
-            "--sample-every", "2", "--in-process", "0"]
+    """`fanout_bench.py --client go --writer go`: the Go binary (built from benchmarks/go/fanoutwatch,
+    standard library only) opens the watches and checks every change once and in order, as the
+    Python watcher does, and in its writer role makes the changes and the GETs."""
+    args = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client", "go", "--writer", "go", "--client-procs", "2", "--workspaces", "2",
+            "--objects", "3", "--sample-every", "2", "--in-process", "0"]
     out = _run_script(FANOUT_BENCH, args, 380)
-    assert re.search(r"^client: +watches: the Go watcher \(fanoutwatch-[0-9a-f]{16}, go[0-9.]+\), 2 processes", out, re.M), out
+    assert re.search(r"^client: +watches: the Go watcher \(fanoutwatch-[0-9a-f]{16}, go[0-9.]+\), 2 processes; writers and GETs: the Go writer", out, re.M), out
+    assert re.search(r"^\| changes committed +\| 40 +\| .* [0-9]+/s done over [0-9.]+ s; write p50 [0-9.]+ ms", out, re.M), out
+    assert re.search(r"^\| concurrent GET p50 / p99 / max +\| [0-9.]+ / [0-9.]+ / [0-9.]+ ms +\| [1-9][0-9]* GETs", out, re.M), out
     assert re.search(r"^\| delivered +\| 6/6 watchers complete OK +\| 240 events; 3/3 checked event by event \(every 2nd: missing 0, "
                      r"duplicates 0, unexpected 0, out of RV order 0\), 3/3 others received the same bytes", out, re.M), out
     assert re.search(r"^\| delivery latency p50 / p99 / max +\| [0-9.]+ / [0-9.]+ / [0-9.]+ ms +\| .* over 120 \(event, checked watcher\) pairs", out, re.M), out

@@ -84,7 +84,7 @@ class ShardAPI:
             self.admit(request.scope, info, cluster, target.namespace, obj, old)
 
     async def handle(self, request: Request) -> Response:
-        path = request.url.path
+        path = request.scope["path"]  # as uvicorn decoded it (request.url would build and parse a whole URL for it)
         if path.startswith("/clusters/"):
             cluster, rest = split_cluster(path, allow_paths=True)
             if ":" in cluster and not cluster.startswith("system:"):

@@ -7,6 +7,7 @@
 // workspace are mostly Go programs. Only the standard library is used, so it builds offline.
 //
 //	fanoutwatch -url URL -rv RV -watchers N -expect N -first N -sample-every N
+//	fanoutwatch -write-base URL -workspaces A,B -objects N -rate R -count N [-conns 16] [-get-url URL -gets R]
 //
 // Then it reads one line {"total": N} from standard input: the number of changes made. It waits
 // until every watcher has N events (or 30 s), 0.3 s more for duplicates, and reports.
@@ -272,7 +273,24 @@ func main() {
 	first := flag.Int("first", 0, "the number of this process's first watcher (for sampling)")
 	sampleEvery := flag.Int("sample-every", 1, "every N-th watcher (by number) is checked event by event and timed")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	writeBase := flag.String("write-base", "", "be the writer instead: make the changes through this front URL")
+	workspaces := flag.String("workspaces", "", "writer: the consumer workspaces, comma-separated")
+	objects := flag.Int("objects", 1, "writer: widgets per workspace")
+	rate := flag.Float64("rate", 1, "writer: changes per second")
+	count := flag.Int("count", 0, "writer: changes in all")
+	conns := flag.Int("conns", 16, "writer: keep-alive connections for the changes")
+	getURL := flag.String("get-url", "", "writer: a widget to GET through the VW meanwhile")
+	gets := flag.Float64("gets", 0, "writer: GETs per second")
 	flag.Parse()
+	if *writeBase != "" {
+		names := splitNames(*workspaces)
+		if len(names) == 0 || *objects <= 0 || *rate <= 0 || *count < 0 || *conns <= 0 || *gets < 0 {
+			fmt.Fprintln(os.Stderr, "fanoutwatch: -write-base needs -workspaces, a positive -objects, -rate and -conns")
+			os.Exit(2)
+		}
+		os.Exit(write(writerConfig{base: *writeBase, workspaces: names, objects: *objects, rate: *rate, count: *count, conns: *conns,
+			getURL: *getURL, gets: *gets}))
+	}
 	if *cpuProfile != "" {
 		out, err := os.Create(*cpuProfile)
 		if err == nil {
