@@ -467,6 +467,7 @@ def test_fanout_floor_reads_every_byte_and_reports_its_rows() -> None:
     assert re.search(r"^\| intervals not kept \| \d+ of 25 \|", out, re.M), out
     assert re.search(r"^\| every byte read \| yes \|", out, re.M), out
     assert re.search(r"^\| the proxy's watch stream, per write \| \d+\.\d us of CPU \|", out, re.M), out
+    assert re.search(r"^\| the same through ASGI's send \| \d+\.\d us of CPU \|", out, re.M), out
     assert re.search(r"^command: python3 benchmarks/fanout_floor\.py --watchers 6 ", out, re.M), out
 
 
