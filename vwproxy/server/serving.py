@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, cast
@@ -50,16 +51,20 @@ class DirectBody:
     __slots__ = ("_cycle",)
 
     def __init__(self, cycle: Any) -> None:
-        self._cycle = cycle  # uvicorn's RequestResponseCycle
+        # uvicorn's RequestResponseCycle, weakly: it holds the scope that holds this, and a
+        # reference cycle per request would leave every request to the cyclic collector.
+        self._cycle = weakref.ref(cycle)
 
     def writable(self) -> bool:
-        cycle = self._cycle
-        return bool(cycle.response_started and cycle.chunked_encoding and not cycle.response_complete and not cycle.disconnected
-                    and not cycle.flow.write_paused and not cycle.transport.is_closing())
+        cycle = self._cycle()
+        return bool(cycle is not None and cycle.response_started and cycle.chunked_encoding and not cycle.response_complete
+                    and not cycle.disconnected and not cycle.flow.write_paused and not cycle.transport.is_closing())
 
     def write(self, chunk: bytes) -> None:
         """One chunk (not empty: an empty chunk ends the body); only after `writable()`."""
-        self._cycle.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+        cycle = self._cycle()
+        assert cycle is not None, "write() without writable()"
+        cycle.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
