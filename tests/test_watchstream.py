@@ -184,3 +184,27 @@ def test_a_request_leaves_no_reference_cycle_for_the_collector(shard: EmbeddedSh
         gc.garbage.clear()
         gc.enable()
     assert left == [], f"request state left to the cyclic collector: {left}"
+
+
+def test_an_ended_watch_leaves_nothing_for_the_collector(shard: EmbeddedShard, api: httpx.Client) -> None:
+    """A watch that ended (its timeout) is freed by reference counting: its watcher, its stream's
+    closures and coroutines are not left in reference cycles for the cyclic collector."""
+    rv = api.get("/api/v1/namespaces/default/configmaps").json()["metadata"]["resourceVersion"]
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(3):
+            with api.stream("GET", "/api/v1/namespaces/default/configmaps", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "1"}) as r:
+                assert r.status_code == 200
+                api.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": f"w-{i}"}})
+                assert b'"ADDED"' in b"".join(r.iter_bytes())  # to the end of the stream
+            rv = api.get("/api/v1/namespaces/default/configmaps").json()["metadata"]["resourceVersion"]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = sorted({getattr(o, "__qualname__", type(o).__name__) for o in gc.garbage
+                       if type(o).__name__ == "Watcher" or "stream_watch" in getattr(o, "__qualname__", "")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == [], f"an ended watch left to the cyclic collector: {left}"

@@ -70,6 +70,10 @@ def _waker(loop: asyncio.AbstractEventLoop) -> _Waker:
     return waker
 
 
+def _quiet() -> None:
+    """An ended stream's watcher wakes nobody."""
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -207,5 +211,9 @@ def stream_watch(
             if alarm[0] is not None:
                 alarm[0].cancel()
             stop()
+            # The watcher and these closures hold each other: let go, so that reference counting
+            # frees an ended stream at once instead of leaving it to the cyclic collector.
+            watcher.wakeup = _quiet
+            direct[0] = None
 
     return WatchResponse(stream, left, headers)
