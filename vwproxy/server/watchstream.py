@@ -85,12 +85,13 @@ def expired_watch(exc: errors.StatusError, headers: dict[str, str] | None = None
 
 
 class WatchResponse(Response):
-    """A watch's HTTP response as one coroutine: the status line, then `stream(send)`, which
-    writes the body to its end or stops when the client is gone. A plain loop rather than
-    starlette's StreamingResponse (an async generator run in a task group): each write of a
-    stream passes through two coroutines instead of five, which counts at a thousand streams.
-    The client going away is heard by a side task that calls `gone`, which ends the stream at
-    its next turn (a stream waiting for frames is woken for it)."""
+    """A watch's HTTP response as one coroutine: the status line, then `stream(send, direct)`,
+    which writes the body to its end or stops when the client is gone; `direct` is the server's
+    `DirectBody` for the connection when it offers one (uvicorn under `serving`), through which
+    the stream's frames are written while the coroutine waits. A plain loop rather than
+    starlette's StreamingResponse (an async generator run in a task group). The client going away
+    is heard by a side task that calls `gone`, which ends the stream at its next turn (a stream
+    waiting for frames is woken for it)."""
 
     media_type = http.JSON
 
