@@ -11,6 +11,7 @@ import socket
 from typing import Any
 
 import httpx
+import pytest
 
 from vwproxy.core.watch import Watcher
 from vwproxy.kube.listoptions import ListOptions
@@ -208,3 +209,43 @@ def test_an_ended_watch_leaves_nothing_for_the_collector(shard: EmbeddedShard, a
         gc.garbage.clear()
         gc.enable()
     assert left == [], f"an ended watch left to the cyclic collector: {left}"
+
+
+def test_a_stream_whose_connection_write_fails_ends_and_the_others_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    """A write to one connection that raises closes that watcher (its client re-watches from the
+    last RV it got) and ends its stream; the streams flushed after it in the same turn are written."""
+    broken_watcher, broken_stopped, broken = _stream(timeout_seconds=5)
+    good_watcher, _, good = _stream(timeout_seconds=1)
+    broken_connection, good_connection = _Connection(), _Connection()
+
+    def refuse(chunk: bytes) -> None:
+        raise ConnectionResetError("gone mid-write")
+
+    broken_connection.write = refuse  # type: ignore[method-assign]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        def scope(connection: _Connection) -> dict[str, Any]:
+            return {"type": "http", "asgi": {"spec_version": "2.3"}, "extensions": {serving.DIRECT_BODY: connection}}
+
+        broken_task = asyncio.ensure_future(broken(scope(broken_connection), receive, send))
+        good_task = asyncio.ensure_future(good(scope(good_connection), receive, send))
+        await asyncio.sleep(0.05)
+        broken_watcher.push(b'{"type":"ADDED","object":{"i":1}}\n')
+        good_watcher.push(b'{"type":"ADDED","object":{"i":1}}\n')
+        await asyncio.wait_for(broken_task, 2)  # ended long before its 5 s timeout
+        await asyncio.wait_for(good_task, 5)
+
+    with caplog.at_level("ERROR", logger="vwproxy.server.watchstream"):
+        asyncio.run(run())
+    assert broken_stopped == ["stop"]
+    assert broken_watcher.closed == "the watch stream's write failed"
+    assert good_connection.chunks == [b'{"type":"ADDED","object":{"i":1}}\n']
+    assert "flushing a watch stream failed" in caplog.text

@@ -53,7 +53,11 @@ class _Waker:
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         queue = self.queue
         for _ in range(min(WAKE_SLICE, len(queue))):
-            queue.popleft()()
+            flush = queue.popleft()
+            try:
+                flush()
+            except Exception:  # one stream's failure must not stop the flushing of the others
+                log.exception("flushing a watch stream failed")
         if queue:
             loop.call_soon(self._run, loop)
         else:
@@ -158,9 +162,14 @@ def stream_watch(
         if gone[0] or watcher.closed or body is None or not body.writable():
             _resolve(waiting[0])  # the coroutine's part
             return
-        batch = watcher.drain_bytes()  # caught up again: the next frame calls wakeup()
-        if batch:
-            body.write(batch)
+        try:
+            batch = watcher.drain_bytes()  # caught up again: the next frame calls wakeup()
+            if batch:
+                body.write(batch)
+        except Exception:
+            watcher.close("the watch stream's write failed")  # it re-watches from its last RV
+            _resolve(waiting[0])
+            raise
 
     watcher.wakeup = wakeup
 
