@@ -39,6 +39,18 @@ mode; the join secrets (CA, signing key, admin token) are made in the control pl
     python benchmarks/fanout_bench.py [--watchers 1000] [--rate 1000] [--seconds 60] [--client python|go] [--writer python|go] [--client-procs 4]
                                       [--workspaces 10] [--objects 100] [--gets 5] [--proxy-shard] [--profile FILE] [--quick]
 
+With `--kubeconfig` it starts no server and measures the virtual workspace that the kubeconfig's
+server names in its endpoint slice (`--endpointslice-workspace`/`--endpointslice`): a real kcp or a
+running `vwproxy serve`, set up by `python -m benchmarks.kcp_setup -n 10 -m 100` (the same
+workspaces and widgets). The writes go to the kubeconfig's server, to the first `--workspaces`
+clusters of the VW list that hold widgets `w-00000`… (`--objects` of them); every request presents
+the kubeconfig's credentials (CA, bearer token or client certificate), every watch on its own
+HTTP/1.1 connection. `--server-pid` names the server's process(es) on this machine for the CPU
+and memory rows.
+
+    python -m benchmarks.kcp_setup --kubeconfig /tmp/kcp-root/admin.kubeconfig -n 10 -m 100
+    python benchmarks/fanout_bench.py --kubeconfig /tmp/kcp-root/admin.kubeconfig --client go --writer go --server-pid <kcp>
+
 Exits 1 if a request fails, a bounded wait runs out or a watcher did not get every change exactly
 once in order. Timings are never judged. Every process it starts is stopped at the end.
 """
@@ -65,9 +77,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from vwproxy.upstream.backends import Backend, tls_context
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from running import keep_or_remove, loop_factory, run_and_report  # noqa: E402
-from procstats import Results  # noqa: E402
+from procstats import Results, cpu_seconds, rss_kib  # noqa: E402
+from vw_target import HarnessError, load_credentials, open_session, read_endpoint_slice, server_root  # noqa: E402
 from vw_bench import (  # noqa: E402
     _STARTED, WIDGETS, BenchError, NotYet, Process, _expect, _pct, _session, _versions, create_widgets, eventually, make_join_secrets,
     serve_process, stop_all, vw_url, wait_bindings_ready, write_config, ws_name,
@@ -193,15 +208,18 @@ async def _watch_one(session: aiohttp.ClientSession, url: str, rv: str, state: W
         state.rewatches += 1  # the server ended the stream: watch again from the last RV
 
 
-async def client_main(url: str, rv: str, watchers: int, expect: int, first: int, sample_every: int) -> None:
+async def client_main(url: str, rv: str, watchers: int, expect: int, first: int, sample_every: int, credentials: Backend | None) -> None:
     """One client process: open `watchers` watches (numbered from `first`; every `sample_every`-th
-    is checked in full), say so, wait for the total number of changes, report."""
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    is checked in full), say so, wait for the total number of changes, report. `credentials`: the
+    kubeconfig's (TLS and a bearer token), presented on every watch."""
+    tls = tls_context(credentials) if credentials is not None and url.startswith("https:") else False
+    headers = {"authorization": f"Bearer {credentials.token}"} if credentials is not None and credentials.token else {}
+    connector = aiohttp.TCPConnector(limit=0, force_close=False, ssl=tls)
     hist: Counter[int] = Counter()
     sampled = [(first + j) % sample_every == 0 for j in range(watchers)]
     states = [WatchState(expect if full else 0) for full in sampled]
     cpu0 = time.process_time()
-    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=["User-Agent"]) as session:
+    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=["User-Agent"], headers=headers, trust_env=False) as session:
         opened = [asyncio.Event() for _ in states]
         tasks = [asyncio.create_task(_watch_one(session, url, rv, s, hist if full else None, o)) for s, full, o in zip(states, sampled, opened)]
         await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), OPEN_TIMEOUT)
@@ -280,21 +298,25 @@ class WatchClients:
     """The P client processes, each with its share of the watchers: this file in its client role
     (aiohttp), or the Go watcher, which speaks the same lines."""
 
-    def __init__(self, url: str, rv: str, watchers: int, procs: int, expect: int, sample_every: int, go: Path | None = None) -> None:
+    def __init__(self, url: str, rv: str, watchers: int, procs: int, expect: int, sample_every: int, go: Path | None = None,
+                 target: External | None = None) -> None:
         self.shares = [watchers // procs + (1 if j < watchers % procs else 0) for j in range(procs)]
         firsts = [sum(self.shares[:j]) for j in range(procs)]
         if go is None:
+            login = ["--kubeconfig", str(target.kubeconfig), "--context", target.context] if target else []
             self.args = [[sys.executable, str(Path(__file__).resolve()), "--client-role", url, "--rv", rv, "--watchers", str(n), "--expect", str(expect),
-                          "--first", str(f), "--sample-every", str(sample_every)]
+                          "--first", str(f), "--sample-every", str(sample_every), *login]
                          for n, f in zip(self.shares, firsts) if n]
         else:
-            self.args = [[str(go), "-url", url, "-rv", rv, "-watchers", str(n), "-expect", str(expect), "-first", str(f), "-sample-every", str(sample_every)]
+            self.args = [[str(go), "-url", url, "-rv", rv, "-watchers", str(n), "-expect", str(expect), "-first", str(f), "-sample-every", str(sample_every),
+                          *(target.go_flags() if target else [])]
                          for n, f in zip(self.shares, firsts) if n]
+        self.env = target.go_env() if target and go else None
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
         for cmd in self.args:
-            proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26)
+            proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26, env=self.env)
             self.procs.append(proc)
         for proc in self.procs:
             assert proc.stdout is not None
@@ -380,12 +402,14 @@ def in_process(watchers: int, events: int, every: int) -> tuple[float, int]:
     return cpu / events, sent // watchers
 
 
-async def go_writes(go: Path, front: str, workspaces: list[str], args: argparse.Namespace, total: int, get_url: str) -> tuple[float, list[float], list[float], float]:
+async def go_writes(go: Path, front: str, clusters: list[str], args: argparse.Namespace, total: int, get_url: str,
+                    target: External | None) -> tuple[float, list[float], list[float], float]:
     """The changes and the GETs made by the Go binary in its writer role, as `writer()` and
     `getter()` make them: (seconds of writes, write round trips, GET round trips (s), its CPU)."""
-    cmd = [str(go), "-write-base", front, "-workspaces", ",".join(workspaces), "-objects", str(args.objects), "-rate", repr(args.rate),
-           "-count", str(total), "-conns", str(args.writers), "-get-url", get_url, "-gets", repr(args.gets)]
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=1 << 26)
+    cmd = [str(go), "-write-base", front, "-clusters", ",".join(clusters), "-objects", str(args.objects), "-rate", repr(args.rate),
+           "-count", str(total), "-conns", str(args.writers), "-get-url", get_url, "-gets", repr(args.gets), *(target.go_flags() if target else [])]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=1 << 26,
+                                                env=target.go_env() if target else None)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), total / args.rate + 120)
     finally:
@@ -406,12 +430,19 @@ def _nth(n: int) -> str:
     return "one" if n == 1 else f"{n}{'nd' if n % 10 == 2 and n % 100 != 12 else 'rd' if n % 10 == 3 and n % 100 != 13 else 'th'}"
 
 
-def _sched_wait(pid: int) -> float:
-    """Seconds process `pid`'s main thread has spent runnable but waiting for a CPU (/proc/<pid>/schedstat)."""
+def _sched_wait(server: Process | Observed) -> float:
+    """Seconds a server has spent runnable but waiting for a CPU: the main thread of one this run
+    started (the event loop, /proc/<pid>/schedstat), every thread of an observed one (a Go server's
+    work is on many: /proc/<pid>/task/*/schedstat, the threads alive now)."""
+    pid = _pid(server)
+    paths = sorted(Path(f"/proc/{pid}/task").glob("*/schedstat")) if isinstance(server, Observed) else [Path(f"/proc/{pid}/schedstat")]
+    total = 0.0
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+        for path in paths:
+            total += int(path.read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return float("nan")
+    return total if paths else float("nan")
 
 
 def _hist_pct(hist: Counter[int], q: float) -> float:
@@ -430,6 +461,7 @@ def _hist_pct(hist: Counter[int], q: float) -> float:
 
 async def run(args: argparse.Namespace, command: str) -> Results:
     results = Results()
+    target: External | None = getattr(args, "target", None)
     tmp = Path(tempfile.mkdtemp(prefix="vwproxy-fanout-"))
     owned: list[Process] = []
     clients: WatchClients | None = None
@@ -453,54 +485,74 @@ async def run(args: argparse.Namespace, command: str) -> Results:
             results.add("in process: CPU per change ingested and fanned out", f"{per_change * 1e6:,.0f} us",
                         f"a view with {args.watchers} wildcard watchers, {args.in_process} changes, every watcher's frames taken as one chunk "
                         f"every 20 changes; {per_change / args.watchers * 1e9:,.0f} ns per (change, watcher); {sent / args.in_process:,.0f} bytes per frame")
-        workspaces = [ws_name(i) for i in range(args.workspaces)]
-        write_config(tmp / "config", workspaces)
-        if args.proxy_shard:
-            make_join_secrets(tmp / "data")
-        server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", args.profile,
-                               extra=["--partition", "none"] if args.proxy_shard else [])
-        servers = [server]
-        if args.proxy_shard:
-            servers.append(Process(["serve", "--insecure-open", "--join", server.url, "--join-secrets", str(tmp / "data"), "--shard-name", "s1",
-                                    "--partition", "all", "--data-dir", str(tmp / "shard")], tmp / "shard.log", None, args.profile and args.profile.with_suffix(".shard")))
-        if args.server_cpus is not None:
-            for s in servers:
-                s.cpus = args.server_cpus
-            os.sched_setaffinity(0, args.other_cpus)  # this process, and the clients it starts
-        owned.extend(servers)
-        for s in servers:
-            print(f"server:  {shlex.join(s.cmd)}")
-        async with _session(4) as session:
-            for s in servers:
-                s.spawn()
-                await s.wait_ready(session, 60)
-            await wait_bindings_ready(session, server.url, args.workspaces, 60 + args.workspaces * 0.1)
-            list_url = await vw_url(session, server.url, 30)
-            print(f"watches: {list_url}", flush=True)
-            if args.proxy_shard and not list_url.startswith(servers[1].url + "/"):
-                raise BenchError(f"the endpoint slice names {list_url}, not the proxy shard at {servers[1].url}")
-            await create_widgets(server.url, workspaces, args.objects, 8)
-
-            async def all_listed() -> dict[str, Any] | str:
+        servers: list[Any]  # Process (started here) or Observed (--server-pid)
+        if target is not None:
+            servers = [Observed(pid) for pid in args.server_pid]
+            front = server_root(target.credentials.url)
+            print(f"server:  {front} (--kubeconfig {target.kubeconfig}{f' --context {target.context}' if target.context else ''})"
+                  + (f", pid {', '.join(map(str, args.server_pid))}" if args.server_pid else ", no --server-pid: no server CPU or memory rows"))
+            async with target.session(4) as session:
+                vw, _ = await read_endpoint_slice(target.credentials, args.endpointslice_workspace, args.endpointslice)
+                list_url = f"{vw}/clusters/*{WIDGETS}/widgets"
+                print(f"watches: {list_url}", flush=True)
                 async with session.get(list_url) as r:
-                    found = orjson.loads(await _expect(r, 200, "VW list"))
-                return found if len(found["items"]) == args.workspaces * args.objects else NotYet(f"{len(found['items'])} widgets")
+                    listed = orjson.loads(await _expect(r, 200, "VW list"))
+            clusters = pick_clusters(listed["items"], args.workspaces, args.objects, target.kubeconfig)
+            get_cluster = clusters[0]
+        else:
+            workspaces = [ws_name(i) for i in range(args.workspaces)]
+            clusters = [f"root:{ws}" for ws in workspaces]
+            write_config(tmp / "config", workspaces)
+            if args.proxy_shard:
+                make_join_secrets(tmp / "data")
+            server = serve_process(tmp / "config", tmp / "data", tmp / "serve.log", args.profile,
+                                   extra=["--partition", "none"] if args.proxy_shard else [])
+            servers = [server]
+            if args.proxy_shard:
+                servers.append(Process(["serve", "--insecure-open", "--join", server.url, "--join-secrets", str(tmp / "data"), "--shard-name", "s1",
+                                        "--partition", "all", "--data-dir", str(tmp / "shard")], tmp / "shard.log", None, args.profile and args.profile.with_suffix(".shard")))
+            if args.server_cpus is not None:
+                for s in servers:
+                    s.cpus = args.server_cpus
+            owned.extend(servers)
+            for s in servers:
+                print(f"server:  {shlex.join(s.cmd)}")
+            front = server.url
+            async with _session(4) as session:
+                for s in servers:
+                    s.spawn()
+                    await s.wait_ready(session, 60)
+                await wait_bindings_ready(session, server.url, args.workspaces, 60 + args.workspaces * 0.1)
+                list_url = await vw_url(session, server.url, 30)
+                print(f"watches: {list_url}", flush=True)
+                if args.proxy_shard and not list_url.startswith(servers[1].url + "/"):
+                    raise BenchError(f"the endpoint slice names {list_url}, not the proxy shard at {servers[1].url}")
+                await create_widgets(server.url, workspaces, args.objects, 8)
 
-            # A proxy shard has them once its feed brought them in.
-            listed = await eventually(all_listed, f"the VW list holding {args.workspaces * args.objects} widgets", 30)
-            rv = listed["metadata"]["resourceVersion"]
-            first = listed["items"][0]["metadata"]
-            vw_base = list_url[: list_url.index("/clusters/*")]
-            get_url = f"{vw_base}/clusters/{first['annotations']['kcp.io/cluster']}{WIDGETS}/namespaces/default/widgets/{first['name']}"
-            rss_before = _rss(servers)
-        results.add("setup", f"{args.workspaces * args.objects} widgets", f"{args.workspaces} workspaces bound; server RSS {rss_before} before the watchers")
+                async def all_listed() -> dict[str, Any] | str:
+                    async with session.get(list_url) as r:
+                        found = orjson.loads(await _expect(r, 200, "VW list"))
+                    return found if len(found["items"]) == args.workspaces * args.objects else NotYet(f"{len(found['items'])} widgets")
 
-        clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16, args.sample_every, go)
+                # A proxy shard has them once its feed brought them in.
+                listed = await eventually(all_listed, f"the VW list holding {args.workspaces * args.objects} widgets", 30)
+            get_cluster = listed["items"][0]["metadata"]["annotations"]["kcp.io/cluster"]
+        if args.server_cpus is not None:
+            os.sched_setaffinity(0, args.other_cpus)  # this process, and the clients it starts
+        rv = listed["metadata"]["resourceVersion"]
+        vw_base = list_url[: list_url.index("/clusters/*")]
+        get_url = f"{vw_base}/clusters/{get_cluster}{WIDGETS}/namespaces/default/widgets/w-00000"
+        rss_before = _rss(servers)
+        results.add("setup", f"{args.workspaces * args.objects} widgets", f"{args.workspaces} workspaces bound"
+                    + (f"; the changes go to {', '.join(clusters)}" if target is not None else "")
+                    + (f"; server RSS {rss_before} before the watchers" if servers else ""))
+
+        clients = WatchClients(list_url, rv, args.watchers, args.client_procs, total_writes + 16, args.sample_every, go, target)
         started = time.perf_counter()
         await clients.start()
         opened = time.perf_counter() - started
         rss_open = _rss(servers)
-        results.add("watchers opened", f"{args.watchers}", f"in {opened:.2f} s by {len(clients.procs)} client processes; server RSS {rss_open}")
+        results.add("watchers opened", f"{args.watchers}", f"in {opened:.2f} s by {len(clients.procs)} client processes" + (f"; server RSS {rss_open}" if servers else ""))
 
         write_rtt: list[float] = []
         get_rtt: list[float] = []
@@ -508,9 +560,10 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         rss_peak = [s.rss_kib()[0] for s in servers]
         next_index = 0
         writing = True
-        async with _session(args.writers) as wsession, _session(1) as gsession:
+        opener = target.session if target is not None else _session
+        async with opener(args.writers) as wsession, opener(1) as gsession:
             server_cpu0, clients_cpu0, own_cpu0 = [s.cpu_seconds() for s in servers], clients.cpu_seconds(), time.process_time()
-            server_wait0 = [_sched_wait(_pid(s)) for s in servers]
+            server_wait0 = [_sched_wait(s) for s in servers]
             t0 = time.perf_counter()
 
             async def writer() -> None:
@@ -521,12 +574,12 @@ async def run(args: argparse.Namespace, command: str) -> Results:
                     delay = t0 + i / args.rate - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    ws = workspaces[i % len(workspaces)]
-                    name = f"w-{(i // len(workspaces)) % args.objects:05d}"
+                    cluster = clusters[i % len(clusters)]
+                    name = f"w-{(i // len(clusters)) % args.objects:05d}"
                     sent = time.perf_counter()
                     patch = orjson.dumps({"metadata": {"annotations": {INDEX_KEY: str(i), SENT_KEY: str(time.time_ns())}}})
-                    async with wsession.patch(f"{server.url}/clusters/root:{ws}{WIDGETS}/namespaces/default/widgets/{name}", data=patch, headers=MERGE_PATCH) as r:
-                        await _expect(r, 200, f"patch {name} in root:{ws}")
+                    async with wsession.patch(f"{front}/clusters/{cluster}{WIDGETS}/namespaces/default/widgets/{name}", data=patch, headers=MERGE_PATCH) as r:
+                        await _expect(r, 200, f"patch {name} in {cluster}")
                     write_rtt.append(time.perf_counter() - sent)
 
             async def getter() -> None:
@@ -551,7 +604,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
             side = [asyncio.create_task(sampler())]
             if args.writer == "go":
                 assert go is not None
-                write_secs, write_rtt, get_rtt, writer_cpu = await go_writes(go, server.url, workspaces, args, total_writes, get_url)
+                write_secs, write_rtt, get_rtt, writer_cpu = await go_writes(go, front, clusters, args, total_writes, get_url, target)
             else:
                 if args.gets > 0:
                     side.append(asyncio.create_task(getter()))
@@ -559,7 +612,7 @@ async def run(args: argparse.Namespace, command: str) -> Results:
                 write_secs = time.perf_counter() - t0
             writing = False
             server_cpu = [s.cpu_seconds() - c for s, c in zip(servers, server_cpu0)]
-            server_wait = [_sched_wait(_pid(s)) - w for s, w in zip(servers, server_wait0)]
+            server_wait = [_sched_wait(s) - w for s, w in zip(servers, server_wait0)]
             await asyncio.gather(*side)
         clients_cpu = clients.cpu_seconds() - clients_cpu0
         own_cpu = time.process_time() - own_cpu0 + (writer_cpu if args.writer == "go" else 0.0)
@@ -594,10 +647,12 @@ async def run(args: argparse.Namespace, command: str) -> Results:
             results.add("concurrent GET p50 / p99 / max", f"{_pct(get_rtt, 50) * 1000:.1f} / {_pct(get_rtt, 99) * 1000:.1f} / {max(get_rtt) * 1000:.1f} ms",
                         f"{len(get_rtt)} GETs of one widget through the VW, {args.gets:g}/s; target p99 <= 20 ms")
         for role, cpu, wait in zip(_roles(servers), server_cpu, server_wait):
+            waiter = "its threads" if target is not None else "its event loop"
             results.add(f"{role} CPU", f"{cpu:.1f} s", f"{cpu / write_secs * 100:.0f}% of one core over the {write_secs:.1f} s of writes; "
-                        f"its event loop waited {wait:.1f} s for a CPU while runnable (/proc schedstat: the machine's contention)")
-        results.add("server RSS", rss_after, f"{rss_open} with the watchers open; peak sampled {' + '.join(f'{k / 1024:.1f}' for k in rss_peak)} MiB, "
-                    f"VmHWM {' + '.join(f'{k / 1024:.1f}' for k in hwm)} MiB")
+                        f"{waiter} waited {wait:.1f} s for a CPU while runnable (/proc schedstat: the machine's contention)")
+        if servers:
+            results.add("server RSS", rss_after, f"{rss_open} with the watchers open; peak sampled {' + '.join(f'{k / 1024:.1f}' for k in rss_peak)} MiB, "
+                        f"VmHWM {' + '.join(f'{k / 1024:.1f}' for k in hwm)} MiB")
         per_client = ", ".join(f"{rep['cpu']:.1f}" for rep in reports)
         results.add("client CPU", f"{clients_cpu + own_cpu:.1f} s", f"watch clients {clients_cpu:.1f} s ({per_client} s each), writers and GETs {own_cpu:.1f} s")
         results.add("load average", f"{max(loads) if loads else os.getloadavg()[0]:.2f} max", f"1-minute load sampled each second during the writes; {os.cpu_count()} CPUs")
@@ -609,17 +664,78 @@ async def run(args: argparse.Namespace, command: str) -> Results:
     return results
 
 
-def _pid(server: Process) -> int:
+class External:
+    """The server a kubeconfig names (`--kubeconfig`): where the clients go and what they present."""
+
+    def __init__(self, kubeconfig: Path, context: str) -> None:
+        self.kubeconfig = kubeconfig.resolve()
+        self.context = context
+        self.credentials = load_credentials(kubeconfig, context)
+
+    def session(self, connections: int) -> aiohttp.ClientSession:
+        return open_session(self.credentials, connections)
+
+    def go_flags(self) -> list[str]:
+        """The Go binary's credential flags (files the kubeconfig's data was written to, mode 0600)."""
+        c = self.credentials
+        return ([*(["-ca", c.ca_file] if c.ca_file else []), *(["-cert", c.cert_file, "-key", c.key_file] if c.cert_file else []),
+                 *(["-insecure"] if c.insecure else [])])
+
+    def go_env(self) -> dict[str, str]:
+        """The Go binary's environment: the bearer token goes there, not on its command line."""
+        env = {k: v for k, v in os.environ.items() if k != "FANOUT_TOKEN"}
+        if self.credentials.token:
+            env["FANOUT_TOKEN"] = self.credentials.token
+        return env
+
+
+class Observed:
+    """A server process this run did not start (`--server-pid`): read from /proc, never stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_kib(self) -> tuple[int, int]:
+        return rss_kib(self.pid)
+
+
+def pick_clusters(items: list[dict[str, Any]], count: int, objects: int, kubeconfig: Path) -> list[str]:
+    """The first `count` clusters (by name) of a VW list whose namespace `default` holds widgets
+    w-00000 … w-<objects - 1>: where the changes go. BenchError naming the set-up command otherwise."""
+    names: dict[str, set[str]] = {}
+    for item in items:
+        md = item.get("metadata") or {}
+        cluster = (md.get("annotations") or {}).get("kcp.io/cluster")
+        if cluster and md.get("namespace") == "default":
+            names.setdefault(cluster, set()).add(md.get("name", ""))
+    wanted = {f"w-{i:05d}" for i in range(objects)}
+    ready = sorted(c for c, held in names.items() if wanted <= held)
+    if len(ready) < count:
+        raise BenchError(f"the VW list has {len(ready)} clusters holding widgets w-00000…w-{objects - 1:05d} in namespace default, "
+                         f"--workspaces asks {count}: run python -m benchmarks.kcp_setup --kubeconfig {kubeconfig} -n {count} -m {objects} first")
+    return ready[:count]
+
+
+def _pid(server: Process | Observed) -> int:
+    if isinstance(server, Observed):
+        return server.pid
     assert server.proc is not None
     return server.proc.pid
 
 
-def _roles(servers: list[Process]) -> list[str]:
+def _roles(servers: list[Process] | list[Observed]) -> list[str]:
+    if servers and isinstance(servers[0], Observed):
+        return ["server" if len(servers) == 1 else f"server pid {_pid(s)}" for s in servers]
     return ["server"] if len(servers) == 1 else ["control plane", "proxy shard"]
 
 
-def _rss(servers: list[Process]) -> str:
+def _rss(servers: list[Process] | list[Observed]) -> str:
     """The servers' resident memory now, e.g. `61.2 MiB` or `control plane 70.1 MiB + proxy shard 58.3 MiB`."""
+    if not servers:
+        return "not read (no --server-pid)"
     sizes = [f"{s.rss_kib()[0] / 1024:.1f} MiB" for s in servers]
     return sizes[0] if len(sizes) == 1 else " + ".join(f"{role} {size}" for role, size in zip(_roles(servers), sizes))
 
@@ -664,6 +780,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="two server processes: a control plane that serves no virtual workspace (--partition none) takes the writes, "
                              "and a proxy shard joined to it (partition all) serves the watches and GETs: the streams on one event loop, "
                              "the writes on another (default: one process does all)")
+    parser.add_argument("--kubeconfig", type=Path, default=None,
+                        help="measure the server this kubeconfig names (a real kcp, or a running vwproxy serve) instead of starting one: "
+                             "its endpoint slice's VW, set up by python -m benchmarks.kcp_setup; every request presents its credentials")
+    parser.add_argument("--context", default="", help="with --kubeconfig: its context (default: the current one)")
+    parser.add_argument("--endpointslice-workspace", default="root:provider", help="with --kubeconfig: the endpoint slice's workspace (default root:provider)")
+    parser.add_argument("--endpointslice", default="widgets", help="with --kubeconfig: the endpoint slice's name (default widgets)")
+    parser.add_argument("--server-pid", type=int, action="append", default=[], metavar="PID",
+                        help="with --kubeconfig: the server's process on this machine, for the CPU and memory rows (repeat for several)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="run the proxy under cProfile, writing FILE (timings are then not comparable)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, data, server log)")
@@ -674,9 +798,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client_role:
+        credentials = load_credentials(args.kubeconfig, args.context) if args.kubeconfig else None
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(client_main(args.client_role, args.rv, args.watchers, args.expect, args.first, args.sample_every))
+            runner.run(client_main(args.client_role, args.rv, args.watchers, args.expect, args.first, args.sample_every, credentials))
         return 0
+    if args.kubeconfig is None:
+        if args.server_pid or args.context:
+            parser.error("--server-pid and --context go with --kubeconfig (without it, this script starts the server it measures)")
+    else:
+        for given, name in ((args.proxy_shard, "--proxy-shard"), (args.profile, "--profile"), (args.server_cpus, "--server-cpus")):
+            if given:
+                parser.error(f"{name} is for the server this script starts; with --kubeconfig it measures a server started elsewhere")
+        if args.in_process:
+            parser.error("--in-process measures vwproxy's view in this process; with --kubeconfig leave it out")
+        args.in_process = 0
+        for pid in args.server_pid:
+            if not Path(f"/proc/{pid}/stat").exists():
+                parser.error(f"--server-pid {pid}: no such process on this machine")
+        try:
+            args.target = External(args.kubeconfig, args.context)
+        except HarnessError as exc:
+            parser.error(str(exc))
 
     def pick(value: Any, default: Any, small: Any) -> Any:
         return value if value is not None else (small if args.quick else default)
@@ -703,7 +845,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.server_cpus <= mine or not args.other_cpus:
             parser.error(f"--server-cpus {sorted(args.server_cpus)}: must be some, not all, of the CPUs this process may use, {sorted(mine)}")
     command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["python", "benchmarks/fanout_bench.py", *argv])
-    return run_and_report(run(args, command), command, BenchError, _STARTED)
+    # A server elsewhere (--kubeconfig) may refuse the credentials or not answer: one line, no traceback.
+    return run_and_report(run(args, command), command, (BenchError, HarnessError, aiohttp.ClientError), _STARTED)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
-def run_and_report(measurement: Coroutine[Any, Any, Results], command: str, failure: type[Exception],
+def run_and_report(measurement: Coroutine[Any, Any, Results], command: str, failure: type[Exception] | tuple[type[Exception], ...],
                    started: Sequence[subprocess.Popen[bytes]] = ()) -> int:
     """Run `measurement`, print its table; 0 when it is OK, 1 when it is not or raised `failure`."""
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -417,6 +417,63 @@ def test_fanout_benchmark_through_a_proxy_shard_writes_to_the_control_plane_and_
     assert not leftover, f"benchmark processes left running: {leftover}"
 
 
+@pytest.mark.timeout(480)
+def test_fanout_benchmark_measures_a_server_through_its_kubeconfig(tmp_path: Path) -> None:
+    """`fanout_bench.py --kubeconfig`: it starts no server; `vwproxy serve` (HTTPS, its CA, the admin
+    token), set up by kcp_setup as a real kcp would be, gets the watches, changes and GETs from the
+    Go and from the Python clients, each presenting the kubeconfig's credentials, and every change
+    reaches every watcher once and in order; the server is read through --server-pid, never
+    stopped. Too few workspaces set up, or a token the server does not know, is one line."""
+    data_dir, empty = tmp_path / "data", tmp_path / "empty"
+    empty.mkdir()
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen([sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--config", str(empty),
+                              "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=tmp_path)
+    kubeconfig = data_dir / "admin.kubeconfig"
+    small = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client-procs", "2", "--workspaces", "2", "--objects", "3", "--sample-every", "2"]
+    try:
+        eventually(lambda: kubeconfig.exists() and (data_dir / "tokens.csv").exists() and _answers(port, data_dir), "serve up", timeout=30)
+        setup = subprocess.run([sys.executable, "-m", "benchmarks.kcp_setup", "--kubeconfig", str(kubeconfig), "--workspaces", "2", "--widgets", "3"],
+                               cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL, env=child_env())
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        for clients in (["--client", "go", "--writer", "go"], []):
+            out = _run_script(FANOUT_BENCH, ["--kubeconfig", str(kubeconfig), "--server-pid", str(serve.pid), *small, *clients], 380)
+            assert re.search(rf"^server: +https://127\.0\.0\.1:{port} \(--kubeconfig {re.escape(str(kubeconfig))}\), pid {serve.pid}$", out, re.M), out
+            assert re.search(rf"^watches: https://127\.0\.0\.1:{port}/services/apiexport/\w+/widgets/clusters/\*/apis/example\.dev/v1alpha1/widgets$", out, re.M), out
+            assert re.search(r"^\| delivered +\| 6/6 watchers complete OK +\| 240 events; 3/3 checked event by event \(every 2nd: missing 0, "
+                             r"duplicates 0, unexpected 0, out of RV order 0\), 3/3 others received the same bytes", out, re.M), out
+            assert re.search(r"^\| concurrent GET p50 / p99 / max +\| [0-9.]+ / [0-9.]+ / [0-9.]+ ms +\| [1-9][0-9]* GETs", out, re.M), out
+            assert re.search(r"^\| server CPU +\| [0-9.]+ s +\| .* its threads waited", out, re.M), out
+            assert re.search(r"^\| server RSS +\| [0-9.]+ MiB ", out, re.M), out
+            assert "in process" not in out and "result: OK" in out, out
+            assert serve.poll() is None, "the benchmark stopped a server it did not start"
+        leftover = [cmd for cmd in _command_lines() if "fanoutwatch-" in cmd or "fanout_bench.py --client-role" in cmd]
+        assert not leftover, f"benchmark clients left running: {leftover}"
+
+        def failing(args: list[str]) -> str:
+            proc = subprocess.run([sys.executable, str(FANOUT_BENCH), *args], cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=120,
+                                  stdin=subprocess.DEVNULL)
+            assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            assert "Traceback" not in proc.stderr, proc.stderr
+            return proc.stderr.strip()
+
+        said = failing(["--kubeconfig", str(kubeconfig), "--watchers", "2", "--workspaces", "3", "--objects", "3"])
+        assert said == (f"benchmark failed: the VW list has 2 clusters holding widgets w-00000…w-00002 in namespace default, --workspaces asks 3: "
+                        f"run python -m benchmarks.kcp_setup --kubeconfig {kubeconfig} -n 3 -m 3 first"), said
+        stranger = tmp_path / "stranger.kubeconfig"
+        text = kubeconfig.read_text()
+        token = re.search(r"token: (\S+)", text)
+        assert token, text
+        stranger.write_text(text.replace(token.group(1), "not-a-token-this-server-knows"))
+        for clients in (["--client", "go", "--writer", "go"], []):
+            said = failing(["--kubeconfig", str(stranger), *small, *clients])
+            assert said.startswith("benchmark failed: GET https://127.0.0.1:") and "HTTP 401" in said, said
+    finally:
+        stop_child(serve)
+        log.close()
+
+
 def test_eventually_waits_while_a_check_says_not_yet(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmarks' bounded poll: a check that says what it saw (`NotYet`) is not done, though a
     string is true; the wait ends with what it returns when done, or names the last `NotYet`."""

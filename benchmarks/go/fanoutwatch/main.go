@@ -6,8 +6,14 @@
 // it is left to the proxy that is being measured; and the controllers that watch a virtual
 // workspace are mostly Go programs. Only the standard library is used, so it builds offline.
 //
-//	fanoutwatch -url URL -rv RV -watchers N -expect N -first N -sample-every N
-//	fanoutwatch -write-base URL -workspaces A,B -objects N -rate R -count N [-conns 16] [-get-url URL -gets R]
+//	fanoutwatch -url URL -rv RV -watchers N -expect N -first N -sample-every N [credentials]
+//	fanoutwatch -write-base URL -clusters root:a,root:b -objects N -rate R -count N [-conns 16] [-get-url URL -gets R] [credentials]
+//
+// Credentials, for an https server that authenticates (a real kcp, or `vwproxy serve`): -ca FILE
+// (the server's CA; else the system's), -cert FILE -key FILE (a client certificate), -insecure,
+// and the bearer token in the environment variable FANOUT_TOKEN (not on the command line, where
+// other users of the machine could read it). Every connection speaks HTTP/1.1, one per watch, as
+// against the plain-HTTP proxy, so that the two compare.
 //
 // Then it reads one line {"total": N} from standard input: the number of changes made. It waits
 // until every watcher has N events (or 30 s), 0.3 s more for duplicates, and reports.
@@ -17,6 +23,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -274,22 +282,31 @@ func main() {
 	sampleEvery := flag.Int("sample-every", 1, "every N-th watcher (by number) is checked event by event and timed")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	writeBase := flag.String("write-base", "", "be the writer instead: make the changes through this front URL")
-	workspaces := flag.String("workspaces", "", "writer: the consumer workspaces, comma-separated")
+	clusters := flag.String("clusters", "", "writer: the consumer workspaces' cluster names or paths (root:a), comma-separated")
 	objects := flag.Int("objects", 1, "writer: widgets per workspace")
 	rate := flag.Float64("rate", 1, "writer: changes per second")
 	count := flag.Int("count", 0, "writer: changes in all")
 	conns := flag.Int("conns", 16, "writer: keep-alive connections for the changes")
 	getURL := flag.String("get-url", "", "writer: a widget to GET through the VW meanwhile")
 	gets := flag.Float64("gets", 0, "writer: GETs per second")
+	caFile := flag.String("ca", "", "the server's CA bundle (PEM); default: the system's")
+	certFile := flag.String("cert", "", "a client certificate (PEM), with -key")
+	keyFile := flag.String("key", "", "the client certificate's key (PEM)")
+	insecure := flag.Bool("insecure", false, "do not verify the server's certificate")
 	flag.Parse()
+	creds, err := loadCredentials(*caFile, *certFile, *keyFile, *insecure)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fanoutwatch:", err)
+		os.Exit(2)
+	}
 	if *writeBase != "" {
-		names := splitNames(*workspaces)
+		names := splitNames(*clusters)
 		if len(names) == 0 || *objects <= 0 || *rate <= 0 || *count < 0 || *conns <= 0 || *gets < 0 {
-			fmt.Fprintln(os.Stderr, "fanoutwatch: -write-base needs -workspaces, a positive -objects, -rate and -conns")
+			fmt.Fprintln(os.Stderr, "fanoutwatch: -write-base needs -clusters, a positive -objects, -rate and -conns")
 			os.Exit(2)
 		}
-		os.Exit(write(writerConfig{base: *writeBase, workspaces: names, objects: *objects, rate: *rate, count: *count, conns: *conns,
-			getURL: *getURL, gets: *gets}))
+		os.Exit(write(writerConfig{base: *writeBase, clusters: names, objects: *objects, rate: *rate, count: *count, conns: *conns,
+			getURL: *getURL, gets: *gets, creds: creds}))
 	}
 	if *cpuProfile != "" {
 		out, err := os.Create(*cpuProfile)
@@ -314,8 +331,9 @@ func main() {
 		MaxIdleConnsPerHost: *watchers,
 		DisableCompression:  true,
 		ReadBufferSize:      64 << 10,
+		TLSClientConfig:     creds.tls,
 	}
-	client := &http.Client{Transport: transport}
+	client := &http.Client{Transport: creds.wrap(transport)}
 	ctx, stop := context.WithCancel(context.Background())
 	var running sync.WaitGroup
 	ws := make([]*watcher, *watchers)
@@ -426,6 +444,57 @@ func main() {
 	report["hist"] = counts
 	report["streams"] = streams
 	say(report)
+}
+
+// credentials are what every request presents: TLS settings (nil: the defaults) and a bearer token.
+type credentials struct {
+	tls   *tls.Config
+	token string
+}
+
+func loadCredentials(caFile, certFile, keyFile string, insecure bool) (credentials, error) {
+	c := credentials{token: os.Getenv("FANOUT_TOKEN")}
+	if caFile == "" && certFile == "" && !insecure {
+		return c, nil
+	}
+	c.tls = &tls.Config{InsecureSkipVerify: insecure} // only when asked, as kubectl's --insecure-skip-tls-verify
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return c, fmt.Errorf("-ca: %w", err)
+		}
+		c.tls.RootCAs = x509.NewCertPool()
+		if !c.tls.RootCAs.AppendCertsFromPEM(pem) {
+			return c, fmt.Errorf("-ca %s: no PEM certificate in it", caFile)
+		}
+	}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return c, fmt.Errorf("-cert/-key: %w", err)
+		}
+		c.tls.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
+}
+
+// wrap adds the bearer token, if any, to every request `next` makes.
+func (c credentials) wrap(next http.RoundTripper) http.RoundTripper {
+	if c.token == "" {
+		return next
+	}
+	return bearer{next: next, value: "Bearer " + c.token}
+}
+
+type bearer struct {
+	next  http.RoundTripper
+	value string
+}
+
+func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", b.value)
+	return b.next.RoundTrip(req)
 }
 
 func head(s []string, n int) []string {

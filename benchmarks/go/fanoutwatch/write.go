@@ -19,14 +19,15 @@ import (
 const widgets = "/apis/example.dev/v1alpha1"
 
 type writerConfig struct {
-	base       string   // the front, where the writes go
-	workspaces []string // consumer workspaces (without root:)
-	objects    int      // widgets per workspace, w-00000 …
-	rate       float64  // changes per second
-	count      int      // changes in all
-	conns      int      // keep-alive connections the changes are made over
-	getURL     string   // a widget through the VW
-	gets       float64  // GETs per second during the changes (0: none)
+	base     string   // the front, where the writes go
+	clusters []string // consumer workspaces: cluster names or paths (root:a)
+	objects  int      // widgets per workspace, w-00000 …
+	rate     float64  // changes per second
+	count    int      // changes in all
+	conns    int      // keep-alive connections the changes are made over
+	getURL   string   // a widget through the VW
+	gets     float64  // GETs per second during the changes (0: none)
+	creds    credentials
 }
 
 // write makes the changes and the GETs and reports them as one JSON line: how many, over how many
@@ -39,8 +40,9 @@ func write(c writerConfig) int {
 		MaxIdleConnsPerHost: c.conns + 1,
 		MaxConnsPerHost:     c.conns + 1,
 		DisableCompression:  true,
+		TLSClientConfig:     c.creds.tls,
 	}
-	client := &http.Client{Transport: transport, Timeout: 60 * time.Second}
+	client := &http.Client{Transport: c.creds.wrap(transport), Timeout: 60 * time.Second}
 	var (
 		next    atomic.Int64
 		failure atomic.Value
@@ -104,11 +106,11 @@ func write(c writerConfig) int {
 					return
 				}
 				time.Sleep(time.Until(t0.Add(time.Duration(float64(i) / c.rate * 1e9))))
-				ws := c.workspaces[i%len(c.workspaces)]
-				name := fmt.Sprintf("w-%05d", (i/len(c.workspaces))%c.objects)
+				cluster := c.clusters[i%len(c.clusters)]
+				name := fmt.Sprintf("w-%05d", (i/len(c.clusters))%c.objects)
 				patch := []byte(`{"metadata":{"annotations":{"` + indexKey + `":"` + strconv.Itoa(i) + `","` + sentKey + `":"` +
 					strconv.FormatInt(time.Now().UnixNano(), 10) + `"}}}`)
-				url := c.base + "/clusters/root:" + ws + widgets + "/namespaces/default/widgets/" + name
+				url := c.base + "/clusters/" + cluster + widgets + "/namespaces/default/widgets/" + name
 				if ms, ok := do(http.MethodPatch, url, patch, http.StatusOK); ok {
 					mu.Lock()
 					writeMS = append(writeMS, ms)
