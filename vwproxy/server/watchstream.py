@@ -208,7 +208,12 @@ def stream_watch(
                         return
                 batch = watcher.drain_bytes()
                 if batch:
-                    await send({"type": "http.response.body", "body": batch, "more_body": True})
+                    piece = body.piece if body is not None else 0
+                    if not piece or len(batch) <= piece:
+                        await send({"type": "http.response.body", "body": batch, "more_body": True})
+                    else:  # TLS: as DirectBody.write hands it over (each send waits while the connection is paused)
+                        for start in range(0, len(batch), piece):
+                            await send({"type": "http.response.body", "body": batch[start : start + piece], "more_body": True})
                 if watcher.closed:
                     break
                 if opts.allow_bookmarks and loop.time() >= next_bookmark and watcher.idle:

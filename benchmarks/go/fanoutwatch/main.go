@@ -289,6 +289,7 @@ func main() {
 	conns := flag.Int("conns", 16, "writer: keep-alive connections for the changes")
 	getURL := flag.String("get-url", "", "writer: a widget to GET through the VW meanwhile")
 	gets := flag.Float64("gets", 0, "writer: GETs per second")
+	writeDeadline := flag.Float64("deadline", 0, "writer: start no change after this many seconds (0: none)")
 	caFile := flag.String("ca", "", "the server's CA bundle (PEM); default: the system's")
 	certFile := flag.String("cert", "", "a client certificate (PEM), with -key")
 	keyFile := flag.String("key", "", "the client certificate's key (PEM)")
@@ -301,12 +302,12 @@ func main() {
 	}
 	if *writeBase != "" {
 		names := splitNames(*clusters)
-		if len(names) == 0 || *objects <= 0 || *rate <= 0 || *count < 0 || *conns <= 0 || *gets < 0 {
+		if len(names) == 0 || *objects <= 0 || *rate <= 0 || *count < 0 || *conns <= 0 || *gets < 0 || *writeDeadline < 0 {
 			fmt.Fprintln(os.Stderr, "fanoutwatch: -write-base needs -clusters, a positive -objects, -rate and -conns")
 			os.Exit(2)
 		}
 		os.Exit(write(writerConfig{base: *writeBase, clusters: names, objects: *objects, rate: *rate, count: *count, conns: *conns,
-			getURL: *getURL, gets: *gets, creds: creds}))
+			getURL: *getURL, gets: *gets, deadline: *writeDeadline, creds: creds}))
 	}
 	if *cpuProfile != "" {
 		out, err := os.Create(*cpuProfile)

@@ -27,6 +27,7 @@ type writerConfig struct {
 	conns    int      // keep-alive connections the changes are made over
 	getURL   string   // a widget through the VW
 	gets     float64  // GETs per second during the changes (0: none)
+	deadline float64  // seconds after the first change after which no more are started (0: none)
 	creds    credentials
 }
 
@@ -101,6 +102,9 @@ func write(c writerConfig) int {
 		go func() {
 			defer writers.Done()
 			for failure.Load() == nil {
+				if c.deadline > 0 && time.Since(t0).Seconds() >= c.deadline {
+					return // a server slower than asked: what it took by now is the measurement
+				}
 				i := int(next.Add(1) - 1)
 				if i >= c.count {
 					return
@@ -124,7 +128,8 @@ func write(c writerConfig) int {
 	writing.Store(false)
 	getters.Wait()
 	failed, _ := failure.Load().(string)
-	say(map[string]any{"writes": len(writeMS), "seconds": seconds, "write_ms": writeMS, "get_ms": nonNil(getMS),
+	started := min(int(next.Load()), c.count)
+	say(map[string]any{"writes": len(writeMS), "started": started, "seconds": seconds, "write_ms": writeMS, "get_ms": nonNil(getMS),
 		"cpu": cpuSeconds() - cpu0, "failed": failed})
 	if failed != "" {
 		return 1
