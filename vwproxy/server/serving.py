@@ -6,10 +6,10 @@ graceful stop.
   request races a server-side close. uvicorn's default is 5 s.
 - A request head (request line and headers) must arrive within a bounded time, and so must the
   first request on a new connection: a client trickling bytes cannot hold a connection open.
-- Over TLS a connection buffers what a slow client has not taken up to the same high-water mark as
-  over plain TCP (64 KiB), not asyncio's TLS default of 512 KiB: with a thousand watch streams
-  that default let ~0.5 GB pile up in the server (measured: RSS 153 -> 469 MiB at 1,000 watchers
-  x 1,000 changes/s), where over plain TCP it stays at ~64 KiB a connection.
+- Over TLS a connection holds what a slow client has not taken up to the same high-water mark as
+  over plain TCP (64 KiB), not asyncio's TLS default of 512 KiB, and is handed a long chunk in
+  pieces (`TLS_PIECE`). With both, 1,000 HTTPS watch streams fed 1,000 changes/s peak at 175-179
+  MiB of RSS where they peaked at 431-435 MiB (benchmarks/RESULTS.md).
 - SIGTERM / Ctrl-C: stop accepting, end every watch stream at once (a properly terminated
   chunked body: the clients re-watch elsewhere), let in-flight writes finish, exit 0.
 """
@@ -37,9 +37,9 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 # resume under a quarter of it), as a plain TCP connection's transport does by default.
 TLS_WRITE_HIGH_WATER = 64 * 1024
 # The largest piece a TLS connection is handed at once. asyncio's TLS layer encrypts a whole write
-# into a memory buffer before it passes it on, and that buffer keeps the size it grew to for as long
-# as the connection lives: a watch stream's 140 KB writes left ~0.3 MB a connection, 1,000 streams
-# ~0.3 GB (measured). Pieces keep it at their size; a piece's Python costs ~1 µs beside encrypting it.
+# into a memory buffer before it passes it on, and that buffer keeps the size it grew to for as
+# long as the connection lives: with the watch streams' writes of up to ~140 KB, 1,000 HTTPS
+# streams peaked ~0.25 GB higher than in pieces (benchmarks/RESULTS.md). Pieces keep it at their size.
 TLS_PIECE = 32 * 1024
 
 
