@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import re
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -308,14 +310,7 @@ def test_kcp_setup_builds_the_topology_through_a_kubeconfig_and_is_idempotent(tm
     """`python -m benchmarks.kcp_setup` against `vwproxy serve` on an empty config folder (kcp's API,
     HTTPS and the admin token, as on a real kcp): the provider's export, N workspaces bound, M widgets
     each, the endpoint slice's VW listing them all; a second run creates nothing."""
-    data_dir, empty = tmp_path / "data", tmp_path / "empty"
-    empty.mkdir()
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen([sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--config", str(empty),
-                              "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=tmp_path)
-    try:
-        eventually(lambda: (data_dir / "admin.kubeconfig").exists() and (data_dir / "tokens.csv").exists() and _answers(port, data_dir), "serve up", timeout=30)
+    with _serve_on_an_empty_config(tmp_path) as (_, port, data_dir):
         setup = [sys.executable, "-m", "benchmarks.kcp_setup", "--kubeconfig", str(data_dir / "admin.kubeconfig"), "--workspaces", "2", "--widgets", "3"]
         outs = []
         for _ in range(2):
@@ -331,9 +326,24 @@ def test_kcp_setup_builds_the_topology_through_a_kubeconfig_and_is_idempotent(tm
             widgets = client.get("/clusters/*/apis/example.dev/v1alpha1/widgets").json()["items"]
         assert len([b for b in bindings if b["metadata"]["name"] == "widgets"]) == 2
         assert len(widgets) == 6
-    finally:
-        stop_child(serve)
-        log.close()
+
+
+@contextlib.contextmanager
+def _serve_on_an_empty_config(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """`vwproxy serve` (HTTPS, its CA, the admin token) on an empty config folder, up and
+    answering: (the process, its port, its data dir); stopped on the way out."""
+    data_dir, empty = tmp_path / "data", tmp_path / "empty"
+    empty.mkdir()
+    port = free_port()
+    with (tmp_path / "serve.log").open("wb") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--config", str(empty),
+                                  "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=tmp_path)
+        try:
+            eventually(lambda: (data_dir / "admin.kubeconfig").exists() and (data_dir / "tokens.csv").exists() and _answers(port, data_dir), "serve up",
+                       timeout=30)
+            yield serve, port, data_dir
+        finally:
+            stop_child(serve)
 
 
 def _answers(port: int, data_dir: Path) -> bool:
@@ -424,16 +434,9 @@ def test_fanout_benchmark_measures_a_server_through_its_kubeconfig(tmp_path: Pat
     Go and from the Python clients, each presenting the kubeconfig's credentials, and every change
     reaches every watcher once and in order; the server is read through --server-pid, never
     stopped. Too few workspaces set up, or a token the server does not know, is one line."""
-    data_dir, empty = tmp_path / "data", tmp_path / "empty"
-    empty.mkdir()
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen([sys.executable, "-m", "vwproxy.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--config", str(empty),
-                              "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=tmp_path)
-    kubeconfig = data_dir / "admin.kubeconfig"
     small = ["--watchers", "6", "--rate", "40", "--seconds", "1", "--client-procs", "2", "--workspaces", "2", "--objects", "3", "--sample-every", "2"]
-    try:
-        eventually(lambda: kubeconfig.exists() and (data_dir / "tokens.csv").exists() and _answers(port, data_dir), "serve up", timeout=30)
+    with _serve_on_an_empty_config(tmp_path) as (serve, port, data_dir):
+        kubeconfig = data_dir / "admin.kubeconfig"
         setup = subprocess.run([sys.executable, "-m", "benchmarks.kcp_setup", "--kubeconfig", str(kubeconfig), "--workspaces", "2", "--widgets", "3"],
                                cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL, env=child_env())
         assert setup.returncode == 0, setup.stdout + setup.stderr
@@ -469,9 +472,6 @@ def test_fanout_benchmark_measures_a_server_through_its_kubeconfig(tmp_path: Pat
         for clients in (["--client", "go", "--writer", "go"], []):
             said = failing(["--kubeconfig", str(stranger), *small, *clients])
             assert said.startswith("benchmark failed: GET https://127.0.0.1:") and "HTTP 401" in said, said
-    finally:
-        stop_child(serve)
-        log.close()
 
 
 def test_eventually_waits_while_a_check_says_not_yet(monkeypatch: pytest.MonkeyPatch) -> None:
