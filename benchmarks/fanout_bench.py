@@ -314,6 +314,7 @@ class WatchClients:
                          for n, f in zip(self.shares, firsts) if n]
         self.env = target.go_env() if target and go else None
         self.procs: list[asyncio.subprocess.Process] = []
+        self.protocols: Counter[str] = Counter()  # the Go watcher's: watches by the protocol of their response
 
     async def start(self) -> None:
         for cmd in self.args:
@@ -328,6 +329,7 @@ class WatchClients:
             if not line:
                 raise BenchError(f"a watch client exited with {await proc.wait()} before its watches opened")
             said = json.loads(line)
+            self.protocols.update(said.get("protos") or {})
             if not said["ready"]:
                 raise BenchError(f"watches failed to open: {said['failed']}")
 
@@ -570,7 +572,9 @@ async def run(args: argparse.Namespace, command: str) -> Results:
         await clients.start()
         opened = time.perf_counter() - started
         rss_open = _rss(servers)
-        results.add("watchers opened", f"{args.watchers}", f"in {opened:.2f} s by {len(clients.procs)} client processes" + (f"; server RSS {rss_open}" if servers else ""))
+        over = ", ".join(f"{n} over {proto}" for proto, n in sorted(clients.protocols.items()))
+        results.add("watchers opened", f"{args.watchers}", f"in {opened:.2f} s by {len(clients.procs)} client processes" + (f" ({over})" if over else "")
+                    + (f"; server RSS {rss_open}" if servers else ""))
 
         write_rtt: list[float] = []
         get_rtt: list[float] = []
@@ -690,9 +694,10 @@ async def run(args: argparse.Namespace, command: str) -> Results:
 class External:
     """The server a kubeconfig names (`--kubeconfig`): where the clients go and what they present."""
 
-    def __init__(self, kubeconfig: Path, context: str) -> None:
+    def __init__(self, kubeconfig: Path, context: str, http2: bool = False) -> None:
         self.kubeconfig = kubeconfig.resolve()
         self.context = context
+        self.http2 = http2  # the Go clients offer HTTP/2 (--http2)
         self.credentials = load_credentials(kubeconfig, context)
 
     def session(self, connections: int) -> aiohttp.ClientSession:
@@ -702,7 +707,7 @@ class External:
         """The Go binary's credential flags (files the kubeconfig's data was written to, mode 0600)."""
         c = self.credentials
         return ([*(["-ca", c.ca_file] if c.ca_file else []), *(["-cert", c.cert_file, "-key", c.key_file] if c.cert_file else []),
-                 *(["-insecure"] if c.insecure else [])])
+                 *(["-insecure"] if c.insecure else []), *(["-http2"] if self.http2 else [])])
 
     def go_env(self) -> dict[str, str]:
         """The Go binary's environment: the bearer token goes there, not on its command line."""
@@ -811,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpointslice", default="widgets", help="with --kubeconfig: the endpoint slice's name (default widgets)")
     parser.add_argument("--server-pid", type=int, action="append", default=[], metavar="PID",
                         help="with --kubeconfig: the server's process on this machine, for the CPU and memory rows (repeat for several)")
+    parser.add_argument("--http2", action="store_true",
+                        help="with --kubeconfig and --client go: the Go clients offer HTTP/2, as client-go does; a server that takes it "
+                             "(kcp) carries the watches on a few connections instead of one each (vwproxy answers HTTP/1.1)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="run the proxy under cProfile, writing FILE (timings are then not comparable)")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, data, server log)")
@@ -825,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(client_main(args.client_role, args.rv, args.watchers, args.expect, args.first, args.sample_every, credentials))
         return 0
+    if args.http2 and (args.kubeconfig is None or args.client != "go"):
+        parser.error("--http2 needs --kubeconfig (an HTTPS server) and --client go (aiohttp speaks HTTP/1.1 only)")
     if args.kubeconfig is None:
         if args.server_pid or args.context:
             parser.error("--server-pid and --context go with --kubeconfig (without it, this script starts the server it measures)")
@@ -839,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(f"/proc/{pid}/stat").exists():
                 parser.error(f"--server-pid {pid}: no such process on this machine")
         try:
-            args.target = External(args.kubeconfig, args.context)
+            args.target = External(args.kubeconfig, args.context, args.http2)
         except HarnessError as exc:
             parser.error(str(exc))
 

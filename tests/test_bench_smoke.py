@@ -440,8 +440,10 @@ def test_fanout_benchmark_measures_a_server_through_its_kubeconfig(tmp_path: Pat
         setup = subprocess.run([sys.executable, "-m", "benchmarks.kcp_setup", "--kubeconfig", str(kubeconfig), "--workspaces", "2", "--widgets", "3"],
                                cwd=BENCH.parent.parent, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL, env=child_env())
         assert setup.returncode == 0, setup.stdout + setup.stderr
-        for clients in (["--client", "go", "--writer", "go"], []):
+        for clients in (["--client", "go", "--writer", "go", "--http2"], []):
             out = _run_script(FANOUT_BENCH, ["--kubeconfig", str(kubeconfig), "--server-pid", str(serve.pid), *small, *clients], 380)
+            if "--http2" in clients:  # offered, as client-go offers it; vwproxy (uvicorn) answers HTTP/1.1
+                assert re.search(r"^\| watchers opened +\| 6 +\| in [0-9.]+ s by 2 client processes \(6 over HTTP/1\.1\)", out, re.M), out
             assert re.search(rf"^server: +https://127\.0\.0\.1:{port} \(--kubeconfig {re.escape(str(kubeconfig))}\), pid {serve.pid}$", out, re.M), out
             assert re.search(rf"^watches: https://127\.0\.0\.1:{port}/services/apiexport/\w+/widgets/clusters/\*/apis/example\.dev/v1alpha1/widgets$", out, re.M), out
             assert re.search(r"^\| delivered +\| 6/6 watchers complete OK +\| 240 events; 3/3 checked event by event \(every 2nd: missing 0, "
@@ -506,6 +508,27 @@ def test_fanout_benchmark_refuses_a_bad_cpu_list_in_one_line(value: str, said: s
     """`--server-cpus` is checked before anything starts: one usage line naming the option, exit 2."""
     proc = subprocess.run([sys.executable, str(FANOUT_BENCH), "--server-cpus", value, "--quick"], capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc
+    assert said in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stdout, proc
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--http2", "--client", "go"], "--http2 needs --kubeconfig (an HTTPS server) and --client go"),
+    (["--server-pid", "1"], "--server-pid and --context go with --kubeconfig"),
+    (["--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig /nonexistent/kubeconfig: no such file"),
+    (["--kubeconfig", "KUBECONFIG", "--proxy-shard"], "--proxy-shard is for the server this script starts"),
+    (["--kubeconfig", "KUBECONFIG", "--in-process", "10"], "--in-process measures vwproxy's view in this process"),
+    (["--kubeconfig", "KUBECONFIG", "--server-pid", "999999999"], "--server-pid 999999999: no such process on this machine"),
+])
+def test_fanout_benchmark_refuses_options_that_do_not_go_together_in_one_line(tmp_path: Path, args: list[str], said: str) -> None:
+    """The options of `--kubeconfig` (a server started elsewhere) and those of a server this script
+    starts are checked before anything starts: one usage line, exit 2."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+                          "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n")
+    args = [str(kubeconfig) if a == "KUBECONFIG" else a for a in args]
+    proc = subprocess.run([sys.executable, str(FANOUT_BENCH), *args, "--quick"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2, proc
     assert said in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not proc.stdout, proc

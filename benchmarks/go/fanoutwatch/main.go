@@ -13,7 +13,8 @@
 // (the server's CA; else the system's), -cert FILE -key FILE (a client certificate), -insecure,
 // and the bearer token in the environment variable FANOUT_TOKEN (not on the command line, where
 // other users of the machine could read it). Every connection speaks HTTP/1.1, one per watch, as
-// against the plain-HTTP proxy, so that the two compare.
+// against the plain-HTTP proxy, so that the two compare; with -http2 HTTP/2 is offered too, as
+// client-go offers it, and a server that takes it carries the watches on a few connections.
 //
 // Then it reads one line {"total": N} from standard input: the number of changes made. It waits
 // until every watcher has N events (or 30 s), 0.3 s more for duplicates, and reports.
@@ -75,6 +76,7 @@ type watcher struct {
 	failed     string
 	crc        uint32
 	opened     chan struct{}
+	proto      string // the protocol of the watch's first response (HTTP/1.1, HTTP/2.0)
 	openOnce   sync.Once
 	ended      atomic.Bool // run returned: failed, or stopped
 }
@@ -222,6 +224,9 @@ func (w *watcher) run(ctx context.Context, client *http.Client, base string, rv 
 			w.failed = fmt.Sprintf("watch: HTTP %d: %q", resp.StatusCode, body)
 			return
 		}
+		if w.proto == "" {
+			w.proto = resp.Proto
+		}
 		w.open()
 		held := 0 // bytes of an incomplete line at the start of buf
 		for {
@@ -294,8 +299,9 @@ func main() {
 	certFile := flag.String("cert", "", "a client certificate (PEM), with -key")
 	keyFile := flag.String("key", "", "the client certificate's key (PEM)")
 	insecure := flag.Bool("insecure", false, "do not verify the server's certificate")
+	http2 := flag.Bool("http2", false, "offer HTTP/2 over TLS, as client-go does: a server that takes it carries many watches on one connection")
 	flag.Parse()
-	creds, err := loadCredentials(*caFile, *certFile, *keyFile, *insecure)
+	creds, err := loadCredentials(*caFile, *certFile, *keyFile, *insecure, *http2)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fanoutwatch:", err)
 		os.Exit(2)
@@ -333,6 +339,7 @@ func main() {
 		DisableCompression:  true,
 		ReadBufferSize:      64 << 10,
 		TLSClientConfig:     creds.tls,
+		ForceAttemptHTTP2:   creds.http2,
 	}
 	client := &http.Client{Transport: creds.wrap(transport)}
 	ctx, stop := context.WithCancel(context.Background())
@@ -360,7 +367,13 @@ func main() {
 			failed = append(failed, "watch: not open after 60 s")
 		}
 	}
-	say(map[string]any{"ready": len(failed) == 0, "failed": head(failed, 3)})
+	protos := map[string]int{}
+	for _, w := range ws {
+		if w.proto != "" {
+			protos[w.proto]++
+		}
+	}
+	say(map[string]any{"ready": len(failed) == 0, "failed": head(failed, 3), "protos": protos})
 
 	line, err := bufio.NewReader(os.Stdin).ReadBytes('\n')
 	total := int64(0)
@@ -451,10 +464,11 @@ func main() {
 type credentials struct {
 	tls   *tls.Config
 	token string
+	http2 bool // offer HTTP/2 (ALPN h2) on TLS connections
 }
 
-func loadCredentials(caFile, certFile, keyFile string, insecure bool) (credentials, error) {
-	c := credentials{token: os.Getenv("FANOUT_TOKEN")}
+func loadCredentials(caFile, certFile, keyFile string, insecure, http2 bool) (credentials, error) {
+	c := credentials{token: os.Getenv("FANOUT_TOKEN"), http2: http2}
 	if caFile == "" && certFile == "" && !insecure {
 		return c, nil
 	}

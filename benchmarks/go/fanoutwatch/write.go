@@ -42,6 +42,7 @@ func write(c writerConfig) int {
 		MaxConnsPerHost:     c.conns + 1,
 		DisableCompression:  true,
 		TLSClientConfig:     c.creds.tls,
+		ForceAttemptHTTP2:   c.creds.http2,
 	}
 	client := &http.Client{Transport: c.creds.wrap(transport), Timeout: 60 * time.Second}
 	var (
