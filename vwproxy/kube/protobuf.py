@@ -366,6 +366,42 @@ _BINDING_FIELDS: Final = (_METADATA, _f(2, "subjects", _SUBJECT, LIST), _f(3, "r
 _ROLE_BINDING: Final = _msg("RoleBinding", *_BINDING_FIELDS)
 _CLUSTER_ROLE_BINDING: Final = _msg("ClusterRoleBinding", *_BINDING_FIELDS)
 
+# --- authorization.k8s.io/v1 and authentication.k8s.io/v1: the self reviews ---
+# (k8s.io/api/authorization/v1 and authentication/v1 generated.proto). The status a client sends is
+# skipped: the server writes it.
+
+_FIELD_SELECTOR_REQUIREMENT: Final = _msg(
+    "FieldSelectorRequirement",
+    _f(1, "key", S, emit=ALWAYS),
+    _f(2, "operator", S, emit=ALWAYS),
+    _f(3, "values", S, LIST),
+)
+_RESOURCE_ATTRIBUTES: Final = _msg(
+    "ResourceAttributes",
+    _f(1, "namespace", S),
+    _f(2, "verb", S),
+    _f(3, "group", S),
+    _f(4, "version", S),
+    _f(5, "resource", S),
+    _f(6, "subresource", S),
+    _f(7, "name", S),
+    _f(8, "fieldSelector", _msg("FieldSelectorAttributes", _f(1, "rawSelector", S), _f(2, "requirements", _FIELD_SELECTOR_REQUIREMENT, LIST)), emit=PTR),
+    _f(9, "labelSelector", _msg("LabelSelectorAttributes", _f(1, "rawSelector", S), _f(2, "requirements", _LABEL_SELECTOR_REQUIREMENT, LIST)), emit=PTR),
+)
+_SELF_SUBJECT_ACCESS_REVIEW: Final = _msg(
+    "SelfSubjectAccessReview",
+    _METADATA,
+    _f(2, "spec", _msg(
+        "SelfSubjectAccessReviewSpec",
+        _f(1, "resourceAttributes", _RESOURCE_ATTRIBUTES, emit=PTR),
+        _f(2, "nonResourceAttributes", _msg("NonResourceAttributes", _f(1, "path", S), _f(2, "verb", S)), emit=PTR),
+    ), emit=ALWAYS),
+)
+_SELF_SUBJECT_RULES_REVIEW: Final = _msg(
+    "SelfSubjectRulesReview", _METADATA, _f(2, "spec", _msg("SelfSubjectRulesReviewSpec", _f(1, "namespace", S)), emit=ALWAYS)
+)
+_SELF_SUBJECT_REVIEW: Final = _msg("SelfSubjectReview", _METADATA)
+
 _KINDS: Final[dict[tuple[str, str], _Message]] = {
     ("v1", "ConfigMap"): _CONFIG_MAP,
     ("v1", "Secret"): _SECRET,
@@ -377,6 +413,9 @@ _KINDS: Final[dict[tuple[str, str], _Message]] = {
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): _CLUSTER_ROLE,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): _ROLE_BINDING,
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _CLUSTER_ROLE_BINDING,
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _SELF_SUBJECT_ACCESS_REVIEW,
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _SELF_SUBJECT_RULES_REVIEW,
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): _SELF_SUBJECT_REVIEW,
 }
 
 # `v1`, `meta.k8s.io/v1`, `apps/v1`, `batch/v1beta1`, ...: every group version

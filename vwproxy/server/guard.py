@@ -13,7 +13,8 @@ authorized by the chain its URL calls for:
 Denials are kcp's anonymised 403; the reason goes to the log. Client headers never assert identity:
 impersonation is refused, and choosing a Workspace's backend is for `system:masters` only. The
 TokenRequest subresource (`…/serviceaccounts/<name>/token`) is answered here, since the tokens are
-this server's.
+this server's, and so are the self reviews (`kubectl auth can-i`, `kubectl auth whoami`:
+`vwproxy.auth.reviews`), since the decisions are.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from vwproxy.auth.errors import AuthenticationFailed
 from vwproxy.auth.authorizers import ALWAYS_ALLOWED_PATHS, ExportPolicy, checked, first_opinion, lifecycle, always_allow_groups, always_allow_paths, workspace_chain
 from vwproxy.auth.identity import MASTERS, User, without_lifecycle_groups
 from vwproxy.auth.requestattributes import attributes_for
+from vwproxy.auth.reviews import REVIEWS, review
 from vwproxy.auth.stack import AuthStack
 from vwproxy.auth.tokenrequest import token_request
 from vwproxy.auth.vwbinding import apiexport_chain
@@ -126,10 +128,22 @@ class Guard:
             await self.app(scope, receive, send)
             return
         cluster, rest = self._workspace(path)
-        checked(workspace_chain(self.auth.rbac.authorize, self.source.phase), user, cluster, attributes_for(method, rest, params))
+        chain = workspace_chain(self.auth.rbac.authorize, self.source.phase)
+        checked(chain, user, cluster, attributes_for(method, rest, params))
         target = _resource(rest)
         if target is not None and method == "POST" and target.resource == "serviceaccounts" and target.subresource == "token":
             await self._token_request(scope, receive, send, cluster, target)
+            return
+        reviewed = REVIEWS.get((target.group, target.version, target.resource)) if target is not None and not target.name else None
+        if reviewed is not None and cluster != WILDCARD_CLUSTER:
+            assert target is not None
+            if method != "POST":
+                raise errors.method_not_allowed(attributes_for(method, rest, params).verb, target.resource, target.group)
+            # JSON or YAML; a protobuf body (kubectl's first try) is a 415, and the client sends it again as JSON.
+            content_type = headers.get("content-type", http.JSON).split(";", 1)[0].strip().lower() or http.JSON
+            request = http.decode_object(await _read(receive), content_type)
+            answer = review(reviewed[1], request, user, cluster, chain, self.auth.rbac.rules_for)
+            await http.object_response(answer, 201)(scope, receive, send)
             return
         if target is not None and target.group == "tenancy.kcp.io" and target.resource == "workspaces" and method in ("POST", "PUT", "PATCH"):
             receive = await self._backend_choice_is_admin_only(user, receive)

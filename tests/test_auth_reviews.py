@@ -1,0 +1,137 @@
+"""The self reviews through `serve`'s HTTPS stack, with real clients: `kubectl auth can-i` (a
+SelfSubjectAccessReview, which kubectl sends as protobuf), `kubectl auth can-i --list` (a
+SelfSubjectRulesReview), `kubectl auth whoami` (a SelfSubjectReview), the `kubernetes` Python
+client, and bodies that are not reviews."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support import eventually
+from test_auth_http import RBAC, grant, service_account
+from vwproxy.testing.kubectl import Kubectl
+from vwproxy.testing.proxy import RunningProxy
+
+WORKSPACE = "root:consumer-1"
+ACCESS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+CONFIGMAPS = f"/clusters/{WORKSPACE}/api/v1/namespaces/default/configmaps"
+
+
+def _robot(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> tuple[str, Kubectl]:
+    """A ServiceAccount of WORKSPACE that may read configmaps there, and kubectl as it."""
+    token = service_account(front, WORKSPACE, "robot")
+    grant(front, WORKSPACE, "read-configmaps", [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}], "robot")
+    kubectl = Kubectl(tmp_path / "kubectl", kubeconfig=proxy.kubeconfig(proxy.workspace_url(WORKSPACE), token=token))
+    with proxy.client(token=token) as robot:
+        assert eventually(lambda: robot.get(CONFIGMAPS).status_code == 200, "the grant takes effect")
+    return token, kubectl
+
+
+def test_kubectl_auth_can_i_answers_what_the_request_itself_gets(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
+    token, kubectl = _robot(proxy, front, tmp_path)
+
+    def can_i(*args: str) -> tuple[int, str]:
+        done = kubectl.run("auth", "can-i", *args)
+        assert "Error from server" not in done.stderr, done.stderr
+        return done.returncode, done.stdout.strip()
+
+    assert can_i("list", "configmaps", "-n", "default") == (0, "yes")
+    assert can_i("get", "configmaps/anything", "-n", "default") == (0, "yes")
+    assert can_i("create", "configmaps", "-n", "default") == (1, "no")
+    assert can_i("delete", "secrets", "-n", "default") == (1, "no")
+    assert can_i("get", "/api") == (0, "yes"), "discovery, from the bootstrap policy"
+    assert can_i("get", "/metrics") == (1, "no")
+    with proxy.client(token=token) as robot:  # the requests themselves agree with the answers
+        assert robot.get(CONFIGMAPS).status_code == 200
+        assert robot.post(CONFIGMAPS, json={"metadata": {"name": "x"}}).status_code == 403
+        assert robot.delete(f"/clusters/{WORKSPACE}/api/v1/namespaces/default/secrets/x").status_code == 403
+    # Another workspace: its ServiceAccount is a stranger there, so the review itself is refused.
+    elsewhere = kubectl.run("auth", "can-i", "list", "configmaps", server=proxy.workspace_url("root:consumer-2"))
+    assert elsewhere.returncode != 0 and "Forbidden" in elsewhere.stderr, elsewhere
+    # The admin may do anything.
+    admin = Kubectl(tmp_path / "admin", kubeconfig=proxy.kubeconfig(proxy.workspace_url(WORKSPACE)))
+    assert admin.run("auth", "can-i", "delete", "secrets", "-A").stdout.strip() == "yes"
+
+
+def test_kubectl_auth_can_i_list_gives_the_rules_of_the_namespace(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
+    _, kubectl = _robot(proxy, front, tmp_path)
+    role = {"metadata": {"name": "secrets", "namespace": "default"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
+    binding = {"metadata": {"name": "secrets", "namespace": "default"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "secrets"},
+               "subjects": [{"kind": "ServiceAccount", "namespace": "default", "name": "robot"}]}
+    assert front.post(f"/clusters/{WORKSPACE}{RBAC}/namespaces/default/roles", json=role).status_code == 201
+    assert front.post(f"/clusters/{WORKSPACE}{RBAC}/namespaces/default/rolebindings", json=binding).status_code == 201
+    assert front.post(f"/clusters/{WORKSPACE}/api/v1/namespaces", json={"metadata": {"name": "other"}}).status_code == 201
+
+    def rules(namespace: str) -> dict[str, str]:
+        lines = kubectl.ok("auth", "can-i", "--list", "-n", namespace).splitlines()
+        assert lines[0].split() == ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"], lines
+        return {line.split()[0]: line[line.rfind("["):] for line in lines[1:] if line and not line.startswith(" ")}  # verbs: the last column
+
+    in_default = eventually(lambda: rules("default") if "secrets" in rules("default") else None, "the Role takes effect")
+    assert in_default["configmaps"] == "[get list watch]" and in_default["secrets"] == "[get]", in_default
+    assert in_default["selfsubjectaccessreviews.authorization.k8s.io"] == "[create]", in_default
+    in_other = rules("other")
+    assert "configmaps" in in_other and "secrets" not in in_other, "the Role holds in its namespace only"
+
+
+def test_kubectl_auth_whoami_names_the_caller(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
+    _, kubectl = _robot(proxy, front, tmp_path)
+    review = json.loads(kubectl.ok("auth", "whoami", "-o", "json"))
+    assert review["kind"] == "SelfSubjectReview" and review["apiVersion"] == "authentication.k8s.io/v1"
+    info = review["status"]["userInfo"]
+    assert info["username"] == "system:serviceaccount:default:robot", info
+    assert {"system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"} <= set(info["groups"]), info
+    assert info["uid"], info
+    admin = Kubectl(tmp_path / "admin", kubeconfig=proxy.kubeconfig(proxy.workspace_url(WORKSPACE)))
+    assert "system:masters" in admin.json("auth", "whoami")["status"]["userInfo"]["groups"]
+
+
+def test_the_python_client_asks_for_a_non_resource_path(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
+    kubernetes = pytest.importorskip("kubernetes")
+    token, _ = _robot(proxy, front, tmp_path)
+    with proxy.api_client(proxy.workspace_url(WORKSPACE), token=token) as api:
+        authorization = kubernetes.client.AuthorizationV1Api(api)
+
+        def allowed(path: str) -> bool:
+            body = kubernetes.client.V1SelfSubjectAccessReview(
+                spec=kubernetes.client.V1SelfSubjectAccessReviewSpec(non_resource_attributes=kubernetes.client.V1NonResourceAttributes(path=path, verb="get")))
+            answer = authorization.create_self_subject_access_review(body)
+            assert answer.spec.non_resource_attributes.path == path
+            return bool(answer.status.allowed)
+
+        assert allowed("/version") and allowed("/apis/example.dev") and not allowed("/logs")
+
+
+@pytest.mark.parametrize(("body", "status", "said"), [
+    (b"{not json", 400, "BadRequest"),
+    (b"[]", 400, "BadRequest"),
+    (b'{"kind": "Pod", "apiVersion": "v1", "spec": {}}', 400, "not a SelfSubjectAccessReview"),
+    (b"{}", 422, "spec: Required value"),
+    (b'{"spec": {}}', 422, "exactly one of nonResourceAttributes or resourceAttributes must be specified"),
+    (b'{"spec": {"resourceAttributes": {"verb": "get"}, "nonResourceAttributes": {"verb": "get", "path": "/"}}}', 422, "exactly one of"),
+    (b'{"spec": {"resourceAttributes": {"verb": 5}}}', 422, "spec.resourceAttributes.verb: must be a string"),
+    (b'{"spec": {"resourceAttributes": "get"}}', 422, "spec.resourceAttributes: must be an object"),
+    (b'{"spec": {"nonResourceAttributes": {"verb": "get", "path": "' + b"x" * 5000 + b'"}}}', 422, "must be at most 1024 characters"),
+])
+def test_a_body_that_is_not_a_review_is_a_status(front: httpx.Client, body: bytes, status: int, said: str) -> None:
+    answer = front.post(f"/clusters/{WORKSPACE}{ACCESS}", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == status, answer.text
+    got: dict[str, Any] = answer.json()
+    assert got["kind"] == "Status" and said in (got["message"] + got["reason"]), got
+
+
+def test_reviews_are_created_only_and_bounded(proxy: RunningProxy, front: httpx.Client) -> None:
+    assert front.get(f"/clusters/{WORKSPACE}{ACCESS}").status_code == 405
+    assert front.post(f"/clusters/{WORKSPACE}{ACCESS}", content=b" " * (4 << 20), headers={"content-type": "application/json"}).status_code == 413
+    with proxy.client(token="") as anonymous:
+        anonymous.headers.pop("Authorization", None)
+        asked = anonymous.post(f"/clusters/{WORKSPACE}{ACCESS}", json={"spec": {"nonResourceAttributes": {"verb": "get", "path": "/"}}})
+        assert asked.status_code == 403, "the review is itself a request that must be allowed"
+    with proxy.client(token="not-a-token") as stranger:
+        assert stranger.post(f"/clusters/{WORKSPACE}{ACCESS}", json={}).status_code == 401

@@ -1,0 +1,130 @@
+"""The reviews a caller makes of itself, as kube-apiserver answers them in every workspace:
+
+- SelfSubjectAccessReview (`kubectl auth can-i VERB RESOURCE`): may I do this here?
+- SelfSubjectRulesReview (`kubectl auth can-i --list`): what may I do in this namespace here?
+- SelfSubjectReview (`kubectl auth whoami`): who does this server take me for?
+
+Each is a create that stores nothing: the answer is the request with its `status` filled in. The
+access review asks the same authorizer chain the caller's own requests in that workspace meet, so
+its answer is what the request would get; the rules review lists the RBAC rules that apply there
+(the bootstrap policy's and the workspace's). A denial's reason stays in the log, as a request's
+own 403 keeps it (kcp anonymises denials); an allowance carries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from vwproxy.auth.authorizers import Authorizer
+from vwproxy.auth.decision import Attributes
+from vwproxy.auth.identity import User
+from vwproxy.auth.rbac import Rule
+from vwproxy.kube import errors
+from vwproxy.kube.errors import Cause
+
+AUTHORIZATION_V1 = "authorization.k8s.io/v1"
+AUTHENTICATION_V1 = "authentication.k8s.io/v1"
+ACCESS_REVIEW = "SelfSubjectAccessReview"
+RULES_REVIEW = "SelfSubjectRulesReview"
+SELF_REVIEW = "SelfSubjectReview"
+# (group, version, resource) -> (apiVersion, kind) of the reviews served here.
+REVIEWS: Mapping[tuple[str, str, str], tuple[str, str]] = {
+    ("authorization.k8s.io", "v1", "selfsubjectaccessreviews"): (AUTHORIZATION_V1, ACCESS_REVIEW),
+    ("authorization.k8s.io", "v1", "selfsubjectrulesreviews"): (AUTHORIZATION_V1, RULES_REVIEW),
+    ("authentication.k8s.io", "v1", "selfsubjectreviews"): (AUTHENTICATION_V1, SELF_REVIEW),
+}
+_RESOURCE_FIELDS = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
+_MAX_FIELD = 1024  # longer than any name, path or verb; a review is not a place for more
+
+
+def review(kind: str, request: Any, user: User, cluster: str, authorize: Authorizer,
+           rules_for: Callable[[User, str, str], Sequence[Rule]]) -> dict[str, Any]:
+    """The answer to one review of `kind` (one of REVIEWS' kinds) by `user` in `cluster`.
+
+    `request` is the decoded body; a body that is not such a review is a 400 or 422 `Status`.
+    """
+    api_version = AUTHENTICATION_V1 if kind == SELF_REVIEW else AUTHORIZATION_V1
+    if not isinstance(request, dict):
+        raise errors.bad_request(f"the {kind} must be a JSON object")
+    sent_kind, sent_version = request.get("kind"), request.get("apiVersion")
+    if sent_kind not in (None, kind) or sent_version not in (None, api_version):
+        raise errors.bad_request(f"the body is a {sent_kind or '?'} of {sent_version or '?'}, not a {kind} of {api_version}")
+    answer: dict[str, Any] = {"kind": kind, "apiVersion": api_version, "metadata": {"creationTimestamp": None}}
+    if kind == SELF_REVIEW:
+        answer["status"] = {"userInfo": user_info(user)}
+        return answer
+    spec = request.get("spec")
+    if not isinstance(spec, dict):
+        raise errors.invalid(kind, "", [Cause("FieldValueRequired", "Required value", "spec")], "authorization.k8s.io")
+    if kind == RULES_REVIEW:
+        namespace = _text(spec, "namespace", "spec.namespace", kind)
+        answer["spec"] = {"namespace": namespace} if namespace else {}
+        answer["status"] = rules_status(rules_for(user, cluster, namespace))
+        return answer
+    attributes = access_attributes(spec, kind)
+    decision = authorize(user, cluster, attributes)
+    status: dict[str, Any] = {"allowed": decision.allowed}
+    if decision.denied:
+        status["denied"] = True
+    if decision.allowed and decision.reason:
+        status["reason"] = decision.reason
+    answer["spec"] = spec
+    answer["status"] = status
+    return answer
+
+
+def access_attributes(spec: Mapping[str, Any], kind: str = ACCESS_REVIEW) -> Attributes:
+    """The Attributes a SelfSubjectAccessReview's spec asks about: exactly one of
+    `resourceAttributes` and `nonResourceAttributes`, as kube validates it."""
+    resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+    if (resource is None) == (non_resource is None):
+        raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                                              "spec.resourceAttributes")], "authorization.k8s.io")
+    if resource is not None:
+        if not isinstance(resource, dict):
+            raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "must be an object", "spec.resourceAttributes")], "authorization.k8s.io")
+        values = {name: _text(resource, name, f"spec.resourceAttributes.{name}", kind) for name in _RESOURCE_FIELDS}
+        return Attributes(values["verb"], values["group"], values["resource"], values["subresource"], values["name"], values["namespace"])
+    if not isinstance(non_resource, dict):
+        raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "must be an object", "spec.nonResourceAttributes")], "authorization.k8s.io")
+    return Attributes(_text(non_resource, "verb", "spec.nonResourceAttributes.verb", kind),
+                      path=_text(non_resource, "path", "spec.nonResourceAttributes.path", kind))
+
+
+def rules_status(rules: Sequence[Rule]) -> dict[str, Any]:
+    """A SelfSubjectRulesReview's status: the rules as kube lists them (resource and non-resource
+    rules apart, each list field sorted), none missing: `incomplete` is false."""
+    resource_rules: list[dict[str, Any]] = []
+    non_resource_rules: list[dict[str, Any]] = []
+    for rule in rules:
+        if rule.resources or rule.api_groups:
+            entry: dict[str, Any] = {"verbs": sorted(rule.verbs), "apiGroups": sorted(rule.api_groups), "resources": sorted(rule.resources)}
+            if rule.resource_names:
+                entry["resourceNames"] = sorted(rule.resource_names)
+            resource_rules.append(entry)
+        if rule.non_resource_urls:
+            non_resource_rules.append({"verbs": sorted(rule.verbs), "nonResourceURLs": list(rule.non_resource_urls)})
+    return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
+
+
+def user_info(user: User) -> dict[str, Any]:
+    """authentication/v1 UserInfo of `user`: username, uid, groups and extra, empty ones left out."""
+    info: dict[str, Any] = {"username": user.name}
+    if user.uid:
+        info["uid"] = user.uid
+    if user.groups:
+        info["groups"] = list(user.groups)
+    if user.extra:
+        info["extra"] = {key: list(values) for key, values in sorted(user.extra.items())}
+    return info
+
+
+def _text(obj: Mapping[str, Any], key: str, field: str, kind: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > _MAX_FIELD:
+        reason = "must be a string" if not isinstance(value, str) else f"must be at most {_MAX_FIELD} characters"
+        raise errors.invalid(kind, "", [Cause("FieldValueInvalid", reason, field)], "authorization.k8s.io")
+    return value
