@@ -18,7 +18,7 @@ from typing import Any
 
 from vwproxy.auth.authorizers import Authorizer
 from vwproxy.auth.decision import Attributes
-from vwproxy.auth.identity import User
+from vwproxy.auth.identity import User, owner_info
 from vwproxy.auth.rbac import Rule
 from vwproxy.kube import errors
 from vwproxy.kube.errors import Cause
@@ -52,7 +52,7 @@ def review(kind: str, request: Any, user: User, cluster: str, authorize: Authori
         raise errors.bad_request(f"the body is a {sent_kind or '?'} of {sent_version or '?'}, not a {kind} of {api_version}")
     answer: dict[str, Any] = {"kind": kind, "apiVersion": api_version, "metadata": {"creationTimestamp": None}}
     if kind == SELF_REVIEW:
-        answer["status"] = {"userInfo": user_info(user)}
+        answer["status"] = {"userInfo": owner_info(user)}  # an authentication/v1 UserInfo, as the owner annotation holds
         return answer
     spec = request.get("spec")
     if not isinstance(spec, dict):
@@ -106,18 +106,6 @@ def rules_status(rules: Sequence[Rule]) -> dict[str, Any]:
         if rule.non_resource_urls:
             non_resource_rules.append({"verbs": sorted(rule.verbs), "nonResourceURLs": list(rule.non_resource_urls)})
     return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
-
-
-def user_info(user: User) -> dict[str, Any]:
-    """authentication/v1 UserInfo of `user`: username, uid, groups and extra, empty ones left out."""
-    info: dict[str, Any] = {"username": user.name}
-    if user.uid:
-        info["uid"] = user.uid
-    if user.groups:
-        info["groups"] = list(user.groups)
-    if user.extra:
-        info["extra"] = {key: list(values) for key, values in sorted(user.extra.items())}
-    return info
 
 
 def _text(obj: Mapping[str, Any], key: str, field: str, kind: str) -> str:
