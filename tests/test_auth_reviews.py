@@ -6,6 +6,7 @@ client, and bodies that are not reviews."""
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,79 @@ def test_reviews_are_created_only_and_bounded(proxy: RunningProxy, front: httpx.
         assert asked.status_code == 403, "the review is itself a request that must be allowed"
     with proxy.client(token="not-a-token") as stranger:
         assert stranger.post(f"/clusters/{WORKSPACE}{ACCESS}", json={}).status_code == 401
+
+
+def test_a_resource_review_without_a_resource_is_still_a_resource_request() -> None:
+    """kube reads `resourceAttributes` as a resource request even when `resource` is empty: a rule
+    on every resource answers it, a rule on non-resource URLs does not."""
+    from vwproxy.auth.rbac import Rule
+    from vwproxy.auth.reviews import access_attributes
+
+    asked = access_attributes({"resourceAttributes": {"verb": "get"}})
+    assert asked.is_resource_request
+    assert Rule.from_dict({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]}).allows(asked)
+    assert not Rule.from_dict({"nonResourceURLs": ["*"], "verbs": ["get"]}).allows(asked)
+    assert not access_attributes({"nonResourceAttributes": {"verb": "get", "path": "/"}}).is_resource_request
+
+
+def test_a_rules_review_needs_a_namespace_and_reviews_are_not_namespaced(front: httpx.Client) -> None:
+    rules = front.post(f"/clusters/{WORKSPACE}/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", json={"spec": {}})
+    assert rules.status_code == 400 and rules.json()["message"] == "no namespace on request", rules.text
+    namespaced = front.post(f"/clusters/{WORKSPACE}/apis/authorization.k8s.io/v1/namespaces/default/selfsubjectaccessreviews",
+                            json={"spec": {"nonResourceAttributes": {"verb": "get", "path": "/"}}})
+    assert namespaced.status_code == 404, namespaced.text
+    whoami = front.post(f"/clusters/{WORKSPACE}/apis/authentication.k8s.io/v1/selfsubjectreviews", json={"metadata": {"name": "x"}})
+    assert whoami.status_code == 201 and whoami.json()["metadata"]["creationTimestamp"], whoami.text
+
+
+class _Backend:
+    """Stands in for a workspace's kube backend client: records what reaches it."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    async def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append((method, path))
+        return type("Upstream", (), {"status": 200, "body": b'{"kind":"ConfigMapList","items":[]}', "headers": {}})()
+
+
+@pytest.mark.parametrize("path", [
+    "/apis/authentication.k8s.io/v1/tokenreviews",
+    "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+    "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews",
+    "/apis/authorization.k8s.io/v1beta1/selfsubjectaccessreviews",
+])
+def test_no_review_is_sent_on_to_a_kube_backend(path: str) -> None:
+    """Sent on, a review would be answered for the proxy's own credentials on the backend (whose
+    tokens are good, what the proxy may do): the front refuses it with a 404; other requests to
+    that backend go on as before."""
+    import asyncio
+
+    from vwproxy.kube.errors import StatusError
+    from vwproxy.server.front import Front
+
+    backend = _Backend()
+    control = type("Control", (), {"client_for": lambda self, cluster: backend, "store": None})()
+    front = Front(None, control)
+    cluster = "2abcdefghijklmno"
+
+    async def call(method: str, target: str) -> None:
+        scope = {"type": "http", "method": method, "path": f"/clusters/{cluster}{target}", "raw_path": b"", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")], "root_path": ""}
+        messages = iter([{"type": "http.request", "body": b"{}", "more_body": False}])
+
+        async def receive() -> dict[str, Any]:
+            return next(messages, {"type": "http.disconnect"})
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            pass
+
+        await front(scope, receive, send)
+
+    with pytest.raises(StatusError) as refused:
+        asyncio.run(call("POST", path))
+    assert refused.value.code == 404
+    assert backend.asked == []
+    asyncio.run(call("GET", "/api/v1/namespaces/default/configmaps"))
+    assert backend.asked == [("GET", "/api/v1/namespaces/default/configmaps")], "other requests still reach the backend"

@@ -58,10 +58,11 @@ class Attributes:
     name: str = ""
     namespace: str = ""
     path: str = ""
+    resource_request: bool = False  # a resource request even without `resource` (an access review's resourceAttributes)
 
     @property
     def is_resource_request(self) -> bool:
-        return bool(self.resource)
+        return self.resource_request or bool(self.resource)
 
 
 def resource_attributes(verb: str, api_group: str, resource: str, *, subresource: str = "",

@@ -22,6 +22,7 @@ from vwproxy.auth.identity import User, owner_info
 from vwproxy.auth.rbac import Rule
 from vwproxy.kube import errors
 from vwproxy.kube.errors import Cause
+from vwproxy.kube.meta import now_rfc3339
 
 AUTHORIZATION_V1 = "authorization.k8s.io/v1"
 AUTHENTICATION_V1 = "authentication.k8s.io/v1"
@@ -34,6 +35,7 @@ REVIEWS: Mapping[tuple[str, str, str], tuple[str, str]] = {
     ("authorization.k8s.io", "v1", "selfsubjectrulesreviews"): (AUTHORIZATION_V1, RULES_REVIEW),
     ("authentication.k8s.io", "v1", "selfsubjectreviews"): (AUTHENTICATION_V1, SELF_REVIEW),
 }
+REVIEW_GROUPS = frozenset({"authentication.k8s.io", "authorization.k8s.io"})
 _RESOURCE_FIELDS = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
 _MAX_FIELD = 1024  # longer than any name, path or verb; a review is not a place for more
 
@@ -50,8 +52,11 @@ def review(kind: str, request: Any, user: User, cluster: str, authorize: Authori
     sent_kind, sent_version = request.get("kind"), request.get("apiVersion")
     if sent_kind not in (None, kind) or sent_version not in (None, api_version):
         raise errors.bad_request(f"the body is a {sent_kind or '?'} of {sent_version or '?'}, not a {kind} of {api_version}")
-    answer: dict[str, Any] = {"kind": kind, "apiVersion": api_version, "metadata": {"creationTimestamp": None}}
+    metadata = request.get("metadata")
+    answer: dict[str, Any] = {"kind": kind, "apiVersion": api_version,
+                              "metadata": {**(metadata if isinstance(metadata, dict) else {}), "creationTimestamp": None}}
     if kind == SELF_REVIEW:
+        answer["metadata"]["creationTimestamp"] = now_rfc3339()  # kube stamps this one with the time it answered
         answer["status"] = {"userInfo": owner_info(user)}  # an authentication/v1 UserInfo, as the owner annotation holds
         return answer
     spec = request.get("spec")
@@ -59,7 +64,9 @@ def review(kind: str, request: Any, user: User, cluster: str, authorize: Authori
         raise errors.invalid(kind, "", [Cause("FieldValueRequired", "Required value", "spec")], "authorization.k8s.io")
     if kind == RULES_REVIEW:
         namespace = _text(spec, "namespace", "spec.namespace", kind)
-        answer["spec"] = {"namespace": namespace} if namespace else {}
+        if not namespace:
+            raise errors.bad_request("no namespace on request")  # kube's answer: the rules are asked per namespace
+        answer["spec"] = {"namespace": namespace}
         answer["status"] = rules_status(rules_for(user, cluster, namespace))
         return answer
     attributes = access_attributes(spec, kind)
@@ -85,7 +92,8 @@ def access_attributes(spec: Mapping[str, Any], kind: str = ACCESS_REVIEW) -> Att
         if not isinstance(resource, dict):
             raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "must be an object", "spec.resourceAttributes")], "authorization.k8s.io")
         values = {name: _text(resource, name, f"spec.resourceAttributes.{name}", kind) for name in _RESOURCE_FIELDS}
-        return Attributes(values["verb"], values["group"], values["resource"], values["subresource"], values["name"], values["namespace"])
+        return Attributes(values["verb"], values["group"], values["resource"], values["subresource"], values["name"], values["namespace"],
+                          resource_request=True)  # even with `resource` empty, as kube reads resourceAttributes
     if not isinstance(non_resource, dict):
         raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "must be an object", "spec.nonResourceAttributes")], "authorization.k8s.io")
     return Attributes(_text(non_resource, "verb", "spec.nonResourceAttributes.verb", kind),

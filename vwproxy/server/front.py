@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from vwproxy.auth.reviews import REVIEW_GROUPS
 from vwproxy.control.plane import ControlPlane
 from vwproxy.kube import discovery, errors
 from vwproxy.kube import watch as wire
@@ -103,6 +104,11 @@ class Front:
     async def _forward(self, request: Request, cluster: str, segment: str, rest: str) -> Response:
         client = self.control.client_for(cluster)
         assert client is not None
+        if _is_review(rest):
+            # A review sent on to the backend would be answered for the proxy's own credentials there
+            # (who it is, what it may do, whose tokens are good). The self reviews are answered by
+            # the guard for the caller; no other review is served.
+            raise errors.path_not_found()
         body = await http.read_body(request)
         if body and http.media_type(request) != http.PROTOBUF:
             body = stamp.strip_cluster_annotation(body)  # the backend never stores a client's value
@@ -170,6 +176,15 @@ def _relink_openapi(payload: bytes, backend_prefix: str, front_prefix: str) -> b
             entry["serverRelativeURL"] = front_prefix + tail
     return orjson.dumps(index)
 
+
+
+def _is_review(rest: str) -> bool:
+    """A request for the authentication or authorization API (reviews, never stored objects)."""
+    try:
+        target = parse_api_path(rest)
+    except errors.StatusError:
+        return False
+    return isinstance(target, ResourcePath) and target.group in REVIEW_GROUPS
 
 
 def _relayed(headers: Any) -> dict[str, str]:

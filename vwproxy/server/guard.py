@@ -134,12 +134,12 @@ class Guard:
         if target is not None and method == "POST" and target.resource == "serviceaccounts" and target.subresource == "token":
             await self._token_request(scope, receive, send, cluster, target)
             return
-        reviewed = REVIEWS.get((target.group, target.version, target.resource)) if target is not None and not target.name else None
+        reviewed = REVIEWS.get((target.group, target.version, target.resource)) if target is not None and not target.name and not target.namespace else None
         if reviewed is not None and cluster != WILDCARD_CLUSTER:
             assert target is not None
             if method != "POST":
                 raise errors.method_not_allowed(attributes_for(method, rest, params).verb, target.resource, target.group)
-            # JSON or YAML; a protobuf body (kubectl's first try) is a 415, and the client sends it again as JSON.
+            # JSON, YAML, or protobuf as kubectl sends it.
             content_type = headers.get("content-type", http.JSON).split(";", 1)[0].strip().lower() or http.JSON
             request = http.decode_object(await _read(receive), content_type)
             answer = review(reviewed[1], request, user, cluster, chain, self.auth.rbac.rules_for)
