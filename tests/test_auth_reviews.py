@@ -61,12 +61,7 @@ def test_kubectl_auth_can_i_answers_what_the_request_itself_gets(proxy: RunningP
 
 def test_kubectl_auth_can_i_list_gives_the_rules_of_the_namespace(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
     _, kubectl = _robot(proxy, front, tmp_path)
-    role = {"metadata": {"name": "secrets", "namespace": "default"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
-    binding = {"metadata": {"name": "secrets", "namespace": "default"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "secrets"},
-               "subjects": [{"kind": "ServiceAccount", "namespace": "default", "name": "robot"}]}
-    assert front.post(f"/clusters/{WORKSPACE}{RBAC}/namespaces/default/roles", json=role).status_code == 201
-    assert front.post(f"/clusters/{WORKSPACE}{RBAC}/namespaces/default/rolebindings", json=binding).status_code == 201
+    _read_secrets_in_default(front)
     assert front.post(f"/clusters/{WORKSPACE}/api/v1/namespaces", json={"metadata": {"name": "other"}}).status_code == 201
 
     def rules(namespace: str) -> dict[str, str]:
@@ -79,6 +74,16 @@ def test_kubectl_auth_can_i_list_gives_the_rules_of_the_namespace(proxy: Running
     assert in_default["selfsubjectaccessreviews.authorization.k8s.io"] == "[create]", in_default
     in_other = rules("other")
     assert "configmaps" in in_other and "secrets" not in in_other, "the Role holds in its namespace only"
+
+
+def _read_secrets_in_default(front: httpx.Client) -> None:
+    """A Role in namespace default of WORKSPACE letting the robot get secrets there, and only there."""
+    role = {"metadata": {"name": "secrets", "namespace": "default"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
+    binding = {"metadata": {"name": "secrets", "namespace": "default"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "secrets"},
+               "subjects": [{"kind": "ServiceAccount", "namespace": "default", "name": "robot"}]}
+    assert front.post(f"/clusters/{WORKSPACE}{RBAC}/namespaces/default/roles", json=role).status_code == 201
+    assert front.post(f"/clusters/{WORKSPACE}{RBAC}/namespaces/default/rolebindings", json=binding).status_code == 201
 
 
 def test_kubectl_auth_whoami_names_the_caller(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
@@ -212,3 +217,50 @@ def test_no_review_is_sent_on_to_a_kube_backend(path: str) -> None:
     assert backend.asked == []
     asyncio.run(call("GET", "/api/v1/namespaces/default/configmaps"))
     assert backend.asked == [("GET", "/api/v1/namespaces/default/configmaps")], "other requests still reach the backend"
+
+
+def test_an_admin_asks_about_another_user_and_gets_what_that_users_requests_get(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
+    """SubjectAccessReview and LocalSubjectAccessReview: about the user the spec names (here, the
+    robot exactly as whoami describes it), answered as that user's own requests are; asked only by
+    whoever may create them."""
+    token, kubectl = _robot(proxy, front, tmp_path)
+    _read_secrets_in_default(front)
+    robot = json.loads(kubectl.ok("auth", "whoami", "-o", "json"))["status"]["userInfo"]
+    subject = {"user": robot["username"], "groups": robot["groups"], "extra": robot.get("extra", {}), "uid": robot["uid"]}
+    sar = f"/clusters/{WORKSPACE}/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    lsar = f"/clusters/{WORKSPACE}/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews"
+
+    def asked(url: str, attributes: dict[str, Any]) -> bool:
+        answer = front.post(url, json={"apiVersion": "authorization.k8s.io/v1", "spec": {**subject, "resourceAttributes": attributes}})
+        assert answer.status_code == 201, answer.text
+        return bool(answer.json()["status"]["allowed"])
+
+    assert asked(sar, {"verb": "list", "resource": "configmaps", "namespace": "default"})
+    assert not asked(sar, {"verb": "create", "resource": "configmaps", "namespace": "default"})
+    assert asked(lsar, {"verb": "get", "resource": "configmaps", "name": "x"})
+    assert eventually(lambda: asked(lsar, {"verb": "get", "resource": "secrets"}), "the Role in default takes effect"), "a local review asks in its namespace"
+    assert not asked(lsar.replace("/default/", "/other/"), {"verb": "get", "resource": "secrets"})
+    assert not asked(sar, {"verb": "get", "resource": "secrets"}), "the Role does not reach beyond its namespace"
+    stranger = {**subject, "user": "someone-else", "groups": [], "extra": {}}
+    refused = front.post(sar, json={"spec": {**stranger, "resourceAttributes": {"verb": "list", "resource": "configmaps", "namespace": "default"}}})
+    assert refused.status_code == 201 and refused.json()["status"]["allowed"] is False
+    with proxy.client(token=token) as itself:  # the robot may review itself, not ask about others
+        assert itself.post(sar, json={"spec": {**subject, "resourceAttributes": {"verb": "list", "resource": "configmaps"}}}).status_code == 403
+
+
+@pytest.mark.parametrize(("path", "spec", "status", "said"), [
+    ("subjectaccessreviews", {"resourceAttributes": {"verb": "get"}}, 422, "at least one of user or group must be specified"),
+    ("subjectaccessreviews", {"user": "u", "groups": "g", "resourceAttributes": {"verb": "get"}}, 422, "spec.groups"),
+    ("subjectaccessreviews", {"user": "u", "extra": {"k": "v"}, "resourceAttributes": {"verb": "get"}}, 422, "spec.extra"),
+    ("subjectaccessreviews", {"user": "u", "groups": ["g"] * 1000, "resourceAttributes": {"verb": "get"}}, 422, "spec.groups"),
+    ("namespaces/default/localsubjectaccessreviews", {"user": "u", "nonResourceAttributes": {"verb": "get", "path": "/"}}, 422,
+     "disallowed on this kind of request"),
+    ("namespaces/default/localsubjectaccessreviews", {"user": "u", "resourceAttributes": {"verb": "get", "namespace": "other"}}, 400,
+     "spec.resourceAttributes.namespace must match namespace: default"),
+    ("localsubjectaccessreviews", {"user": "u", "resourceAttributes": {"verb": "get"}}, 404, "NotFound"),
+    ("namespaces/default/subjectaccessreviews", {"user": "u", "resourceAttributes": {"verb": "get"}}, 404, "NotFound"),
+])
+def test_a_subject_access_review_that_is_not_one_is_a_status(front: httpx.Client, path: str, spec: dict[str, Any], status: int, said: str) -> None:
+    answer = front.post(f"/clusters/{WORKSPACE}/apis/authorization.k8s.io/v1/{path}", json={"spec": spec})
+    assert answer.status_code == status, answer.text
+    assert said in answer.json()["message"] + answer.json()["reason"], answer.json()

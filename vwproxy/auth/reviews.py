@@ -3,6 +3,9 @@
 - SelfSubjectAccessReview (`kubectl auth can-i VERB RESOURCE`): may I do this here?
 - SelfSubjectRulesReview (`kubectl auth can-i --list`): what may I do in this namespace here?
 - SelfSubjectReview (`kubectl auth whoami`): who does this server take me for?
+- SubjectAccessReview and LocalSubjectAccessReview (a namespace's): may this user do that here?
+  Asked by whoever may create them (cluster-admin: a sidecar such as kube-rbac-proxy, an
+  admission webhook); the user is the one the spec names, never the caller.
 
 Each is a create that stores nothing: the answer is the request with its `status` filled in. The
 access review asks the same authorizer chain the caller's own requests in that workspace meet, so
@@ -14,6 +17,7 @@ own 403 keeps it (kcp anonymises denials); an allowance carries it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from vwproxy.auth.authorizers import Authorizer
@@ -29,20 +33,27 @@ AUTHENTICATION_V1 = "authentication.k8s.io/v1"
 ACCESS_REVIEW = "SelfSubjectAccessReview"
 RULES_REVIEW = "SelfSubjectRulesReview"
 SELF_REVIEW = "SelfSubjectReview"
+SUBJECT_REVIEW = "SubjectAccessReview"
+LOCAL_REVIEW = "LocalSubjectAccessReview"
 # (group, version, resource) -> (apiVersion, kind) of the reviews served here.
 REVIEWS: Mapping[tuple[str, str, str], tuple[str, str]] = {
     ("authorization.k8s.io", "v1", "selfsubjectaccessreviews"): (AUTHORIZATION_V1, ACCESS_REVIEW),
     ("authorization.k8s.io", "v1", "selfsubjectrulesreviews"): (AUTHORIZATION_V1, RULES_REVIEW),
     ("authentication.k8s.io", "v1", "selfsubjectreviews"): (AUTHENTICATION_V1, SELF_REVIEW),
+    ("authorization.k8s.io", "v1", "subjectaccessreviews"): (AUTHORIZATION_V1, SUBJECT_REVIEW),
+    ("authorization.k8s.io", "v1", "localsubjectaccessreviews"): (AUTHORIZATION_V1, LOCAL_REVIEW),
 }
+NAMESPACED_REVIEWS = frozenset({LOCAL_REVIEW})
 REVIEW_GROUPS = frozenset({"authentication.k8s.io", "authorization.k8s.io"})
 _RESOURCE_FIELDS = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
 _MAX_FIELD = 1024  # longer than any name, path or verb; a review is not a place for more
+_MAX_ITEMS = 256  # groups of a user, keys of its extra, values of one key
 
 
 def review(kind: str, request: Any, user: User, cluster: str, authorize: Authorizer,
-           rules_for: Callable[[User, str, str], Sequence[Rule]]) -> dict[str, Any]:
-    """The answer to one review of `kind` (one of REVIEWS' kinds) by `user` in `cluster`.
+           rules_for: Callable[[User, str, str], Sequence[Rule]], namespace: str = "") -> dict[str, Any]:
+    """The answer to one review of `kind` (one of REVIEWS' kinds) by `user` in `cluster` (and
+    `namespace`, the path's, for a LocalSubjectAccessReview).
 
     `request` is the decoded body; a body that is not such a review is a 400 or 422 `Status`.
     """
@@ -70,7 +81,18 @@ def review(kind: str, request: Any, user: User, cluster: str, authorize: Authori
         answer["status"] = rules_status(rules_for(user, cluster, namespace))
         return answer
     attributes = access_attributes(spec, kind)
-    decision = authorize(user, cluster, attributes)
+    subject = user
+    if kind in (SUBJECT_REVIEW, LOCAL_REVIEW):
+        subject = subject_of(spec, kind)
+    if kind == LOCAL_REVIEW:
+        if not attributes.resource_request:
+            raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "disallowed on this kind of request", "spec.nonResourceAttributes")],
+                                 "authorization.k8s.io")
+        if attributes.namespace and attributes.namespace != namespace:
+            raise errors.bad_request(f"spec.resourceAttributes.namespace must match namespace: {namespace}")
+        attributes = replace(attributes, namespace=namespace)
+        answer["metadata"]["namespace"] = namespace
+    decision = authorize(subject, cluster, attributes)
     status: dict[str, Any] = {"allowed": decision.allowed}
     if decision.denied:
         status["denied"] = True
@@ -98,6 +120,25 @@ def access_attributes(spec: Mapping[str, Any], kind: str = ACCESS_REVIEW) -> Att
         raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "must be an object", "spec.nonResourceAttributes")], "authorization.k8s.io")
     return Attributes(_text(non_resource, "verb", "spec.nonResourceAttributes.verb", kind),
                       path=_text(non_resource, "path", "spec.nonResourceAttributes.path", kind))
+
+
+def subject_of(spec: Mapping[str, Any], kind: str) -> User:
+    """The user a SubjectAccessReview asks about: `user`, `groups`, `extra`, `uid` as the spec gives
+    them (at least a user or a group, as kube requires). Only asked about, never acted as."""
+    name = _text(spec, "user", "spec.user", kind)
+    groups = spec.get("groups") or []
+    extra = spec.get("extra") or {}
+    if not isinstance(groups, list) or not all(isinstance(g, str) and len(g) <= _MAX_FIELD for g in groups) or len(groups) > _MAX_ITEMS:
+        raise errors.invalid(kind, "", [Cause("FieldValueInvalid", f"must be a list of at most {_MAX_ITEMS} strings", "spec.groups")], "authorization.k8s.io")
+    if not isinstance(extra, dict) or len(extra) > _MAX_ITEMS or not all(
+            isinstance(k, str) and len(k) <= _MAX_FIELD and isinstance(v, list) and len(v) <= _MAX_ITEMS
+            and all(isinstance(x, str) and len(x) <= _MAX_FIELD for x in v) for k, v in extra.items()):
+        raise errors.invalid(kind, "", [Cause("FieldValueInvalid", f"must map at most {_MAX_ITEMS} keys to lists of strings", "spec.extra")],
+                             "authorization.k8s.io")
+    if not name and not groups:
+        raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "at least one of user or group must be specified", "spec.user")],
+                             "authorization.k8s.io")
+    return User(name, tuple(groups), {k: tuple(v) for k, v in extra.items()}, _text(spec, "uid", "spec.uid", kind))
 
 
 def rules_status(rules: Sequence[Rule]) -> dict[str, Any]:

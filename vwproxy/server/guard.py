@@ -33,7 +33,7 @@ from vwproxy.auth.errors import AuthenticationFailed
 from vwproxy.auth.authorizers import ALWAYS_ALLOWED_PATHS, ExportPolicy, checked, first_opinion, lifecycle, always_allow_groups, always_allow_paths, workspace_chain
 from vwproxy.auth.identity import MASTERS, User, without_lifecycle_groups
 from vwproxy.auth.requestattributes import attributes_for
-from vwproxy.auth.reviews import REVIEWS, review
+from vwproxy.auth.reviews import NAMESPACED_REVIEWS, REVIEWS, review
 from vwproxy.auth.stack import AuthStack
 from vwproxy.auth.tokenrequest import token_request
 from vwproxy.auth.vwbinding import apiexport_chain
@@ -134,7 +134,11 @@ class Guard:
         if target is not None and method == "POST" and target.resource == "serviceaccounts" and target.subresource == "token":
             await self._token_request(scope, receive, send, cluster, target)
             return
-        reviewed = REVIEWS.get((target.group, target.version, target.resource)) if target is not None and not target.name and not target.namespace else None
+        reviewed = None
+        if target is not None and not target.name:
+            reviewed = REVIEWS.get((target.group, target.version, target.resource))
+            if reviewed is not None and bool(target.namespace) != (reviewed[1] in NAMESPACED_REVIEWS):
+                reviewed = None  # a namespaced path of a cluster-wide review, or the other way round: not served
         if reviewed is not None and cluster != WILDCARD_CLUSTER:
             assert target is not None
             if method != "POST":
@@ -142,7 +146,7 @@ class Guard:
             # JSON, YAML, or protobuf as kubectl sends it.
             content_type = headers.get("content-type", http.JSON).split(";", 1)[0].strip().lower() or http.JSON
             request = http.decode_object(await _read(receive), content_type)
-            answer = review(reviewed[1], request, user, cluster, chain, self.auth.rbac.rules_for)
+            answer = review(reviewed[1], request, user, cluster, chain, self.auth.rbac.rules_for, target.namespace)
             await http.object_response(answer, 201)(scope, receive, send)
             return
         if target is not None and target.group == "tenancy.kcp.io" and target.resource == "workspaces" and method in ("POST", "PUT", "PATCH"):
