@@ -264,3 +264,47 @@ def test_a_subject_access_review_that_is_not_one_is_a_status(front: httpx.Client
     answer = front.post(f"/clusters/{WORKSPACE}/apis/authorization.k8s.io/v1/{path}", json={"spec": spec})
     assert answer.status_code == status, answer.text
     assert said in answer.json()["message"] + answer.json()["reason"], answer.json()
+
+
+def test_an_admin_reviews_a_token_as_a_request_carrying_it_would_be_taken(proxy: RunningProxy, front: httpx.Client, tmp_path: Path) -> None:
+    """TokenReview (kube-rbac-proxy's first question): the robot's token is its ServiceAccount's
+    user, for this server's audiences; a bad or revoked token, or another audience, is not
+    authenticated; the robot itself may not ask."""
+    kubernetes = pytest.importorskip("kubernetes")
+    token, kubectl = _robot(proxy, front, tmp_path)
+    robot = json.loads(kubectl.ok("auth", "whoami", "-o", "json"))["status"]["userInfo"]
+    with proxy.api_client(proxy.workspace_url(WORKSPACE)) as api:
+        authentication = kubernetes.client.AuthenticationV1Api(api)
+
+        def reviewed(token: str, audiences: list[str] | None = None) -> Any:
+            body = kubernetes.client.V1TokenReview(spec=kubernetes.client.V1TokenReviewSpec(token=token, audiences=audiences))
+            return authentication.create_token_review(body).status
+
+        status = reviewed(token)
+        assert status.authenticated and status.user.username == robot["username"] and status.user.groups == robot["groups"], status
+        assert status.user.uid == robot["uid"] and status.audiences, status
+        assert reviewed(token, status.audiences).authenticated
+        elsewhere = reviewed(token, ["some-other-audience"])
+        assert not elsewhere.authenticated and "API audiences only" in elsewhere.error, elsewhere
+        forged = reviewed(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+        assert not forged.authenticated and forged.error, forged
+        assert not reviewed("not-a-token").authenticated
+    with proxy.client(token=token) as itself:
+        asked = itself.post(f"/clusters/{WORKSPACE}/apis/authentication.k8s.io/v1/tokenreviews", json={"spec": {"token": token}})
+        assert asked.status_code == 403, "only whoever may create token reviews asks"
+    assert front.delete(f"/clusters/{WORKSPACE}/api/v1/namespaces/default/serviceaccounts/robot").status_code == 200
+    gone = front.post(f"/clusters/{WORKSPACE}/apis/authentication.k8s.io/v1/tokenreviews", json={"spec": {"token": token}})
+    assert gone.status_code == 201 and gone.json()["status"]["authenticated"] is False, gone.text
+    empty = front.post(f"/clusters/{WORKSPACE}/apis/authentication.k8s.io/v1/tokenreviews", json={"spec": {}})
+    assert empty.status_code == 400 and "token is required" in empty.json()["message"], empty.text
+
+
+def test_a_token_review_sent_as_protobuf_is_read() -> None:
+    """client-go may send a TokenReview as protobuf; its spec is read as JSON would give it."""
+    from test_protobuf import envelope, ld
+
+    from vwproxy.kube.protobuf import decode
+
+    body = envelope("authentication.k8s.io/v1", "TokenReview", ld(2, ld(1, "a.b.c") + ld(2, "aud-1") + ld(2, "aud-2")))
+    assert decode(body) == {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {},
+                            "spec": {"token": "a.b.c", "audiences": ["aud-1", "aud-2"]}}

@@ -6,6 +6,9 @@
 - SubjectAccessReview and LocalSubjectAccessReview (a namespace's): may this user do that here?
   Asked by whoever may create them (cluster-admin: a sidecar such as kube-rbac-proxy, an
   admission webhook); the user is the one the spec names, never the caller.
+- TokenReview: who is this token? Asked by whoever may create them (the same sidecars), answered
+  by the server's own authenticator, for this server's API audiences only (a token issued for
+  another audience is not authenticated here, where kube-apiserver would check it for that one).
 
 Each is a create that stores nothing: the answer is the request with its `status` filled in. The
 access review asks the same authorizer chain the caller's own requests in that workspace meet, so
@@ -17,12 +20,13 @@ own 403 keeps it (kcp anonymises denials); an allowance carries it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vwproxy.auth.authorizers import Authorizer
 from vwproxy.auth.decision import Attributes
-from vwproxy.auth.identity import User, owner_info
+from vwproxy.auth.errors import AuthenticationFailed
+from vwproxy.auth.identity import ANONYMOUS_NAME, User, owner_info
 from vwproxy.auth.rbac import Rule
 from vwproxy.kube import errors
 from vwproxy.kube.errors import Cause
@@ -35,6 +39,7 @@ RULES_REVIEW = "SelfSubjectRulesReview"
 SELF_REVIEW = "SelfSubjectReview"
 SUBJECT_REVIEW = "SubjectAccessReview"
 LOCAL_REVIEW = "LocalSubjectAccessReview"
+TOKEN_REVIEW = "TokenReview"
 # (group, version, resource) -> (apiVersion, kind) of the reviews served here.
 REVIEWS: Mapping[tuple[str, str, str], tuple[str, str]] = {
     ("authorization.k8s.io", "v1", "selfsubjectaccessreviews"): (AUTHORIZATION_V1, ACCESS_REVIEW),
@@ -42,22 +47,34 @@ REVIEWS: Mapping[tuple[str, str, str], tuple[str, str]] = {
     ("authentication.k8s.io", "v1", "selfsubjectreviews"): (AUTHENTICATION_V1, SELF_REVIEW),
     ("authorization.k8s.io", "v1", "subjectaccessreviews"): (AUTHORIZATION_V1, SUBJECT_REVIEW),
     ("authorization.k8s.io", "v1", "localsubjectaccessreviews"): (AUTHORIZATION_V1, LOCAL_REVIEW),
+    ("authentication.k8s.io", "v1", "tokenreviews"): (AUTHENTICATION_V1, TOKEN_REVIEW),
 }
 NAMESPACED_REVIEWS = frozenset({LOCAL_REVIEW})
 REVIEW_GROUPS = frozenset({"authentication.k8s.io", "authorization.k8s.io"})
 _RESOURCE_FIELDS = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
 _MAX_FIELD = 1024  # longer than any name, path or verb; a review is not a place for more
 _MAX_ITEMS = 256  # groups of a user, keys of its extra, values of one key
+_MAX_TOKEN = 16 * 1024  # far longer than any JWT this server or an issuer signs
 
 
-def review(kind: str, request: Any, user: User, cluster: str, authorize: Authorizer,
-           rules_for: Callable[[User, str, str], Sequence[Rule]], namespace: str = "") -> dict[str, Any]:
+@dataclass(frozen=True)
+class Reviewer:
+    """What answers reviews: the authorizer chain of the workspace, its RBAC rules, and the
+    server's authenticator with the API audiences its tokens are checked for."""
+
+    authorize: Authorizer
+    rules_for: Callable[[User, str, str], Sequence[Rule]]
+    authenticate: Callable[[str], User]  # a bearer token -> its user; AuthenticationFailed otherwise
+    api_audiences: Sequence[str]
+
+
+def review(kind: str, request: Any, user: User, cluster: str, reviewer: Reviewer, namespace: str = "") -> dict[str, Any]:
     """The answer to one review of `kind` (one of REVIEWS' kinds) by `user` in `cluster` (and
     `namespace`, the path's, for a LocalSubjectAccessReview).
 
     `request` is the decoded body; a body that is not such a review is a 400 or 422 `Status`.
     """
-    api_version = AUTHENTICATION_V1 if kind == SELF_REVIEW else AUTHORIZATION_V1
+    api_version = AUTHENTICATION_V1 if kind in (SELF_REVIEW, TOKEN_REVIEW) else AUTHORIZATION_V1
     if not isinstance(request, dict):
         raise errors.bad_request(f"the {kind} must be a JSON object")
     sent_kind, sent_version = request.get("kind"), request.get("apiVersion")
@@ -72,13 +89,17 @@ def review(kind: str, request: Any, user: User, cluster: str, authorize: Authori
         return answer
     spec = request.get("spec")
     if not isinstance(spec, dict):
-        raise errors.invalid(kind, "", [Cause("FieldValueRequired", "Required value", "spec")], "authorization.k8s.io")
+        raise errors.invalid(kind, "", [Cause("FieldValueRequired", "Required value", "spec")], api_version.split("/")[0])
+    if kind == TOKEN_REVIEW:
+        answer["spec"] = spec
+        answer["status"] = token_status(spec, reviewer)
+        return answer
     if kind == RULES_REVIEW:
         namespace = _text(spec, "namespace", "spec.namespace", kind)
         if not namespace:
             raise errors.bad_request("no namespace on request")  # kube's answer: the rules are asked per namespace
         answer["spec"] = {"namespace": namespace}
-        answer["status"] = rules_status(rules_for(user, cluster, namespace))
+        answer["status"] = rules_status(reviewer.rules_for(user, cluster, namespace))
         return answer
     attributes = access_attributes(spec, kind)
     subject = user
@@ -92,7 +113,7 @@ def review(kind: str, request: Any, user: User, cluster: str, authorize: Authori
             raise errors.bad_request(f"spec.resourceAttributes.namespace must match namespace: {namespace}")
         attributes = replace(attributes, namespace=namespace)
         answer["metadata"]["namespace"] = namespace
-    decision = authorize(subject, cluster, attributes)
+    decision = reviewer.authorize(subject, cluster, attributes)
     status: dict[str, Any] = {"allowed": decision.allowed}
     if decision.denied:
         status["denied"] = True
@@ -120,6 +141,30 @@ def access_attributes(spec: Mapping[str, Any], kind: str = ACCESS_REVIEW) -> Att
         raise errors.invalid(kind, "", [Cause("FieldValueInvalid", "must be an object", "spec.nonResourceAttributes")], "authorization.k8s.io")
     return Attributes(_text(non_resource, "verb", "spec.nonResourceAttributes.verb", kind),
                       path=_text(non_resource, "path", "spec.nonResourceAttributes.path", kind))
+
+
+def token_status(spec: Mapping[str, Any], reviewer: Reviewer) -> dict[str, Any]:
+    """A TokenReview's status: the token's user as a request carrying it would be taken for, or
+    `authenticated: false` with the reason (the caller may create token reviews: an admin)."""
+    token = spec.get("token")
+    if not isinstance(token, str) or not token:
+        raise errors.bad_request("token is required for TokenReview in authentication")
+    if len(token) > _MAX_TOKEN:
+        return {"authenticated": False, "error": f"the token is longer than {_MAX_TOKEN} bytes"}
+    asked = spec.get("audiences") or []
+    if not isinstance(asked, list) or not all(isinstance(a, str) for a in asked) or len(asked) > _MAX_ITEMS:
+        raise errors.invalid(TOKEN_REVIEW, "", [Cause("FieldValueInvalid", f"must be a list of at most {_MAX_ITEMS} strings", "spec.audiences")],
+                             "authentication.k8s.io")
+    audiences = [a for a in asked if a in reviewer.api_audiences] if asked else list(reviewer.api_audiences)
+    if not audiences:
+        return {"authenticated": False, "error": f"this server checks tokens for its API audiences only: {', '.join(reviewer.api_audiences)}"}
+    try:
+        user = reviewer.authenticate(token)
+    except AuthenticationFailed as failed:
+        return {"authenticated": False, "error": failed.reason}
+    if user.name == ANONYMOUS_NAME:
+        return {"authenticated": False}
+    return {"authenticated": True, "user": owner_info(user), "audiences": audiences}
 
 
 def subject_of(spec: Mapping[str, Any], kind: str) -> User:

@@ -401,6 +401,9 @@ _SELF_SUBJECT_RULES_REVIEW: Final = _msg(
     "SelfSubjectRulesReview", _METADATA, _f(2, "spec", _msg("SelfSubjectRulesReviewSpec", _f(1, "namespace", S)), emit=ALWAYS)
 )
 _SELF_SUBJECT_REVIEW: Final = _msg("SelfSubjectReview", _METADATA)
+_TOKEN_REVIEW: Final = _msg(
+    "TokenReview", _METADATA, _f(2, "spec", _msg("TokenReviewSpec", _f(1, "token", S), _f(2, "audiences", S, LIST)), emit=ALWAYS)
+)
 
 _KINDS: Final[dict[tuple[str, str], _Message]] = {
     ("v1", "ConfigMap"): _CONFIG_MAP,
@@ -416,6 +419,7 @@ _KINDS: Final[dict[tuple[str, str], _Message]] = {
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _SELF_SUBJECT_ACCESS_REVIEW,
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _SELF_SUBJECT_RULES_REVIEW,
     ("authentication.k8s.io/v1", "SelfSubjectReview"): _SELF_SUBJECT_REVIEW,
+    ("authentication.k8s.io/v1", "TokenReview"): _TOKEN_REVIEW,
 }
 
 # `v1`, `meta.k8s.io/v1`, `apps/v1`, `batch/v1beta1`, ...: every group version

@@ -33,7 +33,7 @@ from vwproxy.auth.errors import AuthenticationFailed
 from vwproxy.auth.authorizers import ALWAYS_ALLOWED_PATHS, ExportPolicy, checked, first_opinion, lifecycle, always_allow_groups, always_allow_paths, workspace_chain
 from vwproxy.auth.identity import MASTERS, User, without_lifecycle_groups
 from vwproxy.auth.requestattributes import attributes_for
-from vwproxy.auth.reviews import NAMESPACED_REVIEWS, REVIEWS, review
+from vwproxy.auth.reviews import NAMESPACED_REVIEWS, REVIEWS, Reviewer, review
 from vwproxy.auth.stack import AuthStack
 from vwproxy.auth.tokenrequest import token_request
 from vwproxy.auth.vwbinding import apiexport_chain
@@ -146,12 +146,17 @@ class Guard:
             # JSON, YAML, or protobuf as kubectl sends it.
             content_type = headers.get("content-type", http.JSON).split(";", 1)[0].strip().lower() or http.JSON
             request = http.decode_object(await _read(receive), content_type)
-            answer = review(reviewed[1], request, user, cluster, chain, self.auth.rbac.rules_for, target.namespace)
+            reviewer = Reviewer(chain, self.auth.rbac.rules_for, self._user_of_token, self.auth.service_accounts.api_audiences)
+            answer = review(reviewed[1], request, user, cluster, reviewer, target.namespace)
             await http.object_response(answer, 201)(scope, receive, send)
             return
         if target is not None and target.group == "tenancy.kcp.io" and target.resource == "workspaces" and method in ("POST", "PUT", "PATCH"):
             receive = await self._backend_choice_is_admin_only(user, receive)
         await self.app(scope, receive, send)
+
+    def _user_of_token(self, token: str) -> User:
+        """Whom a request carrying `token` is taken for (a TokenReview's question)."""
+        return without_lifecycle_groups(self.auth.authenticator.authenticate(f"Bearer {token}"))
 
     # -- routes ------------------------------------------------------------------------------------
 
